@@ -1,0 +1,659 @@
+/* bench_kernels.c - `kiln bench-kernels`: how close the matmul kernels come to
+ * the machine's limits.
+ *
+ * First it measures the machine with the thread count under test: memory
+ * read bandwidth (a streaming read over 1 GiB), the FP32 FMA peak and the
+ * int8 VNNI peak (register-only loops). Then, for each weight type and ISA:
+ *  - matvec (nc = 1): one pool task runs the product over enough distinct
+ *    matrices to total --mb megabytes (so nothing stays in cache), a barrier
+ *    between products as in a forward pass; reported as GB/s of weight bytes
+ *    read and as a share of the measured bandwidth;
+ *  - matmul (nc = --batch): one matrix, reported as 2*rows*cols*batch / time
+ *    in GOPS and as a share of the VNNI peak (types whose activations are
+ *    quantized to int8) or the FMA peak (float types).
+ * Every figure is the best of several repetitions. Results go to stdout as a
+ * table (and to --json FILE); progress goes to stderr.
+ * Owns nothing beyond the command's run; all buffers are freed on return.
+ */
+#include "base/mem.h"
+#include "base/time.h"
+#include "cli/commands.h"
+#include "compute/kernels.h"
+#include "compute/matmul.h"
+#include "compute/threadpool.h"
+#include "compute/types.h"
+#include "kiln.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+#define MIB (1024.0 * 1024.0)
+
+struct options {
+    int threads;
+    int types[KILN_TYPE_COUNT]; /* 1 = benchmark this type */
+    int isas[KILN_ISA_COUNT];
+    int64_t rows, cols, batch, mb;
+    const char *json;
+};
+
+struct machine {
+    double bw_gbs;       /* memory read bandwidth, GB/s (1e9) */
+    double fma_gflops;   /* FP32 FMA peak */
+    double vnni_gops;    /* int8 dot-product peak, 0 when the CPU has no VNNI */
+    const char *fma_isa; /* which registers the FMA figure used */
+};
+
+struct result {
+    kiln_type type;
+    enum kiln_isa isa;
+    int has_gemm;
+    const char *skip; /* why nothing was measured, or NULL */
+    double mv_gbs, mv_us;
+    double mm_gops;
+    int int8; /* matmul compared with the VNNI peak (else FMA) */
+};
+
+/* ---- machine peaks ----------------------------------------------------------------------- */
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static uint64_t read_avx512(const char *p, size_t n) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 256 <= n; i += 256) {
+        a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(p + i)));
+        a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(p + i + 64)));
+        a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(p + i + 128)));
+        a3 = _mm512_add_epi64(a3, _mm512_load_si512((const void *)(p + i + 192)));
+    }
+    a0 = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
+    return (uint64_t)_mm512_reduce_add_epi64(a0);
+}
+
+__attribute__((target("avx2"))) static uint64_t read_avx2(const char *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 128 <= n; i += 128) {
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    }
+    a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    uint64_t l[4];
+    _mm256_storeu_si256((__m256i *)l, a0);
+    return l[0] + l[1] + l[2] + l[3];
+}
+
+/* 16 independent accumulators: enough to cover the FMA latency on two pipes. */
+#define REP16(X)                                                                                   \
+    X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+
+__attribute__((target("avx512f"))) static float fma_avx512(int64_t iters) {
+#define DECL(i) __m512 a##i = _mm512_set1_ps(0.001f * (i + 1));
+#define STEP(i) a##i = _mm512_fmadd_ps(a##i, b, c);
+#define SUM(i)  s = _mm512_add_ps(s, a##i);
+    REP16(DECL)
+    __m512 b = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f), s = _mm512_setzero_ps();
+    for (int64_t it = 0; it < iters; it++) {
+        REP16(STEP)
+    }
+    REP16(SUM)
+    return _mm512_reduce_add_ps(s);
+#undef DECL
+#undef STEP
+#undef SUM
+}
+
+__attribute__((target("avx2,fma"))) static float fma_avx2(int64_t iters) {
+#define DECL(i) __m256 a##i = _mm256_set1_ps(0.001f * (i + 1));
+#define STEP(i) a##i = _mm256_fmadd_ps(a##i, b, c);
+#define SUM(i)  s = _mm256_add_ps(s, a##i);
+    REP16(DECL)
+    __m256 b = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(0.0001f), s = _mm256_setzero_ps();
+    for (int64_t it = 0; it < iters; it++) {
+        REP16(STEP)
+    }
+    REP16(SUM)
+    float l[8];
+    _mm256_storeu_ps(l, s);
+    return l[0] + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
+#undef DECL
+#undef STEP
+#undef SUM
+}
+
+__attribute__((target("avx512f,avx512vnni"))) static float vnni_avx512(int64_t iters) {
+#define DECL(i) __m512i a##i = _mm512_set1_epi32(i);
+#define STEP(i) a##i = _mm512_dpbusd_epi32(a##i, u, v);
+#define SUM(i)  s = _mm512_add_epi32(s, a##i);
+    REP16(DECL)
+    __m512i u = _mm512_set1_epi8(3), v = _mm512_set1_epi8(-2), s = _mm512_setzero_si512();
+    for (int64_t it = 0; it < iters; it++) {
+        REP16(STEP)
+    }
+    REP16(SUM)
+    return (float)_mm512_reduce_add_epi32(s);
+#undef DECL
+#undef STEP
+#undef SUM
+}
+#endif
+
+static uint64_t read_scalar(const char *p, size_t n) {
+    const uint64_t *q = (const uint64_t *)p;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 4 <= n / 8; i += 4)
+        s0 += q[i], s1 += q[i + 1], s2 += q[i + 2], s3 += q[i + 3];
+    return s0 + s1 + s2 + s3;
+}
+
+enum peak_kind { PEAK_READ, PEAK_FMA512, PEAK_FMA256, PEAK_VNNI512 };
+
+struct peak_task {
+    enum peak_kind kind;
+    const char *buf;
+    size_t size;
+    int64_t iters;
+    _Atomic uint64_t sink;
+};
+
+static void peak_fn(void *arg, int ith, int nth) {
+    struct peak_task *t = arg;
+    uint64_t v = 0;
+    switch (t->kind) {
+    case PEAK_READ: {
+        /* slices of whole 256-byte lines so every byte is read exactly once */
+        size_t lines = t->size / 256;
+        size_t l0 = lines * (size_t)ith / (size_t)nth, l1 = lines * (size_t)(ith + 1) / (size_t)nth;
+        const char *p = t->buf + l0 * 256;
+        size_t n = (l1 - l0) * 256;
+#if defined(__x86_64__)
+        if (kiln_isa_detect() >= KILN_ISA_AVX512)
+            v = read_avx512(p, n);
+        else if (kiln_isa_detect() >= KILN_ISA_AVX2)
+            v = read_avx2(p, n);
+        else
+#endif
+            v = read_scalar(p, n);
+        break;
+    }
+#if defined(__x86_64__)
+    case PEAK_FMA512:
+        v = (uint64_t)fma_avx512(t->iters);
+        break;
+    case PEAK_FMA256:
+        v = (uint64_t)fma_avx2(t->iters);
+        break;
+    case PEAK_VNNI512:
+        v = (uint64_t)vnni_avx512(t->iters);
+        break;
+#else
+    default:
+        break;
+#endif
+    }
+    atomic_fetch_add_explicit(&t->sink, v, memory_order_relaxed);
+}
+
+/* Best time of `reps` runs of the task on the whole pool. */
+static double best_run_s(kiln_pool *pool, struct peak_task *t, int reps) {
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        int64_t t0 = kiln_now_ns();
+        kiln_pool_run(pool, peak_fn, t);
+        double s = (double)(kiln_now_ns() - t0) * 1e-9;
+        if (s < best) best = s;
+    }
+    return best;
+}
+
+/* Register-only loops: ops per iteration per thread given; the iteration
+ * count is grown until one run takes about 0.2 s. */
+static double compute_peak(kiln_pool *pool, enum peak_kind kind, double ops_per_iter) {
+    struct peak_task t = {.kind = kind, .iters = 1 << 16};
+    for (;;) {
+        double s = best_run_s(pool, &t, 1);
+        if (s > 0.05) break;
+        t.iters *= 4;
+    }
+    t.iters = (int64_t)((double)t.iters * 2);
+    double s = best_run_s(pool, &t, 3);
+    return ops_per_iter * (double)t.iters * kiln_pool_size(pool) / s * 1e-9;
+}
+
+static int measure_machine(kiln_pool *pool, struct machine *m) {
+    memset(m, 0, sizeof *m);
+    size_t size = (size_t)GIB;
+    char *buf = kiln_aligned_alloc(4096, size);
+    if (!buf) {
+        fprintf(stderr, "bench-kernels: cannot allocate 1 GiB for the bandwidth test\n");
+        return 1;
+    }
+    for (size_t i = 0; i < size; i += 4096) memset(buf + i, (int)(i >> 12), 4096);
+    struct peak_task t = {.kind = PEAK_READ, .buf = buf, .size = size};
+    double s = best_run_s(pool, &t, 8);
+    m->bw_gbs = (double)size / s * 1e-9;
+    kiln_aligned_free(buf);
+    fprintf(stderr, "bench-kernels: memory read %.1f GB/s\n", m->bw_gbs);
+#if defined(__x86_64__)
+    if (kiln_isa_detect() >= KILN_ISA_AVX512) {
+        m->fma_gflops = compute_peak(pool, PEAK_FMA512, 16 * 16 * 2);
+        m->fma_isa = "avx512";
+    } else if (kiln_isa_detect() >= KILN_ISA_AVX2) {
+        m->fma_gflops = compute_peak(pool, PEAK_FMA256, 16 * 8 * 2);
+        m->fma_isa = "avx2";
+    }
+    fprintf(stderr, "bench-kernels: FP32 FMA %.0f GFLOP/s\n", m->fma_gflops);
+    /* kiln's avx512 table requires VNNI, so the detected ISA tells */
+    if (kiln_isa_detect() >= KILN_ISA_AVX512) {
+        m->vnni_gops = compute_peak(pool, PEAK_VNNI512, 16 * 64 * 2);
+        fprintf(stderr, "bench-kernels: int8 VNNI %.0f GOPS\n", m->vnni_gops);
+    }
+#endif
+    if (!m->fma_isa) m->fma_isa = "none";
+    return 0;
+}
+
+/* ---- kernels ----------------------------------------------------------------------------- */
+
+struct mv_task {
+    kiln_matmul_ctx *ctx;
+    kiln_pool *pool;
+    const struct kiln_matmul_op *ops;
+    int count;
+};
+
+static void mv_fn(void *arg, int ith, int nth) {
+    struct mv_task *t = arg;
+    for (int i = 0; i < t->count; i++) {
+        kiln_matmul_task(t->ctx, &t->ops[i], ith, nth);
+        kiln_pool_barrier(t->pool);
+    }
+}
+
+/* Fills count matrices of rows x cols of type t: 64 distinct quantized rows,
+ * repeated (the values do not change the kernels' speed; the memory does). */
+static int fill_weights(kiln_type t, char *dst, int64_t rows, int64_t cols, int count) {
+    const struct kiln_kernels *scalar = kiln_kernels_get(KILN_ISA_SCALAR);
+    size_t rs = kiln_row_size(t, cols);
+    int64_t distinct = rows < 64 ? rows : 64;
+    float *f = malloc(sizeof(float) * (size_t)cols);
+    if (!f) return -1;
+    uint64_t z = 0x9e3779b97f4a7c15ull;
+    for (int64_t r = 0; r < distinct; r++) {
+        for (int64_t i = 0; i < cols; i++) {
+            z ^= z << 13, z ^= z >> 7, z ^= z << 17;
+            f[i] = ((float)(z >> 40) / (float)(1 << 24) - 0.5f) * 0.2f;
+        }
+        if (t == KILN_TYPE_F32)
+            memcpy(dst + (size_t)r * rs, f, rs);
+        else
+            scalar->from_float[t](f, dst + (size_t)r * rs, cols);
+    }
+    free(f);
+    for (int64_t r = distinct; r < rows; r++)
+        memcpy(dst + (size_t)r * rs, dst + (size_t)(r % distinct) * rs, rs);
+    size_t msize = rs * (size_t)rows;
+    for (int m = 1; m < count; m++) memcpy(dst + (size_t)m * msize, dst, msize);
+    return 0;
+}
+
+static void bench_one(kiln_pool *pool, const struct options *o, struct result *res, char *wbuf,
+                      const float *x) {
+    const struct kiln_kernels *k = kiln_kernels_get(res->isa);
+    const struct kiln_kernels *scalar = kiln_kernels_get(KILN_ISA_SCALAR);
+    kiln_type t = res->type;
+    kiln_type vdt = kiln_vec_dot_type(t);
+    res->int8 = vdt == KILN_TYPE_Q8_0 || vdt == KILN_TYPE_Q8_1 || vdt == KILN_TYPE_Q8_K;
+    res->has_gemm = k->gemm[t] != NULL;
+    if (o->cols % kiln_type_info(t)->blck) {
+        res->skip = "cols not a multiple of the block size";
+        return;
+    }
+    if (!k->vec_dot[t] || (vdt != KILN_TYPE_F32 && !k->from_float[vdt])) {
+        res->skip = "no kernel registered";
+        return;
+    }
+    if (t != KILN_TYPE_F32 && !scalar->from_float[t]) {
+        res->skip = "no quantizer registered";
+        return;
+    }
+    size_t rs = kiln_row_size(t, o->cols);
+    size_t msize = rs * (size_t)o->rows;
+    int count = (int)(((double)o->mb * MIB + (double)msize - 1) / (double)msize);
+    if (count < 1) count = 1;
+    if (fill_weights(t, wbuf, o->rows, o->cols, count)) {
+        res->skip = "out of memory";
+        return;
+    }
+    size_t work = kiln_matmul_work_size(t, o->cols, o->batch);
+    kiln_matmul_ctx *ctx = kiln_matmul_ctx_create(pool, k, work, NULL);
+    struct kiln_matmul_op *ops = calloc((size_t)count, sizeof *ops);
+    float *y = kiln_aligned_alloc(64, sizeof(float) * (size_t)(o->rows * o->batch));
+    if (!ctx || !ops || !y) {
+        res->skip = "out of memory";
+        goto done;
+    }
+    for (int m = 0; m < count; m++)
+        ops[m] = (struct kiln_matmul_op){.type = t,
+                                         .w = wbuf + (size_t)m * msize,
+                                         .w_stride = rs,
+                                         .nr = o->rows,
+                                         .n = o->cols,
+                                         .x = x,
+                                         .nc = 1,
+                                         .y = y};
+    if (kiln_matmul_check(ctx, &ops[0])) {
+        res->skip = kiln_last_error();
+        goto done;
+    }
+    /* matvec: passes over all matrices, best pass; at least 3, up to ~1 s */
+    struct mv_task mt = {ctx, pool, ops, count};
+    kiln_pool_run(pool, mv_fn, &mt); /* warm-up */
+    double best = 1e30, total = 0;
+    for (int pass = 0; pass < 3 || (total < 1.0 && pass < 20); pass++) {
+        int64_t t0 = kiln_now_ns();
+        kiln_pool_run(pool, mv_fn, &mt);
+        double s = (double)(kiln_now_ns() - t0) * 1e-9;
+        total += s;
+        if (s < best) best = s;
+    }
+    res->mv_gbs = (double)msize * count / best * 1e-9;
+    res->mv_us = best / count * 1e6;
+    /* matmul: one matrix, batch columns */
+    struct kiln_matmul_op op = ops[0];
+    op.nc = o->batch;
+    kiln_matmul_run(ctx, &op); /* warm-up */
+    best = 1e30, total = 0;
+    for (int rep = 0; rep < 3 || (total < 1.0 && rep < 50); rep++) {
+        int64_t t0 = kiln_now_ns();
+        kiln_matmul_run(ctx, &op);
+        double s = (double)(kiln_now_ns() - t0) * 1e-9;
+        total += s;
+        if (s < best) best = s;
+    }
+    res->mm_gops = 2.0 * (double)o->rows * (double)o->cols * (double)o->batch / best * 1e-9;
+done:
+    kiln_aligned_free(y);
+    free(ops);
+    kiln_matmul_ctx_destroy(ctx);
+}
+
+/* ---- options and output ---------------------------------------------------------------- */
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: kiln bench-kernels [options]\n"
+               "Measures memory bandwidth and FMA/VNNI peaks, then each kernel's matvec GB/s and\n"
+               "matmul GOPS against them.\n\n"
+               "  -t, --threads N    threads (default: physical cores)\n"
+               "  --types LIST       weight types, e.g. q4_0,q8_0,q4_K (default: all supported)\n"
+               "  --isa LIST         scalar,avx2,avx512 (default: all this CPU runs)\n"
+               "  --rows M           matrix rows (default 4096)\n"
+               "  -n, --cols K       matrix columns = elements per row (default 4096)\n"
+               "  --batch B          matmul activation columns (default 64)\n"
+               "  --mb MB            matvec cycles through matrices totalling >= MB (default 512)\n"
+               "  --json FILE        also write the results as JSON\n");
+}
+
+static int parse_int(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "kiln bench-kernels: %s expects an integer in [%lld, %lld], got '%s'\n",
+                opt, (long long)lo, (long long)hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Splits a comma list in place-free fashion, calling fn on each item. */
+static int parse_list(const char *opt, const char *s, int (*fn)(const char *item, void *ctx),
+                      void *ctx) {
+    if (!s || !*s) {
+        fprintf(stderr, "kiln bench-kernels: %s expects a comma-separated list\n", opt);
+        return -1;
+    }
+    char item[64];
+    while (*s) {
+        size_t len = strcspn(s, ",");
+        if (len == 0 || len >= sizeof item) {
+            fprintf(stderr, "kiln bench-kernels: %s: bad list item in '%s'\n", opt, s);
+            return -1;
+        }
+        memcpy(item, s, len);
+        item[len] = 0;
+        if (fn(item, ctx)) return -1;
+        s += len;
+        if (*s == ',') s++;
+    }
+    return 0;
+}
+
+static int add_type(const char *name, void *ctx) {
+    struct options *o = ctx;
+    kiln_type t;
+    if (kiln_type_from_name(name, &t) != KILN_OK || !kiln_type_supported(t)) {
+        fprintf(stderr,
+                "kiln bench-kernels: unknown or unsupported weight type '%s' (supported:", name);
+        for (int i = 0; i < KILN_TYPE_COUNT; i++)
+            if (kiln_type_supported((kiln_type)i) && kiln_type_name((kiln_type)i))
+                fprintf(stderr, " %s", kiln_type_name((kiln_type)i));
+        fprintf(stderr, ")\n");
+        return -1;
+    }
+    o->types[t] = 1;
+    return 0;
+}
+
+static int add_isa(const char *name, void *ctx) {
+    struct options *o = ctx;
+    enum kiln_isa isa = kiln_isa_from_name(name);
+    if (isa == KILN_ISA_COUNT) {
+        fprintf(stderr, "kiln bench-kernels: unknown ISA '%s' (scalar, avx2, avx512)\n", name);
+        return -1;
+    }
+    o->isas[isa] = 1;
+    return 0;
+}
+
+static int parse_options(int argc, char **argv, struct options *o) {
+    int any_type = 0, any_isa = 0;
+    int64_t v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (parse_int(a, val, 1, KILN_POOL_MAX_THREADS, &v)) return -1;
+            o->threads = (int)v, i++;
+        } else if (!strcmp(a, "--rows")) {
+            if (parse_int(a, val, 1, 1 << 20, &o->rows)) return -1;
+            i++;
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--cols")) {
+            if (parse_int(a, val, 1, 1 << 20, &o->cols)) return -1;
+            i++;
+        } else if (!strcmp(a, "--batch")) {
+            if (parse_int(a, val, 1, 4096, &o->batch)) return -1;
+            i++;
+        } else if (!strcmp(a, "--mb")) {
+            if (parse_int(a, val, 1, 1 << 20, &o->mb)) return -1;
+            i++;
+        } else if (!strcmp(a, "--types")) {
+            if (parse_list(a, val, add_type, o)) return -1;
+            any_type = 1, i++;
+        } else if (!strcmp(a, "--isa")) {
+            if (parse_list(a, val, add_isa, o)) return -1;
+            any_isa = 1, i++;
+        } else if (!strcmp(a, "--json")) {
+            if (!val) {
+                fprintf(stderr, "kiln bench-kernels: --json expects a file name\n");
+                return -1;
+            }
+            o->json = val, i++;
+        } else {
+            fprintf(stderr, "kiln bench-kernels: unknown option '%s'\n", a);
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (!any_type)
+        for (int t = 0; t < KILN_TYPE_COUNT; t++) o->types[t] = kiln_type_supported((kiln_type)t);
+    if (!any_isa)
+        for (int i = 0; i < KILN_ISA_COUNT; i++) o->isas[i] = 1;
+    return 0;
+}
+
+static double pct(double v, double limit) {
+    return limit > 0 ? 100.0 * v / limit : 0;
+}
+
+static void print_table(const struct options *o, const struct machine *m, const struct result *r,
+                        int nres) {
+    printf("kiln bench-kernels: %d threads, W %lld x %lld, matvec over >= %lld MB, "
+           "matmul batch %lld\n",
+           o->threads, (long long)o->rows, (long long)o->cols, (long long)o->mb,
+           (long long)o->batch);
+    printf("limits: memory read %.1f GB/s | FP32 FMA %.0f GFLOP/s (%s) | int8 VNNI %.0f GOPS\n\n",
+           m->bw_gbs, m->fma_gflops, m->fma_isa, m->vnni_gops);
+    printf("%-8s %-7s %-5s | %12s %7s %9s %6s | %12s %7s %12s\n", "type", "isa", "gemm",
+           "matvec GB/s", "% bw", "limit", "us/mv", "matmul GOPS", "% peak", "limit");
+    for (int i = 0; i < nres; i++) {
+        const struct result *x = &r[i];
+        printf("%-8s %-7s %-5s | ", kiln_type_name(x->type), kiln_isa_name(x->isa),
+               x->skip       ? ""
+               : x->has_gemm ? "yes"
+                             : "no");
+        if (x->skip) {
+            printf("skipped: %s\n", x->skip);
+            continue;
+        }
+        double peak = x->int8 ? m->vnni_gops : m->fma_gflops;
+        printf("%12.1f %6.0f%% %9.1f %6.0f | %12.1f %6.0f%% %7.0f %-4s\n", x->mv_gbs,
+               pct(x->mv_gbs, m->bw_gbs), m->bw_gbs, x->mv_us, x->mm_gops, pct(x->mm_gops, peak),
+               peak, x->int8 ? "vnni" : "fma");
+    }
+}
+
+static int write_json(const char *path, const struct options *o, const struct machine *m,
+                      const struct result *r, int nres) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "kiln bench-kernels: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fprintf(f,
+            "{\n  \"threads\": %d, \"rows\": %lld, \"cols\": %lld, \"batch\": %lld, \"mb\": %lld,\n"
+            "  \"machine\": {\"read_gbs\": %.2f, \"fma_gflops\": %.1f, \"fma_isa\": \"%s\", "
+            "\"vnni_gops\": %.1f},\n  \"results\": [",
+            o->threads, (long long)o->rows, (long long)o->cols, (long long)o->batch,
+            (long long)o->mb, m->bw_gbs, m->fma_gflops, m->fma_isa, m->vnni_gops);
+    for (int i = 0; i < nres; i++) {
+        const struct result *x = &r[i];
+        fprintf(f, "%s\n    {\"type\": \"%s\", \"isa\": \"%s\"", i ? "," : "",
+                kiln_type_name(x->type), kiln_isa_name(x->isa));
+        if (x->skip) {
+            fprintf(f, ", \"skipped\": \"");
+            for (const char *c = x->skip; *c; c++)
+                if (*c == '"' || *c == '\\')
+                    fprintf(f, "\\%c", *c);
+                else if ((unsigned char)*c >= 0x20)
+                    fputc(*c, f);
+            fprintf(f, "\"}");
+            continue;
+        }
+        double peak = x->int8 ? m->vnni_gops : m->fma_gflops;
+        fprintf(f,
+                ", \"gemm\": %s, \"matvec_gbs\": %.2f, \"matvec_pct_bw\": %.1f, "
+                "\"matvec_us\": %.1f, \"matmul_gops\": %.2f, \"matmul_peak\": \"%s\", "
+                "\"matmul_pct_peak\": %.1f}",
+                x->has_gemm ? "true" : "false", x->mv_gbs, pct(x->mv_gbs, m->bw_gbs), x->mv_us,
+                x->mm_gops, x->int8 ? "vnni" : "fma", pct(x->mm_gops, peak));
+    }
+    fprintf(f, "\n  ]\n}\n");
+    if (fclose(f)) {
+        fprintf(stderr, "kiln bench-kernels: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_bench_kernels(int argc, char **argv) {
+    struct options o = {
+        .threads = kiln_cpu_physical_cores(), .rows = 4096, .cols = 4096, .batch = 64, .mb = 512};
+    int rc = parse_options(argc, argv, &o);
+    if (rc) return rc < 0 ? 2 : 0;
+
+    int ret = 1;
+    struct result *res = NULL;
+    char *wbuf = NULL;
+    float *x = NULL;
+    kiln_status st;
+    kiln_pool *pool = kiln_pool_create(o.threads, &st);
+    if (!pool) {
+        fprintf(stderr, "kiln bench-kernels: %s\n", kiln_last_error());
+        return 1;
+    }
+    for (int i = 0; i < KILN_ISA_COUNT; i++)
+        if (o.isas[i] && !kiln_kernels_get((enum kiln_isa)i)) {
+            fprintf(stderr, "kiln bench-kernels: this CPU cannot run %s kernels; skipping them\n",
+                    kiln_isa_name((enum kiln_isa)i));
+            o.isas[i] = 0;
+        }
+    int nres = 0;
+    res = calloc(KILN_TYPE_COUNT * KILN_ISA_COUNT, sizeof *res);
+    /* the largest matvec set: >= mb plus one matrix of the widest type */
+    size_t max_msize = 0;
+    for (int t = 0; t < KILN_TYPE_COUNT; t++) {
+        if (!o.types[t]) continue;
+        size_t ms = kiln_row_size((kiln_type)t, o.cols) * (size_t)o.rows;
+        if (ms > max_msize) max_msize = ms;
+        for (int i = 0; i < KILN_ISA_COUNT; i++)
+            if (o.isas[i]) res[nres++] = (struct result){.type = (kiln_type)t, .isa = i};
+    }
+    if (nres == 0) {
+        fprintf(stderr, "kiln bench-kernels: nothing to measure\n");
+        goto done;
+    }
+    size_t wsize = (size_t)((double)o.mb * MIB) + 2 * max_msize;
+    wbuf = kiln_aligned_alloc(4096, wsize);
+    x = malloc(sizeof(float) * (size_t)(o.cols * o.batch));
+    if (!res || !wbuf || !x) {
+        fprintf(stderr, "kiln bench-kernels: cannot allocate %.0f MB for the weights\n",
+                (double)wsize / MIB);
+        goto done;
+    }
+    uint64_t z = 88172645463325252ull;
+    for (int64_t i = 0; i < o.cols * o.batch; i++) {
+        z ^= z << 13, z ^= z >> 7, z ^= z << 17;
+        x[i] = (float)(z >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+    }
+
+    struct machine m;
+    fprintf(stderr, "bench-kernels: measuring the machine with %d threads...\n", o.threads);
+    if (measure_machine(pool, &m)) goto done;
+    for (int i = 0; i < nres; i++) {
+        fprintf(stderr, "bench-kernels: [%d/%d] %s %s\n", i + 1, nres, kiln_type_name(res[i].type),
+                kiln_isa_name(res[i].isa));
+        bench_one(pool, &o, &res[i], wbuf, x);
+    }
+    print_table(&o, &m, res, nres);
+    if (o.json && write_json(o.json, &o, &m, res, nres)) goto done;
+    ret = 0;
+done:
+    free(x);
+    kiln_aligned_free(wbuf);
+    free(res);
+    kiln_pool_destroy(pool);
+    return ret;
+}

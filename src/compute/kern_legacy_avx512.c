@@ -1,0 +1,368 @@
+/* kern_legacy_avx512.c - AVX-512 (F/BW/VL/DQ + VNNI) kernels for the legacy
+ * block types: Q8_0/Q8_1 activation quantizers, vec_dot for Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q8_0, IQ4_NL, and gemm tiles for the Q8_0-partnered types.
+ *
+ * The integer core is VPDPBUSD (u8 x s8). Each weight block is turned into
+ * unsigned bytes u = q + off (off = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0 and
+ * IQ4_NL; 0 for the affine Q4_1/Q5_1, whose q are already unsigned); then
+ * sum((u - off) * x) = dpbusd(u, x) - dpbusd(off, x). In a gemm tile the
+ * second term is computed once per activation and passed as the dpbusd
+ * accumulator, so each (row, column) pair costs one dpbusd.
+ * Two blocks share one zmm: bytes 0..31 are block i, 32..63 block i+1, so
+ * lanes 0..7 of the int32 sum belong to block i and lanes 8..15 to i+1. */
+#include "compute/blocks.h"
+#include "compute/kernels.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+enum wkind { WK_Q4_0, WK_Q5_0, WK_Q8_0, WK_IQ4_NL, WK_Q4_1, WK_Q5_1 };
+
+INLINE size_t wk_size(enum wkind k) {
+    switch (k) {
+    case WK_Q4_0:
+        return sizeof(block_q4_0);
+    case WK_Q5_0:
+        return sizeof(block_q5_0);
+    case WK_Q8_0:
+        return sizeof(block_q8_0);
+    case WK_IQ4_NL:
+        return sizeof(block_iq4_nl);
+    case WK_Q4_1:
+        return sizeof(block_q4_1);
+    default:
+        return sizeof(block_q5_1);
+    }
+}
+
+INLINE int wk_off(enum wkind k) {
+    return k == WK_Q4_0 ? 8 : k == WK_Q5_0 ? 16 : k == WK_Q8_0 || k == WK_IQ4_NL ? 128 : 0;
+}
+
+INLINE int wk_affine(enum wkind k) {
+    return k == WK_Q4_1 || k == WK_Q5_1;
+}
+
+/* offset of qs in the block */
+INLINE size_t wk_qs(enum wkind k) {
+    switch (k) {
+    case WK_Q4_0:
+    case WK_Q8_0:
+    case WK_IQ4_NL:
+        return 2;
+    case WK_Q4_1:
+        return 4;
+    case WK_Q5_0:
+        return 6;
+    default:
+        return 8;
+    }
+}
+
+INLINE uint16_t ld16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+INLINE uint32_t ld32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Nibbles of two blocks (16 bytes each; b may equal a for a single block)
+ * as 64 bytes 0..15 in element order. */
+INLINE __m512i nibbles2(const uint8_t *a, const uint8_t *b) {
+    __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const void *)a)),
+                                         _mm_loadu_si128((const void *)b), 1);
+    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(ab), _mm256_srli_epi16(ab, 4), 1);
+    v = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
+    return _mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+INLINE __m512i load2x32(const uint8_t *a, const uint8_t *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const void *)a)),
+                              _mm256_loadu_si256((const void *)b), 1);
+}
+
+/* Unsigned weight bytes u = q + off of blocks a and b. When `one`, only block
+ * a is read and the upper half is zero. */
+INLINE __m512i load_w(enum wkind k, const uint8_t *a, const uint8_t *b, int one) {
+    const uint8_t *bb = one ? a : b;
+    __m512i u;
+    if (k == WK_Q8_0) {
+        u = one ? _mm512_castsi256_si512(_mm256_loadu_si256((const void *)(a + 2)))
+                : load2x32(a + 2, b + 2);
+        u = _mm512_xor_si512(u, _mm512_set1_epi8((char)0x80));
+    } else {
+        u = nibbles2(a + wk_qs(k), bb + wk_qs(k));
+        if (k == WK_IQ4_NL) {
+            const __m512i lut = _mm512_broadcast_i32x4(
+                _mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, (char)129, (char)141, (char)153,
+                              (char)166, (char)181, (char)197, (char)217, (char)241));
+            u = _mm512_shuffle_epi8(lut, u);
+        } else if (k == WK_Q5_0 || k == WK_Q5_1) {
+            size_t qh = k == WK_Q5_0 ? 2 : 4;
+            __mmask64 m = (uint64_t)ld32(a + qh) | (uint64_t)ld32(bb + qh) << 32;
+            u = _mm512_mask_add_epi8(u, m, u, _mm512_set1_epi8(16));
+        }
+    }
+    return one ? _mm512_inserti64x4(u, _mm256_setzero_si256(), 1) : u;
+}
+
+/* Activation bytes of blocks a and b (qs at byte offset qs). */
+INLINE __m512i load_x(const uint8_t *a, const uint8_t *b, size_t qs, int one) {
+    return one ? _mm512_castsi256_si512(_mm256_loadu_si256((const void *)(a + qs)))
+               : load2x32(a + qs, b + qs);
+}
+
+INLINE __m512 spread2(__m128 p) {
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(p));
+}
+
+/* Two f16 values (the second may be 0) as floats in lanes 0 and 1. */
+INLINE __m128 h2(uint16_t a, uint16_t b) {
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)a | (uint32_t)b << 16)));
+}
+
+INLINE float hsum(__m512 v) {
+    return _mm512_reduce_add_ps(v);
+}
+
+INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* ---- vec_dot ---- */
+
+/* Integer sums of blocks i and i+1 (only i when `one`): lanes 0..7 and 8..15. */
+INLINE __m512i sum_pair(enum wkind k, const uint8_t *wa, const uint8_t *xa, int one) {
+    const size_t ws = wk_size(k), xs = wk_affine(k) ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    __m512i u = load_w(k, wa, wa + ws, one), xv = load_x(xa, xa + xs, wk_affine(k) ? 4 : 2, one);
+    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
+    if (!wk_off(k)) return s;
+    const __m512i off = _mm512_set1_epi8((char)wk_off(k));
+    return _mm512_sub_epi32(s, _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xv));
+}
+
+/* The f16 at byte offset `at` of 8 consecutive blocks (stride bs) as floats. */
+INLINE __m256 h8(const uint8_t *p, size_t bs, size_t at) {
+    uint64_t lo = 0, hi = 0;
+    for (int j = 0; j < 4; j++) {
+        lo |= (uint64_t)ld16(p + j * bs + at) << 16 * j;
+        hi |= (uint64_t)ld16(p + (j + 4) * bs + at) << 16 * j;
+    }
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)hi, (long long)lo));
+}
+
+/* Lanes 2j, 2j+1 of p spread over 8 lanes each. */
+INLINE __m512 spread_at(__m256 p, int j) {
+    const __m512i idx = _mm512_add_epi32(
+        _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_set1_epi32(2 * j));
+    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(p));
+}
+
+INLINE float vec_dot_k(enum wkind k, int64_t n, const void *w, const void *x) {
+    const uint8_t *wp = w, *xp = x;
+    const size_t ws = wk_size(k), xs = wk_affine(k) ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const int64_t nb = n / 32;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    __m256 accm = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= nb; i += 8) { /* 8 blocks: 4 independent FMA chains, batched scales */
+        const uint8_t *w8 = wp + i * ws, *x8 = xp + i * xs;
+        __m256 d = _mm256_mul_ps(h8(w8, ws, 0), h8(x8, xs, 0));
+        for (int j = 0; j < 4; j++) {
+            __m512i s = sum_pair(k, w8 + 2 * j * ws, x8 + 2 * j * xs, 0);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), spread_at(d, j), acc[j]);
+        }
+        if (wk_affine(k)) accm = _mm256_fmadd_ps(h8(w8, ws, 2), h8(x8, xs, 2), accm);
+    }
+    float r = 0.0f;
+    for (; i < nb; i += 2) {
+        const int one = i + 1 == nb;
+        const uint8_t *wa = wp + i * ws, *xa = xp + i * xs;
+        __m128 d = _mm_mul_ps(h2(ld16(wa), one ? 0 : ld16(wa + ws)),
+                              h2(ld16(xa), one ? 0 : ld16(xa + xs)));
+        acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum_pair(k, wa, xa, one)), spread2(d), acc[0]);
+        if (wk_affine(k))
+            for (int j = 0; j <= !one; j++)
+                r += _cvtsh_ss(ld16(wa + j * ws + 2)) * _cvtsh_ss(ld16(xa + j * xs + 2));
+    }
+    r += hsum(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+    if (wk_affine(k)) r += hsum8(accm);
+    return r;
+}
+
+static float q4_0_vec_dot(int64_t n, const void *w, const void *x) {
+    return vec_dot_k(WK_Q4_0, n, w, x);
+}
+static float q5_0_vec_dot(int64_t n, const void *w, const void *x) {
+    return vec_dot_k(WK_Q5_0, n, w, x);
+}
+static float q8_0_vec_dot(int64_t n, const void *w, const void *x) {
+    return vec_dot_k(WK_Q8_0, n, w, x);
+}
+static float iq4_nl_vec_dot(int64_t n, const void *w, const void *x) {
+    return vec_dot_k(WK_IQ4_NL, n, w, x);
+}
+static float q4_1_vec_dot(int64_t n, const void *w, const void *x) {
+    return vec_dot_k(WK_Q4_1, n, w, x);
+}
+static float q5_1_vec_dot(int64_t n, const void *w, const void *x) {
+    return vec_dot_k(WK_Q5_1, n, w, x);
+}
+
+/* ---- gemm: R x C sub-tiles (R, C <= 4) over Q8_0 activations ---- */
+
+#define SUB 4
+
+INLINE void tile_step(enum wkind k, int R, int C, int64_t i, int one, const uint8_t *w, size_t wst,
+                      const uint8_t *x, size_t xst, __m512 acc[SUB][SUB]) {
+    const size_t ws = wk_size(k), xs = sizeof(block_q8_0);
+    const __m512i off = _mm512_set1_epi8((char)wk_off(k));
+    __m512i xv[SUB], neg[SUB];
+    __m128 dx[SUB];
+    for (int c = 0; c < C; c++) {
+        const uint8_t *xa = x + c * xst + i * xs;
+        xv[c] = load_x(xa, xa + xs, 2, one);
+        neg[c] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xv[c]));
+        dx[c] = h2(ld16(xa), one ? 0 : ld16(xa + xs));
+    }
+    for (int r = 0; r < R; r++) {
+        const uint8_t *wa = w + r * wst + i * ws;
+        __m512i u = load_w(k, wa, wa + ws, one);
+        __m128 dw = h2(ld16(wa), one ? 0 : ld16(wa + ws));
+        for (int c = 0; c < C; c++) {
+            __m512i s = _mm512_dpbusd_epi32(neg[c], u, xv[c]);
+            acc[r][c] =
+                _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), spread2(_mm_mul_ps(dw, dx[c])), acc[r][c]);
+        }
+    }
+}
+
+INLINE void tile_k(enum wkind k, int R, int C, int64_t n, const uint8_t *w, size_t wst,
+                   const uint8_t *x, size_t xst, float *out, size_t ost) {
+    __m512 acc[SUB][SUB];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    const int64_t nb = n / 32;
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) tile_step(k, R, C, i, 0, w, wst, x, xst, acc);
+    if (i < nb) tile_step(k, R, C, i, 1, w, wst, x, xst, acc);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) out[c * ost + r] = hsum(acc[r][c]);
+}
+
+typedef void (*tile_fn)(int64_t, const uint8_t *, size_t, const uint8_t *, size_t, float *, size_t);
+
+#define TILE(K, R, C)                                                                              \
+    static void tile_##K##_##R##x##C(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,     \
+                                     size_t xs, float *o, size_t os) {                             \
+        tile_k(WK_##K, R, C, n, w, ws, x, xs, o, os);                                              \
+    }
+#define TILE_ROW(K, R) TILE(K, R, 1) TILE(K, R, 2) TILE(K, R, 3) TILE(K, R, 4)
+#define TILES(K)       TILE_ROW(K, 1) TILE_ROW(K, 2) TILE_ROW(K, 3) TILE_ROW(K, 4)
+#define TABLE_ROW(K, R)                                                                            \
+    tile_##K##_##R##x1, tile_##K##_##R##x2, tile_##K##_##R##x3, tile_##K##_##R##x4
+#define TABLE(K)                                                                                   \
+    { TABLE_ROW(K, 1), TABLE_ROW(K, 2), TABLE_ROW(K, 3), TABLE_ROW(K, 4) }
+
+TILES(Q4_0)
+TILES(Q5_0)
+TILES(Q8_0)
+TILES(IQ4_NL)
+
+static const tile_fn tiles_q4_0[16] = TABLE(Q4_0);
+static const tile_fn tiles_q5_0[16] = TABLE(Q5_0);
+static const tile_fn tiles_q8_0[16] = TABLE(Q8_0);
+static const tile_fn tiles_iq4_nl[16] = TABLE(IQ4_NL);
+
+/* Splits an nr x nc tile into sub-tiles of at most SUB x SUB. */
+static void gemm_split(const tile_fn *t, int64_t n, const void *w, size_t ws, int nr, const void *x,
+                       size_t xs, int nc, float *out, size_t os) {
+    for (int r0 = 0; r0 < nr; r0 += SUB) {
+        int R = nr - r0 < SUB ? nr - r0 : SUB;
+        for (int c0 = 0; c0 < nc; c0 += SUB) {
+            int C = nc - c0 < SUB ? nc - c0 : SUB;
+            t[(R - 1) * SUB + (C - 1)](n, (const uint8_t *)w + r0 * ws, ws,
+                                       (const uint8_t *)x + c0 * xs, xs, out + c0 * os + r0, os);
+        }
+    }
+}
+
+static void q4_0_gemm(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nc,
+                      float *out, size_t os) {
+    gemm_split(tiles_q4_0, n, w, ws, nr, x, xs, nc, out, os);
+}
+static void q5_0_gemm(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nc,
+                      float *out, size_t os) {
+    gemm_split(tiles_q5_0, n, w, ws, nr, x, xs, nc, out, os);
+}
+static void q8_0_gemm(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nc,
+                      float *out, size_t os) {
+    gemm_split(tiles_q8_0, n, w, ws, nr, x, xs, nc, out, os);
+}
+static void iq4_nl_gemm(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs,
+                        int nc, float *out, size_t os) {
+    gemm_split(tiles_iq4_nl, n, w, ws, nr, x, xs, nc, out, os);
+}
+
+/* ---- Q8_0 / Q8_1 activation quantizers (round half to even, like scalar) ---- */
+
+/* Quantizes 32 floats to qs; returns d = amax/127 and the sum of qs. */
+INLINE float quant_q8(const float *src, int8_t *qs, int *sum) {
+    __m512 a = _mm512_loadu_ps(src), b = _mm512_loadu_ps(src + 16);
+    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    __m512 id = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, id));
+    __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, id));
+    _mm_storeu_si128((void *)qs, _mm512_cvtsepi32_epi8(qa));
+    _mm_storeu_si128((void *)(qs + 16), _mm512_cvtsepi32_epi8(qb));
+    *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+    return amax / 127.0f;
+}
+
+static void q8_0_from_float(const float *src, void *dst, int64_t n) {
+    block_q8_0 *b = dst;
+    int sum;
+    for (int64_t i = 0; i < n / 32; i++) {
+        float d = quant_q8(src + i * 32, b[i].qs, &sum);
+        b[i].d = (kiln_f16)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+static void q8_1_from_float(const float *src, void *dst, int64_t n) {
+    block_q8_1 *b = dst;
+    int sum;
+    for (int64_t i = 0; i < n / 32; i++) {
+        float d = quant_q8(src + i * 32, b[i].qs, &sum);
+        float s = d * (float)sum;
+        s = s > 65504.0f ? 65504.0f : s < -65504.0f ? -65504.0f : s; /* as the scalar reference */
+        b[i].d = (kiln_f16)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        b[i].s = (kiln_f16)_cvtss_sh(s, _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+void kern_legacy_register_avx512(struct kiln_kernels *k) {
+    k->vec_dot[KILN_TYPE_Q4_0] = q4_0_vec_dot;
+    k->vec_dot[KILN_TYPE_Q4_1] = q4_1_vec_dot;
+    k->vec_dot[KILN_TYPE_Q5_0] = q5_0_vec_dot;
+    k->vec_dot[KILN_TYPE_Q5_1] = q5_1_vec_dot;
+    k->vec_dot[KILN_TYPE_Q8_0] = q8_0_vec_dot;
+    k->vec_dot[KILN_TYPE_IQ4_NL] = iq4_nl_vec_dot;
+    k->gemm[KILN_TYPE_Q4_0] = q4_0_gemm;
+    k->gemm[KILN_TYPE_Q5_0] = q5_0_gemm;
+    k->gemm[KILN_TYPE_Q8_0] = q8_0_gemm;
+    k->gemm[KILN_TYPE_IQ4_NL] = iq4_nl_gemm;
+    k->from_float[KILN_TYPE_Q8_0] = q8_0_from_float;
+    k->from_float[KILN_TYPE_Q8_1] = q8_1_from_float;
+}

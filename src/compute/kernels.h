@@ -1,0 +1,75 @@
+/* kernels.h - the per-ISA kernel tables: for each tensor type, conversion to
+ * F32, conversion from F32 (weight quantizers and activation quantizers), the
+ * dot product of a weight row with an activation row already converted to
+ * the type's vec_dot partner (types.h), and an optional tiled product that
+ * computes several rows x several activations per call.
+ *
+ * Every entry has a scalar reference (KILN_ISA_SCALAR). The AVX2 and AVX-512
+ * tables start as copies of the table below them and override what they
+ * accelerate, so every entry of every available table is callable.
+ * tests/test_kernels.c checks each override against the scalar reference.
+ *
+ * Run-time choice: kiln_kernels_best() picks the best ISA the CPU has, unless
+ * the environment variable KILN_ISA (scalar|avx2|avx512) forces one.
+ * All functions here are thread-safe; tables are immutable after first use. */
+#ifndef KILN_COMPUTE_KERNELS_H
+#define KILN_COMPUTE_KERNELS_H
+
+#include "kiln.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum kiln_isa { KILN_ISA_SCALAR, KILN_ISA_AVX2, KILN_ISA_AVX512, KILN_ISA_COUNT };
+
+/* dst[0..n) = values of the n elements at src. n is a multiple of the block size. */
+typedef void (*kiln_to_float_fn)(const void *src, float *dst, int64_t n);
+/* Quantizes/converts n floats (a multiple of the block size) into blocks at dst. */
+typedef void (*kiln_from_float_fn)(const float *src, void *dst, int64_t n);
+/* Dot product of n elements: w is a row of the weight type, x a row of its
+ * vec_dot partner type. */
+typedef float (*kiln_vec_dot_fn)(int64_t n, const void *w, const void *x);
+/* Tile: for r < nr and c < nc,
+ *   out[c * out_stride + r] = vec_dot(n, w + r * w_stride, x + c * x_stride)
+ * (strides in bytes for w and x, in floats for out). Lets a kernel load each
+ * weight block once for several activations and each activation block once
+ * for several rows. nr <= KILN_GEMM_MAX_R, nc <= KILN_GEMM_MAX_C. */
+typedef void (*kiln_gemm_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *x,
+                             size_t x_stride, int nc, float *out, size_t out_stride);
+
+#define KILN_GEMM_MAX_R 8
+#define KILN_GEMM_MAX_C 8
+
+struct kiln_kernels {
+    enum kiln_isa isa;
+    kiln_to_float_fn to_float[KILN_TYPE_COUNT];
+    kiln_from_float_fn from_float[KILN_TYPE_COUNT];
+    kiln_vec_dot_fn vec_dot[KILN_TYPE_COUNT];
+    kiln_gemm_fn gemm[KILN_TYPE_COUNT]; /* NULL: callers loop over vec_dot */
+};
+
+const char *kiln_isa_name(enum kiln_isa isa);
+/* Parses "scalar", "avx2", "avx512"; returns KILN_ISA_COUNT when unknown. */
+enum kiln_isa kiln_isa_from_name(const char *name);
+/* The best ISA this CPU (and OS) supports. */
+enum kiln_isa kiln_isa_detect(void);
+/* The table for isa, or NULL when this CPU cannot run it. */
+const struct kiln_kernels *kiln_kernels_get(enum kiln_isa isa);
+/* The table to use: KILN_ISA from the environment when set and available
+ * (an unavailable or unknown value is reported once and ignored), else the
+ * detected best. */
+const struct kiln_kernels *kiln_kernels_best(void);
+
+/* Registration: each kernel family fills or overrides its entries. Called
+ * once per table by kernels.c, in ISA order (scalar first). */
+void kern_float_register_scalar(struct kiln_kernels *k);
+void kern_float_register_avx2(struct kiln_kernels *k);
+void kern_float_register_avx512(struct kiln_kernels *k);
+void kern_legacy_register_scalar(struct kiln_kernels *k);
+void kern_legacy_register_avx2(struct kiln_kernels *k);
+void kern_legacy_register_avx512(struct kiln_kernels *k);
+void kern_kquant_register_scalar(struct kiln_kernels *k);
+void kern_kquant_register_avx2(struct kiln_kernels *k);
+void kern_kquant_register_avx512(struct kiln_kernels *k);
+
+#endif

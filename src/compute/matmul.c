@@ -1,0 +1,239 @@
+/* matmul.c - the threaded driver for y = W x over the per-ISA kernel tables
+ * (see matmul.h for the contract and the two phases).
+ *
+ * Invariants: the workspace holds nc converted activation rows, each
+ * xrow_stride(vdt, n) bytes (the partner row size rounded up to a cache
+ * line), so rows start on cache-line boundaries; threads write disjoint
+ * parts of it in phase 1 and only read it in phase 2. In phase 2 the row
+ * ranges are disjoint and, except at y's ends, start on cache-line
+ * boundaries of column 0 of y. No allocation happens in kiln_matmul_task.
+ */
+#include "compute/matmul.h"
+#include "base/mem.h"
+#include "base/status.h"
+#include "compute/types.h"
+
+#include <stdlib.h>
+
+/* Floats per cache line: thread row ranges start on multiples of this. */
+#define ROW_ALIGN (KILN_CACHE_LINE / (int64_t)sizeof(float))
+/* Elements per unit of activation conversion work (rounded up to whole blocks). */
+#define CONVERT_UNIT 256
+/* Converted activations a thread keeps in its L2 for one pass over its rows. */
+#define XBLOCK_BYTES (256 * 1024)
+/* Below this many multiply-adds an operation runs on one thread. */
+#define MIN_PARALLEL_MACS (1 << 16)
+
+struct kiln_matmul_ctx {
+    kiln_pool *pool;
+    const struct kiln_kernels *kern;
+    void *work;
+    size_t cap;
+};
+
+static size_t xrow_stride(kiln_type vdt, int64_t n) {
+    return (size_t)kiln_align_up(kiln_row_size(vdt, n), KILN_CACHE_LINE);
+}
+
+size_t kiln_matmul_work_size(kiln_type type, int64_t n, int64_t nc) {
+    kiln_type vdt = kiln_vec_dot_type(type);
+    if (vdt == KILN_TYPE_COUNT || vdt == KILN_TYPE_F32 || n <= 0 || nc <= 0) return 0;
+    uint64_t size;
+    if (!kiln_mul_ok(xrow_stride(vdt, n), (uint64_t)nc, &size) || size > SIZE_MAX) return SIZE_MAX;
+    return (size_t)size;
+}
+
+kiln_matmul_ctx *kiln_matmul_ctx_create(kiln_pool *pool, const struct kiln_kernels *kern,
+                                        size_t work_bytes, kiln_status *st) {
+    kiln_status s = KILN_OK;
+    kiln_matmul_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        s = kiln_fail(KILN_ERR_NOMEM, "matmul: out of memory for the context");
+        goto fail;
+    }
+    ctx->pool = pool;
+    ctx->kern = kern ? kern : kiln_kernels_best();
+    s = kiln_matmul_reserve(ctx, work_bytes);
+    if (s) goto fail;
+    if (st) *st = KILN_OK;
+    return ctx;
+fail:
+    kiln_matmul_ctx_destroy(ctx);
+    if (st) *st = s;
+    return NULL;
+}
+
+void kiln_matmul_ctx_destroy(kiln_matmul_ctx *ctx) {
+    if (!ctx) return;
+    kiln_aligned_free(ctx->work);
+    free(ctx);
+}
+
+kiln_status kiln_matmul_reserve(kiln_matmul_ctx *ctx, size_t work_bytes) {
+    if (work_bytes <= ctx->cap) return KILN_OK;
+    void *w = kiln_aligned_alloc(KILN_CACHE_LINE, work_bytes);
+    if (!w)
+        return kiln_fail(KILN_ERR_NOMEM, "matmul: cannot allocate a %zu-byte workspace",
+                         work_bytes);
+    kiln_aligned_free(ctx->work);
+    ctx->work = w;
+    ctx->cap = work_bytes;
+    return KILN_OK;
+}
+
+const struct kiln_kernels *kiln_matmul_kernels(const kiln_matmul_ctx *ctx) {
+    return ctx->kern;
+}
+
+kiln_status kiln_matmul_check(const kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op) {
+    const struct kiln_type_info *ti = kiln_type_info(op->type);
+    kiln_type vdt = kiln_vec_dot_type(op->type);
+    const char *tn = ti ? ti->name : "?";
+    if (!ti || vdt == KILN_TYPE_COUNT)
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "matmul: weight type %d is not supported",
+                         (int)op->type);
+    if (op->n <= 0 || op->n % ti->blck || op->nr < 0 || op->nc < 0)
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "matmul: bad shape %s nr=%lld n=%lld nc=%lld (n must be a positive "
+                         "multiple of %lld)",
+                         tn, (long long)op->nr, (long long)op->n, (long long)op->nc,
+                         (long long)ti->blck);
+    if (op->w_stride < kiln_row_size(op->type, op->n) || (op->x_stride && op->x_stride < op->n) ||
+        (op->y_stride && op->y_stride < op->nr))
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "matmul: strides too small (w_stride=%zu for a %zu-byte %s row, "
+                         "x_stride=%lld, y_stride=%lld)",
+                         op->w_stride, kiln_row_size(op->type, op->n), tn, (long long)op->x_stride,
+                         (long long)op->y_stride);
+    if (op->nr && op->nc && (!op->w || !op->x || !op->y))
+        return kiln_fail(KILN_ERR_INVALID_ARG, "matmul: NULL w, x or y");
+    const struct kiln_kernels *k = ctx->kern;
+    if (!k->vec_dot[op->type])
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "matmul: no %s vec_dot in the %s kernels", tn,
+                         kiln_isa_name(k->isa));
+    if (vdt != KILN_TYPE_F32 && !k->from_float[vdt])
+        return kiln_fail(KILN_ERR_UNSUPPORTED, "matmul: no %s from_float in the %s kernels",
+                         kiln_type_name(vdt), kiln_isa_name(k->isa));
+    size_t need = kiln_matmul_work_size(op->type, op->n, op->nc);
+    if (need > ctx->cap)
+        return kiln_fail(KILN_ERR_RANGE,
+                         "matmul: workspace of %zu bytes, %s n=%lld nc=%lld needs %zu "
+                         "(kiln_matmul_reserve)",
+                         ctx->cap, tn, (long long)op->n, (long long)op->nc, need);
+    return KILN_OK;
+}
+
+/* Phase 1: this thread's share of the activation conversion. Work is cut
+ * into units of about CONVERT_UNIT elements (whole blocks) over all columns. */
+static void convert_part(const struct kiln_kernels *k, kiln_type vdt,
+                         const struct kiln_matmul_op *op, char *work, size_t xs, int ith, int nth) {
+    const struct kiln_type_info *vi = kiln_type_info(vdt);
+    int64_t unit = (CONVERT_UNIT + vi->blck - 1) / vi->blck * vi->blck;
+    int64_t per_col = (op->n + unit - 1) / unit;
+    int64_t total = per_col * op->nc;
+    int64_t u0 = total * ith / nth, u1 = total * (ith + 1) / nth;
+    int64_t x_stride = op->x_stride ? op->x_stride : op->n;
+    kiln_from_float_fn from = k->from_float[vdt];
+    size_t unit_bytes = kiln_row_size(vdt, unit);
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t c = u / per_col, j = u % per_col;
+        int64_t e0 = j * unit;
+        int64_t cnt = op->n - e0 < unit ? op->n - e0 : unit;
+        from(op->x + c * x_stride + e0, work + (size_t)c * xs + (size_t)j * unit_bytes, cnt);
+    }
+}
+
+/* Phase 2 over rows [r0, r1) and columns [c0, c1). Activations are taken in
+ * blocks of columns that fit in L2, each block against all the rows, so the
+ * weights stream from memory once per block and the activations stay cached. */
+static void compute_part(const struct kiln_kernels *k, const struct kiln_matmul_op *op,
+                         const char *xq, size_t xs, int64_t r0, int64_t r1, int64_t c0,
+                         int64_t c1) {
+    const char *w = op->w;
+    size_t ws = op->w_stride;
+    int64_t ys = op->y_stride ? op->y_stride : op->nr;
+    int64_t n = op->n;
+    kiln_gemm_fn gemm = k->gemm[op->type];
+    kiln_vec_dot_fn dot = k->vec_dot[op->type];
+    int64_t cb = (int64_t)(XBLOCK_BYTES / xs) / KILN_GEMM_MAX_C * KILN_GEMM_MAX_C;
+    if (cb < KILN_GEMM_MAX_C) cb = KILN_GEMM_MAX_C;
+    for (int64_t cb0 = c0; cb0 < c1; cb0 += cb) {
+        int64_t cb1 = cb0 + cb < c1 ? cb0 + cb : c1;
+        if (gemm) {
+            for (int64_t r = r0; r < r1; r += KILN_GEMM_MAX_R) {
+                int nrt = (int)(r1 - r < KILN_GEMM_MAX_R ? r1 - r : KILN_GEMM_MAX_R);
+                for (int64_t c = cb0; c < cb1; c += KILN_GEMM_MAX_C) {
+                    int nct = (int)(cb1 - c < KILN_GEMM_MAX_C ? cb1 - c : KILN_GEMM_MAX_C);
+                    gemm(n, w + (size_t)r * ws, ws, nrt, xq + (size_t)c * xs, xs, nct,
+                         op->y + c * ys + r, (size_t)ys);
+                }
+            }
+        } else {
+            for (int64_t r = r0; r < r1; r++) {
+                const char *wr = w + (size_t)r * ws;
+                for (int64_t c = cb0; c < cb1; c++)
+                    op->y[c * ys + r] = dot(n, wr, xq + (size_t)c * xs);
+            }
+        }
+    }
+}
+
+/* Start of thread i's rows (i in [0, nth]): an even split moved down to a
+ * cache-line boundary of y. Monotone in i, so the ranges are disjoint. */
+static int64_t row_bound(const struct kiln_matmul_op *op, int i, int nth) {
+    if (i <= 0) return 0;
+    if (i >= nth) return op->nr;
+    int64_t off = (int64_t)(((uintptr_t)op->y / sizeof(float)) % ROW_ALIGN);
+    int64_t r = op->nr * i / nth;
+    r -= (r + off) % ROW_ALIGN;
+    return r < 0 ? 0 : r;
+}
+
+void kiln_matmul_task(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op, int ith, int nth) {
+    if (op->nr == 0 || op->nc == 0) return;
+    const struct kiln_kernels *k = ctx->kern;
+    kiln_type vdt = kiln_vec_dot_type(op->type);
+    const char *xq;
+    size_t xs;
+    if (vdt == KILN_TYPE_F32) {
+        xq = (const char *)op->x;
+        xs = (size_t)(op->x_stride ? op->x_stride : op->n) * sizeof(float);
+    } else {
+        xs = xrow_stride(vdt, op->n);
+        KILN_ASSERT(xs * (size_t)op->nc <= ctx->cap);
+        convert_part(k, vdt, op, ctx->work, xs, ith, nth);
+        if (nth > 1) {
+            KILN_ASSERT(ctx->pool);
+            kiln_pool_barrier(ctx->pool);
+        }
+        xq = ctx->work;
+    }
+    if (op->nr >= (int64_t)nth * ROW_ALIGN || op->nc < nth)
+        compute_part(k, op, xq, xs, row_bound(op, ith, nth), row_bound(op, ith + 1, nth), 0,
+                     op->nc);
+    else
+        compute_part(k, op, xq, xs, 0, op->nr, op->nc * ith / nth, op->nc * (ith + 1) / nth);
+}
+
+struct run_args {
+    kiln_matmul_ctx *ctx;
+    const struct kiln_matmul_op *op;
+};
+
+static void run_fn(void *arg, int ith, int nth) {
+    struct run_args *a = arg;
+    kiln_matmul_task(a->ctx, a->op, ith, nth);
+}
+
+kiln_status kiln_matmul_run(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op) {
+    kiln_status s = kiln_matmul_check(ctx, op);
+    if (s || op->nr == 0 || op->nc == 0) return s;
+    int nth = ctx->pool ? kiln_pool_size(ctx->pool) : 1;
+    if ((double)op->nr * (double)op->n * (double)op->nc < MIN_PARALLEL_MACS) nth = 1;
+    struct run_args a = {ctx, op};
+    if (nth == 1)
+        kiln_matmul_task(ctx, op, 0, 1);
+    else
+        kiln_pool_run_n(ctx->pool, nth, run_fn, &a);
+    return KILN_OK;
+}

@@ -1,0 +1,50 @@
+/* memory.h - how much memory a model needs to run: its weights, the KV cache
+ * at a context size, sequence count and cache element type, and a compute
+ * buffer for one forward pass over a batch of tokens.
+ *
+ * The compute estimate is a planning figure, not an allocator's exact size:
+ *   residual stream and its normed copy     2 * n_batch * n_embd * 4
+ *   + the larger of
+ *       attention: q, k, v and output rows   n_batch * (n_q + 2*n_kv + n_embd) * 4
+ *                  scores                    n_head * n_batch * n_kv_len * 4
+ *       FFN:       hidden rows               n_batch * n_ff * 4 * (2 if gated else 1)
+ *   + quantized activations                  n_batch * max(n_embd, n_ff) * 4
+ *   + outputs: decoders, one row of logits per sequence (n_seq * n_vocab * 4);
+ *              encoders, per-token embeddings (n_batch * n_embd * 4)
+ * where n_kv_len is n_ctx for decoders (a step attends over the whole cache)
+ * and min(n_batch, n_ctx) for encoders. Encoders keep no KV cache.
+ * All functions are pure and thread-safe. */
+#ifndef KILN_MODEL_MEMORY_H
+#define KILN_MODEL_MEMORY_H
+
+#include "kiln.h"
+#include "model/arch.h"
+#include "model/gguf.h"
+
+#include <stdint.h>
+
+struct mem_params {
+    uint32_t n_ctx;    /* tokens of context per sequence */
+    uint32_t n_seq;    /* sequences served at once (KV cache slots) */
+    uint32_t n_batch;  /* tokens per forward pass */
+    kiln_type kv_type; /* F16, F32 or Q8_0 */
+};
+
+struct mem_estimate {
+    uint64_t weights;  /* sum of tensor sizes */
+    uint64_t kv_cache; /* K and V for every layer, n_ctx * n_seq positions */
+    uint64_t compute;  /* see the formula above */
+    uint64_t total;
+};
+
+/* Sum of the sizes of all tensors in f. */
+uint64_t mem_weight_bytes(const gguf_file *f);
+
+/* Fills *out for a model with hyperparameters hp and weight_bytes of weights.
+ * KILN_ERR_INVALID_ARG when a count is 0 or kv_type is not F16/F32/Q8_0;
+ * KILN_ERR_RANGE when the KV row (n_head_kv * head_dim) is not a multiple of
+ * kv_type's block size or a size overflows. */
+kiln_status mem_estimate(const struct arch_hparams *hp, uint64_t weight_bytes,
+                         const struct mem_params *p, struct mem_estimate *out);
+
+#endif

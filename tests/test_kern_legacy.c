@@ -1,0 +1,450 @@
+/* test_kern_legacy.c - the float (F32, F16, BF16) and legacy block kernels
+ * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, IQ4_NL): conformance with ggml's
+ * reference data (models/quant/quant-conformance.gguf), every ISA variant
+ * against the scalar reference, gemm tiles against vec_dot, and edge cases.
+ * No timing assertions. */
+#include "testutil.h"
+
+#include "base/fp16.h"
+#include "compute/blocks.h"
+#include "compute/kernels.h"
+#include "compute/types.h"
+#include "model/gguf.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONF_FILE "models/quant/quant-conformance.gguf"
+#define CONF_ROWS 4
+#define CONF_COLS 1024
+
+static const kiln_type weight_types[] = {KILN_TYPE_F32,  KILN_TYPE_F16,  KILN_TYPE_BF16,
+                                         KILN_TYPE_Q4_0, KILN_TYPE_Q4_1, KILN_TYPE_Q5_0,
+                                         KILN_TYPE_Q5_1, KILN_TYPE_Q8_0, KILN_TYPE_IQ4_NL};
+#define N_WEIGHT_TYPES (sizeof weight_types / sizeof weight_types[0])
+
+static const struct kiln_kernels *scalar(void) {
+    return kiln_kernels_get(KILN_ISA_SCALAR);
+}
+
+/* ---- helpers ---- */
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    return p;
+}
+
+static float *random_floats(int64_t n, float mean, float sd, uint64_t *rng) {
+    float *v = xmalloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = mean + sd * test_rand_normal(rng);
+    return v;
+}
+
+/* A quantized/converted row of type t made from n random floats. */
+static void *random_row(kiln_type t, int64_t n, uint64_t *rng) {
+    float *f = random_floats(n, 0.1f, 1.0f, rng);
+    void *row = xmalloc(kiln_row_size(t, n));
+    scalar()->from_float[t](f, row, n);
+    free(f);
+    return row;
+}
+
+/* sum |w_i * x_i| over the dequantized rows: the scale for dot tolerances. */
+static double dot_magnitude(kiln_type wt, const void *w, const void *x, int64_t n) {
+    kiln_type xt = kiln_vec_dot_type(wt);
+    float *a = xmalloc((size_t)n * sizeof(float)), *b = xmalloc((size_t)n * sizeof(float));
+    scalar()->to_float[wt](w, a, n);
+    scalar()->to_float[xt](x, b, n);
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m += fabs((double)a[i] * b[i]);
+    free(a);
+    free(b);
+    return m;
+}
+
+/* Compares two Q8_0/Q8_1 rows quantized from x; allows a qs byte to differ by
+ * one only where x*127/amax is an exact .5 tie (round-half-even vs roundf). */
+static void assert_q8_rows_match(kiln_type t, const uint8_t *got, const uint8_t *want,
+                                 const float *x, int64_t n, const char *what) {
+    size_t bs = kiln_type_info(t)->size, off = t == KILN_TYPE_Q8_1 ? 4 : 2;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const uint8_t *g = got + b * bs, *w = want + b * bs;
+        const float *xb = x + b * 32;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        int ties = 0;
+        for (int j = 0; j < 32; j++) {
+            int8_t gq = (int8_t)g[off + j], wq = (int8_t)w[off + j];
+            if (gq == wq) continue;
+            float v = xb[j] * (127.0f / amax);
+            if (abs(gq - wq) != 1 || v - floorf(v) != 0.5f)
+                fail_msg("%s: block %lld byte %d: got %d want %d (x*id=%.9g)", what, (long long)b,
+                         j, gq, wq, (double)v);
+            ties++;
+        }
+        if (memcmp(g, w, 2)) fail_msg("%s: block %lld: d differs", what, (long long)b);
+        if (off == 4 && !ties && memcmp(g + 2, w + 2, 2))
+            fail_msg("%s: block %lld: s differs", what, (long long)b);
+    }
+}
+
+static void assert_rows_match(kiln_type t, const void *got, const void *want, const float *x,
+                              int64_t n, const char *what) {
+    if (t == KILN_TYPE_Q8_0 || t == KILN_TYPE_Q8_1)
+        assert_q8_rows_match(t, got, want, x, n, what);
+    else if (memcmp(got, want, kiln_row_size(t, n)))
+        fail_msg("%s: bytes differ", what);
+}
+
+/* ---- conformance with ggml ---- */
+
+static const char *const conf_types[] = {"f16",  "bf16", "q4_0", "q4_1",
+                                         "q5_0", "q5_1", "q8_0", "iq4_nl"};
+#define N_CONF_TYPES (sizeof conf_types / sizeof conf_types[0])
+
+static int conf_setup(void **state) {
+    char buf[1024];
+    const char *p = test_data_path(CONF_FILE, buf, sizeof buf);
+    *state = p ? gguf_open(p, NULL) : NULL;
+    if (p && !*state) print_message("gguf_open(%s): %s\n", p, kiln_last_error());
+    return 0;
+}
+
+static int conf_teardown(void **state) {
+    if (*state) gguf_close(*state);
+    return 0;
+}
+
+static const gguf_file *conf_file(void **state) {
+    char buf[1024];
+    TEST_DATA_OR_SKIP(CONF_FILE, buf);
+    assert_non_null(*state);
+    return *state;
+}
+
+static const gguf_tensor *conf_tensor(const gguf_file *f, const char *prefix, const char *tname) {
+    char name[64];
+    snprintf(name, sizeof name, "%s%s%s", prefix, tname ? "." : "", tname ? tname : "");
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (!t) fail_msg("tensor %s missing", name);
+    return t;
+}
+
+static kiln_type conf_type(const char *tname) {
+    kiln_type t;
+    assert_int_equal(kiln_type_from_name(tname, &t), KILN_OK);
+    return t;
+}
+
+static void test_conf_dequant(void **state) {
+    const gguf_file *f = conf_file(state);
+    float *out = xmalloc(CONF_ROWS * CONF_COLS * sizeof(float));
+    for (size_t i = 0; i < N_CONF_TYPES; i++) {
+        kiln_type t = conf_type(conf_types[i]);
+        const gguf_tensor *q = conf_tensor(f, "q", conf_types[i]);
+        const gguf_tensor *deq = conf_tensor(f, "deq", conf_types[i]);
+        assert_int_equal(q->type, t);
+        for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+            const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+            if (!k) continue;
+            k->to_float[t](q->data, out, CONF_ROWS * CONF_COLS);
+            for (int j = 0; j < CONF_ROWS * CONF_COLS; j++)
+                if (kiln_f32_bits(out[j]) != kiln_f32_bits(((const float *)deq->data)[j]))
+                    fail_msg("%s/%s: element %d: %.9g vs %.9g", conf_types[i],
+                             kiln_isa_name(k->isa), j, (double)out[j],
+                             (double)((const float *)deq->data)[j]);
+        }
+    }
+    free(out);
+}
+
+static void test_conf_activation(void **state) {
+    const gguf_file *f = conf_file(state);
+    const float *x = conf_tensor(f, "x", NULL)->data;
+    uint8_t *buf = xmalloc(4 * CONF_COLS);
+    for (size_t i = 0; i < N_CONF_TYPES; i++) {
+        kiln_type xt = kiln_vec_dot_type(conf_type(conf_types[i]));
+        const gguf_tensor *xq = conf_tensor(f, "xq", conf_types[i]);
+        assert_int_equal(xq->size, kiln_row_size(xt, CONF_COLS));
+        for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+            const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+            if (!k) continue;
+            char what[64];
+            snprintf(what, sizeof what, "xq.%s/%s", conf_types[i], kiln_isa_name(k->isa));
+            k->from_float[xt](x, buf, CONF_COLS);
+            assert_rows_match(xt, buf, xq->data, x, CONF_COLS, what);
+        }
+    }
+    free(buf);
+}
+
+static void test_conf_dot(void **state) {
+    const gguf_file *f = conf_file(state);
+    for (size_t i = 0; i < N_CONF_TYPES; i++) {
+        kiln_type t = conf_type(conf_types[i]);
+        const gguf_tensor *q = conf_tensor(f, "q", conf_types[i]);
+        const void *xq = conf_tensor(f, "xq", conf_types[i])->data;
+        const float *dot = conf_tensor(f, "dot", conf_types[i])->data;
+        float maxdot = 0;
+        for (int r = 0; r < CONF_ROWS; r++) maxdot = fmaxf(maxdot, fabsf(dot[r]));
+        for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+            const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+            if (!k) continue;
+            double worst = 0;
+            for (int r = 0; r < CONF_ROWS; r++) {
+                const uint8_t *row = (const uint8_t *)q->data + r * kiln_row_size(t, CONF_COLS);
+                float got = k->vec_dot[t](CONF_COLS, row, xq);
+                worst = fmax(worst, fabs((double)got - dot[r]) / maxdot);
+            }
+            print_message("dot %-6s %-6s max rel err %.2e\n", conf_types[i], kiln_isa_name(k->isa),
+                          worst);
+            if (worst > 1e-5)
+                fail_msg("%s/%s: dot error %.3g", conf_types[i], kiln_isa_name(k->isa), worst);
+        }
+    }
+}
+
+static double rmse(const float *a, const float *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    return sqrt(s / (double)n);
+}
+
+static void test_conf_quantizer(void **state) {
+    const gguf_file *f = conf_file(state);
+    const float *src = conf_tensor(f, "src", NULL)->data;
+    const int64_t n = CONF_ROWS * CONF_COLS;
+    float *back = xmalloc((size_t)n * sizeof(float));
+    void *q = xmalloc((size_t)n * 4);
+    for (size_t i = 0; i < N_CONF_TYPES; i++) {
+        kiln_type t = conf_type(conf_types[i]);
+        double ref = rmse(conf_tensor(f, "deq", conf_types[i])->data, src, n);
+        for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+            const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+            if (!k) continue;
+            k->from_float[t](src, q, n);
+            scalar()->to_float[t](q, back, n);
+            double e = rmse(back, src, n);
+            if (isa == KILN_ISA_SCALAR)
+                print_message("quant %-6s rmse %.4e ggml %.4e ratio %.4f\n", conf_types[i], e, ref,
+                              e / ref);
+            if (e > 1.02 * ref)
+                fail_msg("%s/%s: rmse %.4g > 1.02 x %.4g", conf_types[i], kiln_isa_name(k->isa), e,
+                         ref);
+        }
+    }
+    free(back);
+    free(q);
+}
+
+/* ---- SIMD variants against the scalar reference ---- */
+
+static const int64_t lengths[] = {32, 64, 96, 160, 224, 256, 288, 480, 512, 544, 1024, 1056, 4192};
+#define N_LENGTHS (sizeof lengths / sizeof lengths[0])
+
+static void check_vec_dot(const struct kiln_kernels *k, kiln_type wt, int64_t n, uint64_t *rng) {
+    kiln_type xt = kiln_vec_dot_type(wt);
+    void *w = random_row(wt, n, rng), *x = random_row(xt, n, rng);
+    float want = scalar()->vec_dot[wt](n, w, x), got = k->vec_dot[wt](n, w, x);
+    double tol = 1e-5 * dot_magnitude(wt, w, x, n) + 1e-30;
+    if (fabs((double)got - want) > tol)
+        fail_msg("vec_dot %s/%s n=%lld: %.9g vs scalar %.9g", kiln_type_name(wt),
+                 kiln_isa_name(k->isa), (long long)n, (double)got, (double)want);
+    free(w);
+    free(x);
+}
+
+static void check_from_float(const struct kiln_kernels *k, kiln_type t, int64_t n, uint64_t *rng) {
+    float *f = random_floats(n, 0.0f, 3.0f, rng);
+    size_t sz = kiln_row_size(t, n);
+    uint8_t *a = xmalloc(sz), *b = xmalloc(sz);
+    char what[64];
+    snprintf(what, sizeof what, "from_float %s/%s n=%lld", kiln_type_name(t), kiln_isa_name(k->isa),
+             (long long)n);
+    k->from_float[t](f, a, n);
+    scalar()->from_float[t](f, b, n);
+    assert_rows_match(t, a, b, f, n, what);
+    free(f);
+    free(a);
+    free(b);
+}
+
+static void check_to_float(const struct kiln_kernels *k, kiln_type t, int64_t n, uint64_t *rng) {
+    void *q = random_row(t, n, rng);
+    float *a = xmalloc((size_t)n * sizeof(float)), *b = xmalloc((size_t)n * sizeof(float));
+    k->to_float[t](q, a, n);
+    scalar()->to_float[t](q, b, n);
+    if (memcmp(a, b, (size_t)n * sizeof(float)))
+        fail_msg("to_float %s/%s n=%lld differs", kiln_type_name(t), kiln_isa_name(k->isa),
+                 (long long)n);
+    free(q);
+    free(a);
+    free(b);
+}
+
+static void test_simd_vs_scalar(void **state) {
+    (void)state;
+    static const kiln_type conv_types[] = {
+        KILN_TYPE_F32,  KILN_TYPE_F16,  KILN_TYPE_BF16, KILN_TYPE_Q4_0, KILN_TYPE_Q4_1,
+        KILN_TYPE_Q5_0, KILN_TYPE_Q5_1, KILN_TYPE_Q8_0, KILN_TYPE_Q8_1, KILN_TYPE_IQ4_NL};
+    uint64_t rng = 42;
+    int checked = 0;
+    for (int isa = KILN_ISA_AVX2; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) {
+            print_message("SKIP: %s not available on this CPU\n",
+                          kiln_isa_name((enum kiln_isa)isa));
+            continue;
+        }
+        for (size_t li = 0; li < N_LENGTHS; li++) {
+            for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
+                check_vec_dot(k, weight_types[i], lengths[li], &rng);
+                checked++;
+            }
+            for (size_t i = 0; i < sizeof conv_types / sizeof conv_types[0]; i++) {
+                kiln_type t = conv_types[i];
+                if (k->from_float[t] != scalar()->from_float[t])
+                    check_from_float(k, t, lengths[li], &rng);
+                if (k->to_float[t] != scalar()->to_float[t])
+                    check_to_float(k, t, lengths[li], &rng);
+            }
+        }
+    }
+    static const int64_t odd[] = {1, 5, 17, 31, 63, 100, 1003}; /* float types: any length */
+    for (int isa = KILN_ISA_AVX2; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        for (size_t li = 0; k && li < sizeof odd / sizeof odd[0]; li++) {
+            for (int t = 0; t < 3; t++, checked++) {
+                check_vec_dot(k, conv_types[t], odd[li], &rng);
+                check_from_float(k, conv_types[t], odd[li], &rng);
+                check_to_float(k, conv_types[t], odd[li], &rng);
+            }
+        }
+    }
+    print_message("simd vs scalar: %d vec_dot cases\n", checked);
+}
+
+/* ---- gemm tiles against vec_dot ---- */
+
+static void check_gemm_tile(const struct kiln_kernels *k, kiln_type wt, int64_t n, int nr, int nc,
+                            uint64_t *rng) {
+    kiln_type xt = kiln_vec_dot_type(wt);
+    size_t wrow = kiln_row_size(wt, n), xrow = kiln_row_size(xt, n);
+    size_t ws = wrow + 18, xs = xrow + 34, os = (size_t)nr + 3; /* odd strides on purpose */
+    uint8_t *w = xmalloc(ws * (size_t)nr), *x = xmalloc(xs * (size_t)nc);
+    float *out = xmalloc(os * (size_t)nc * sizeof(float));
+    for (int r = 0; r < nr; r++) {
+        void *row = random_row(wt, n, rng);
+        memcpy(w + r * ws, row, wrow);
+        free(row);
+    }
+    for (int c = 0; c < nc; c++) {
+        void *row = random_row(xt, n, rng);
+        memcpy(x + c * xs, row, xrow);
+        free(row);
+    }
+    k->gemm[wt](n, w, ws, nr, x, xs, nc, out, os);
+    for (int c = 0; c < nc; c++)
+        for (int r = 0; r < nr; r++) {
+            float want = k->vec_dot[wt](n, w + r * ws, x + c * xs), got = out[c * os + r];
+            double tol = 1e-5 * dot_magnitude(wt, w + r * ws, x + c * xs, n) + 1e-30;
+            if (fabs((double)got - want) > tol)
+                fail_msg("gemm %s/%s n=%lld %dx%d at r=%d c=%d: %.9g vs %.9g", kiln_type_name(wt),
+                         kiln_isa_name(k->isa), (long long)n, nr, nc, r, c, (double)got,
+                         (double)want);
+        }
+    free(w);
+    free(x);
+    free(out);
+}
+
+static void test_gemm_tiles(void **state) {
+    (void)state;
+    static const int64_t glen[] = {32, 64, 96, 512, 544};
+    uint64_t rng = 7;
+    int tiles = 0;
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) continue;
+        for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
+            kiln_type t = weight_types[i];
+            if (!k->gemm[t]) continue;
+            for (size_t li = 0; li < sizeof glen / sizeof glen[0]; li++)
+                for (int nr = 1; nr <= KILN_GEMM_MAX_R; nr++)
+                    for (int nc = 1; nc <= KILN_GEMM_MAX_C; nc++, tiles++)
+                        check_gemm_tile(k, t, glen[li], nr, nc, &rng);
+        }
+    }
+    print_message("gemm: %d tiles checked\n", tiles);
+}
+
+/* ---- edge cases ---- */
+
+static void check_roundtrip(const struct kiln_kernels *k, kiln_type t, const float *src, int64_t n,
+                            double rel_tol) {
+    uint8_t *q = xmalloc(kiln_row_size(t, n));
+    float *back = xmalloc((size_t)n * sizeof(float));
+    double amax = 0;
+    k->from_float[t](src, q, n);
+    k->to_float[t](q, back, n);
+    for (int64_t i = 0; i < n; i++) amax = fmax(amax, fabs(src[i]));
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(back[i]))
+            fail_msg("%s/%s: element %lld not finite", kiln_type_name(t), kiln_isa_name(k->isa),
+                     (long long)i);
+        if (fabs((double)back[i] - src[i]) > rel_tol * amax)
+            fail_msg("%s/%s: element %lld: %g vs %g", kiln_type_name(t), kiln_isa_name(k->isa),
+                     (long long)i, (double)back[i], (double)src[i]);
+    }
+    free(q);
+    free(back);
+}
+
+static void test_edge_cases(void **state) {
+    (void)state;
+    static const kiln_type all[] = {KILN_TYPE_F32,  KILN_TYPE_F16,   KILN_TYPE_BF16, KILN_TYPE_Q4_0,
+                                    KILN_TYPE_Q4_1, KILN_TYPE_Q5_0,  KILN_TYPE_Q5_1, KILN_TYPE_Q8_0,
+                                    KILN_TYPE_Q8_1, KILN_TYPE_IQ4_NL};
+    static const double tol[] = {0, 1e-3, 8e-3, 0.13, 0.07, 0.065, 0.035, 0.005, 0.005, 0.11};
+    enum { N = 512 };
+    float zero[N] = {0}, big[N], mixed[N];
+    uint64_t rng = 99;
+    for (int i = 0; i < N; i++) {
+        big[i] = 6.0e4f * (2.0f * (float)(test_rand_u64(&rng) >> 40) / 16777216.0f - 1.0f);
+        mixed[i] = i < 256 ? 0.0f : 1e-3f * test_rand_normal(&rng); /* zero blocks, then tiny */
+    }
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) continue;
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+            check_roundtrip(k, all[i], zero, N, 0.0);
+            check_roundtrip(k, all[i], big, N, tol[i]);
+            check_roundtrip(k, all[i], mixed, N, tol[i]);
+        }
+        for (size_t i = 0; i < N_WEIGHT_TYPES; i++) { /* zero weights . zero activations */
+            kiln_type wt = weight_types[i], xt = kiln_vec_dot_type(wt);
+            uint8_t w[N * 4], x[N * 4];
+            k->from_float[wt](zero, w, N);
+            k->from_float[xt](zero, x, N);
+            float d0 = k->vec_dot[wt](N, w, x);
+            k->from_float[xt](big, x, N);
+            float d1 = k->vec_dot[wt](N, w, x);
+            if (d0 != 0.0f || d1 != 0.0f)
+                fail_msg("%s/%s: zero weights give %g, %g", kiln_type_name(wt),
+                         kiln_isa_name(k->isa), (double)d0, (double)d1);
+        }
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conf_dequant),   cmocka_unit_test(test_conf_activation),
+        cmocka_unit_test(test_conf_dot),       cmocka_unit_test(test_conf_quantizer),
+        cmocka_unit_test(test_simd_vs_scalar), cmocka_unit_test(test_gemm_tiles),
+        cmocka_unit_test(test_edge_cases),
+    };
+    return cmocka_run_group_tests(tests, conf_setup, conf_teardown);
+}
