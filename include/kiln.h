@@ -161,12 +161,12 @@ kiln_status kiln_decode(kiln_ctx *c, const int32_t *tokens, int32_t n, float *lo
                         int all_logits);
 
 typedef struct kiln_sampling {
-    float temp;             /* <= 0: greedy (argmax, lowest id on a tie) */
-    int32_t top_k;          /* <= 0: off */
-    float top_p;            /* >= 1: off */
-    float min_p;            /* <= 0: off */
-    float repeat_penalty;   /* 1: off */
-    int32_t repeat_last_n;  /* tokens the penalty looks back over */
+    float temp;            /* <= 0: greedy (argmax, lowest id on a tie) */
+    int32_t top_k;         /* <= 0: off */
+    float top_p;           /* >= 1: off */
+    float min_p;           /* <= 0: off */
+    float repeat_penalty;  /* 1: off */
+    int32_t repeat_last_n; /* tokens the penalty looks back over */
     uint64_t seed;
 } kiln_sampling;
 

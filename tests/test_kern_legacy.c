@@ -363,7 +363,9 @@ static void check_gemm_tile(const struct kiln_kernels *k, kiln_type wt, int64_t 
 
 static void test_gemm_tiles(void **state) {
     (void)state;
-    static const int64_t glen[] = {32, 64, 96, 512, 544};
+    /* 1-3 blocks, 15 (a tail group only), 16 (one full group of the AVX-512
+     * block-per-lane path), 17 and 33 (full groups plus a tail) */
+    static const int64_t glen[] = {32, 64, 96, 480, 512, 544, 1056};
     uint64_t rng = 7;
     int tiles = 0;
     for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {

@@ -72,19 +72,13 @@ static float t_f32_dot(int64_t n, const void *w, const void *x) {
 }
 
 /* A gemm that checks its limits and writes through the tile contract. */
-static kiln_vec_dot_fn gemm_dot;
-static void t_gemm(int64_t n, const void *w, size_t w_stride, int nr, const void *x,
-                   size_t x_stride, int nc, float *out, size_t out_stride) {
+static void t_gemm_q8_0(int64_t n, const void *w, size_t w_stride, int nr, const void *x,
+                        size_t x_stride, int nc, float *out, size_t out_stride) {
     KILN_ASSERT(nr >= 1 && nr <= KILN_GEMM_MAX_R && nc >= 1 && nc <= KILN_GEMM_MAX_C);
     for (int r = 0; r < nr; r++)
         for (int c = 0; c < nc; c++)
             out[c * out_stride + r] =
-                gemm_dot(n, (const char *)w + r * w_stride, (const char *)x + c * x_stride);
-}
-static void t_gemm_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs,
-                        int nc, float *out, size_t os) {
-    gemm_dot = t_q8_0_dot;
-    t_gemm(n, w, ws, nr, x, xs, nc, out, os);
+                t_q8_0_dot(n, (const char *)w + r * w_stride, (const char *)x + c * x_stride);
 }
 
 static struct kiln_kernels test_tables[2]; /* [0] with gemm, [1] vec_dot only */
@@ -304,12 +298,22 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* Sanitizer builds run one combination in five (still every thread count
+ * and padding) over the smaller shapes, to keep the test short. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define SWEEP_STRIDE 5
+#define SWEEP_SHAPES (N_SHAPES - 2)
+#else
+#define SWEEP_STRIDE 1
+#define SWEEP_SHAPES N_SHAPES
+#endif
+
 /* Weights for every shape, unpadded [s][0] and padded [s][1]. */
 static struct weights wsets[N_SHAPES][2];
 
 static void wsets_init(kiln_type type, kiln_from_float_fn quant, kiln_to_float_fn deq,
                        int64_t min_n) {
-    for (int s = 0; s < N_SHAPES; s++)
+    for (int s = 0; s < SWEEP_SHAPES; s++)
         for (int pad = 0; pad < 2; pad++)
             weights_init(&wsets[s][pad], type, shapes[s].nr,
                          shapes[s].n < min_n ? min_n : shapes[s].n, pad, quant, deq,
@@ -317,7 +321,7 @@ static void wsets_init(kiln_type type, kiln_from_float_fn quant, kiln_to_float_f
 }
 
 static void wsets_free(void) {
-    for (int s = 0; s < N_SHAPES; s++)
+    for (int s = 0; s < SWEEP_SHAPES; s++)
         for (int pad = 0; pad < 2; pad++) weights_free(&wsets[s][pad]);
 }
 
@@ -330,8 +334,9 @@ static double sweep(const struct kiln_kernels *k, const char *label) {
         ctxs[t] = kiln_matmul_ctx_create(pools[t], k, 0, NULL);
         assert_non_null(ctxs[t]);
     }
-    for (int s = 0; s < N_SHAPES; s++) {
+    for (int s = 0; s < SWEEP_SHAPES; s++) {
         for (int ci = 0; ci < N_NCS; ci++, combo++) {
+            if (combo % SWEEP_STRIDE) continue;
             int padded = combo % 3 == 2;
             int threads = 1 + combo % 4;
             const struct weights *wt = &wsets[s][padded];
@@ -420,12 +425,14 @@ static void test_real_kernels(void **state) {
  * h = W1 x, barrier, y = W2 h. */
 struct chain {
     kiln_matmul_ctx *ctx;
-    struct kiln_matmul_op op1, op2;
+    struct kiln_matmul_op op1, op2, op3;
     kiln_pool *pool;
 };
+/* h = W1 x; y3 = W2 x reusing x's conversion; barrier; y2 = W2 h */
 static void chain_fn(void *arg, int ith, int nth) {
     struct chain *c = arg;
     kiln_matmul_task(c->ctx, &c->op1, ith, nth);
+    kiln_matmul_task(c->ctx, &c->op3, ith, nth);
     kiln_pool_barrier(c->pool);
     kiln_matmul_task(c->ctx, &c->op2, ith, nth);
 }
@@ -444,12 +451,31 @@ static void test_in_task_chain(void **state) {
             pools[t], &test_tables[0], kiln_matmul_work_size(KILN_TYPE_Q8_0, n, nc), NULL);
         assert_non_null(ctx);
         struct chain c = {.ctx = ctx, .pool = pools[t]};
-        c.op1 =
-            (struct kiln_matmul_op){KILN_TYPE_Q8_0, p1.w, p1.w_stride, n, n, p1.x, 0, nc, p1.y, 0};
-        c.op2 =
-            (struct kiln_matmul_op){KILN_TYPE_Q8_0, p2.w, p2.w_stride, 64, n, p1.y, 0, nc, p2.y, 0};
+        c.op1 = (struct kiln_matmul_op){.type = KILN_TYPE_Q8_0,
+                                        .w = p1.w,
+                                        .w_stride = p1.w_stride,
+                                        .nr = n,
+                                        .n = n,
+                                        .x = p1.x,
+                                        .nc = nc,
+                                        .y = p1.y};
+        c.op2 = (struct kiln_matmul_op){.type = KILN_TYPE_Q8_0,
+                                        .w = p2.w,
+                                        .w_stride = p2.w_stride,
+                                        .nr = 64,
+                                        .n = n,
+                                        .x = p1.y,
+                                        .nc = nc,
+                                        .y = p2.y};
         assert_int_equal(kiln_matmul_check(ctx, &c.op1), KILN_OK);
         assert_int_equal(kiln_matmul_check(ctx, &c.op2), KILN_OK);
+        float y3[64 * 5], y3_ref[64 * 5];
+        c.op3 = c.op2;
+        c.op3.x = p1.x;
+        c.op3.y = y3;
+        c.op3.reuse_x = 1;
+        /* reuse before anything was converted is refused */
+        assert_int_equal(kiln_matmul_run(ctx, &c.op3), KILN_ERR_INVALID_ARG);
         kiln_pool_run(pools[t], chain_fn, &c);
         float h[256 * 5], y2[64 * 5];
         memcpy(h, p1.y, sizeof h);
@@ -459,9 +485,14 @@ static void test_in_task_chain(void **state) {
         assert_int_equal(kiln_matmul_reserve(one, kiln_matmul_work_size(KILN_TYPE_Q8_0, n, nc)),
                          KILN_OK);
         assert_int_equal(kiln_matmul_run(one, &c.op1), KILN_OK);
+        struct kiln_matmul_op op3 = c.op3;
+        op3.y = y3_ref;
+        assert_int_equal(kiln_matmul_run(one, &op3), KILN_OK); /* reuses op1's x */
         assert_int_equal(kiln_matmul_run(one, &c.op2), KILN_OK);
+        assert_int_equal(kiln_matmul_run(one, &op3), KILN_ERR_INVALID_ARG); /* x changed */
         assert_memory_equal(h, p1.y, sizeof h);
         assert_memory_equal(y2, p2.y, sizeof y2);
+        assert_memory_equal(y3, y3_ref, sizeof y3);
         kiln_matmul_ctx_destroy(one);
         kiln_matmul_ctx_destroy(ctx);
     }
@@ -477,7 +508,14 @@ static void test_check_errors(void **state) {
     assert_non_null(ctx);
     float x[256], y[4];
     static block_q8_0 w[4 * 8];
-    struct kiln_matmul_op op = {KILN_TYPE_Q8_0, w, sizeof(block_q8_0) * 8, 4, 256, x, 0, 1, y, 0};
+    struct kiln_matmul_op op = {.type = KILN_TYPE_Q8_0,
+                                .w = w,
+                                .w_stride = sizeof(block_q8_0) * 8,
+                                .nr = 4,
+                                .n = 256,
+                                .x = x,
+                                .nc = 1,
+                                .y = y};
     assert_int_equal(kiln_matmul_run(ctx, &op), KILN_ERR_RANGE); /* no workspace yet */
     assert_non_null(strstr(kiln_last_error(), "workspace"));
     assert_int_equal(kiln_matmul_reserve(ctx, kiln_matmul_work_size(KILN_TYPE_Q8_0, 256, 1)),

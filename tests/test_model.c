@@ -34,10 +34,10 @@ static const char *write_synth(enum arch_id arch, kiln_type type, uint64_t seed,
 }
 
 struct edit {
-    const char *drop_key;    /* metadata key to leave out */
-    const char *set_key;     /* u32 key to set (after copying) */
+    const char *drop_key; /* metadata key to leave out */
+    const char *set_key;  /* u32 key to set (after copying) */
     uint32_t set_val;
-    const char *str_key;     /* string key to set */
+    const char *str_key; /* string key to set */
     const char *str_val;
     const char *drop_tensor; /* tensor to leave out */
     const char *flat_tensor; /* tensor written as 1-D (wrong shape) */
@@ -196,8 +196,8 @@ static void test_bad_hparams(void **state) {
                  KILN_ERR_FORMAT, "llama.attention.head_count 7");
     expect_error(src, &(struct edit){.set_key = "llama.attention.head_count_kv", .set_val = 3},
                  KILN_ERR_FORMAT, "llama.attention.head_count_kv 3");
-    expect_error(src, &(struct edit){.set_key = "llama.block_count", .set_val = 0},
-                 KILN_ERR_FORMAT, "llama.block_count");
+    expect_error(src, &(struct edit){.set_key = "llama.block_count", .set_val = 0}, KILN_ERR_FORMAT,
+                 "llama.block_count");
     expect_error(src, &(struct edit){.str_key = "general.architecture", .str_val = "gpt-j"},
                  KILN_ERR_UNSUPPORTED, "gpt-j");
     expect_error(src, &(struct edit){.drop_tensor = "blk.1.ffn_up.weight"}, KILN_ERR_FORMAT,
@@ -205,8 +205,8 @@ static void test_bad_hparams(void **state) {
     expect_error(src, &(struct edit){.flat_tensor = "blk.0.attn_k.weight"}, KILN_ERR_FORMAT,
                  "blk.0.attn_k.weight");
     /* one more layer than there are tensors */
-    expect_error(src, &(struct edit){.set_key = "llama.block_count", .set_val = 3},
-                 KILN_ERR_FORMAT, "blk.2.");
+    expect_error(src, &(struct edit){.set_key = "llama.block_count", .set_val = 3}, KILN_ERR_FORMAT,
+                 "blk.2.");
     /* wrong width: attn_q no longer matches 2 * 64 */
     expect_error(src, &(struct edit){.set_key = "llama.embedding_length", .set_val = 128},
                  KILN_ERR_FORMAT, "token_embd.weight");
@@ -217,7 +217,8 @@ static void test_table_names(void **state) {
     (void)state;
     char buf[64];
     assert_string_equal(arch_tensor_name(ARCH_T_ATTN_Q, 3, buf, sizeof buf), "blk.3.attn_q.weight");
-    assert_string_equal(arch_tensor_name(ARCH_T_TOKEN_EMBD, 3, buf, sizeof buf), "token_embd.weight");
+    assert_string_equal(arch_tensor_name(ARCH_T_TOKEN_EMBD, 3, buf, sizeof buf),
+                        "token_embd.weight");
     assert_null(arch_tensor_name(ARCH_T_LAYER_OUT_NORM_B, 12, buf, 8));
     assert_ptr_equal(arch_find("nomic-bert"), arch_get(ARCH_NOMIC_BERT));
     assert_null(arch_find("gemma"));
@@ -233,9 +234,16 @@ static void test_table_names(void **state) {
 
 static void test_memory_estimate(void **state) {
     (void)state;
-    struct arch_hparams hp = {.arch = arch_get(ARCH_LLAMA), .n_embd = 64, .n_layer = 2,
-                              .n_head = 4, .n_head_kv = 2, .n_ff = 128, .n_ctx_train = 64,
-                              .n_vocab = 100, .rope_freq_base = 10000, .norm_eps = 1e-5f};
+    struct arch_hparams hp = {.arch = arch_get(ARCH_LLAMA),
+                              .n_embd = 64,
+                              .n_layer = 2,
+                              .n_head = 4,
+                              .n_head_kv = 2,
+                              .n_ff = 128,
+                              .n_ctx_train = 64,
+                              .n_vocab = 100,
+                              .rope_freq_base = 10000,
+                              .norm_eps = 1e-5f};
     assert_int_equal(arch_hparams_check(&hp, "t"), KILN_OK);
     assert_int_equal(hp.head_dim, 16);
     struct mem_params p = {.n_ctx = 16, .n_seq = 2, .n_batch = 8, .kv_type = KILN_TYPE_F16};
@@ -306,12 +314,12 @@ static void check_synth(enum arch_id arch, kiln_type type) {
         n_req += layer ? m.hp.n_layer : 1;
         const gguf_tensor *gt = layer ? arch_layer_tensor(&m, 1, (enum arch_tensor)t) : m.global[t];
         assert_non_null(gt);
-        assert_int_equal(gt->type, arch_tensor_info((enum arch_tensor)t)->matrix ? type : KILN_TYPE_F32);
+        assert_int_equal(gt->type,
+                         arch_tensor_info((enum arch_tensor)t)->matrix ? type : KILN_TYPE_F32);
     }
     assert_int_equal(gguf_tensor_count(f), n_req);
-    const gguf_tensor *norm = arch_layer_tensor(&m, 0, d->flags & ARCH_F_POST_NORM
-                                                           ? ARCH_T_LAYER_OUT_NORM
-                                                           : ARCH_T_ATTN_NORM);
+    const gguf_tensor *norm = arch_layer_tensor(
+        &m, 0, d->flags & ARCH_F_POST_NORM ? ARCH_T_LAYER_OUT_NORM : ARCH_T_ATTN_NORM);
     assert_true(((const float *)norm->data)[7] == 1.0f);
     const gguf_tensor *ff = arch_layer_tensor(&m, 0, ARCH_T_FFN_UP);
     float *x = malloc(ff->n_elems * sizeof *x);
@@ -455,11 +463,11 @@ static void test_quantize_roundtrip(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shared_hparams),      cmocka_unit_test(test_shared_extras),
-        cmocka_unit_test(test_bad_hparams),         cmocka_unit_test(test_table_names),
-        cmocka_unit_test(test_memory_estimate),     cmocka_unit_test(test_synth_deterministic),
-        cmocka_unit_test(test_synth_readback),      cmocka_unit_test(test_synth_vocab_from),
-        cmocka_unit_test(test_synth_errors),        cmocka_unit_test(test_ftypes_and_fallback),
+        cmocka_unit_test(test_shared_hparams),     cmocka_unit_test(test_shared_extras),
+        cmocka_unit_test(test_bad_hparams),        cmocka_unit_test(test_table_names),
+        cmocka_unit_test(test_memory_estimate),    cmocka_unit_test(test_synth_deterministic),
+        cmocka_unit_test(test_synth_readback),     cmocka_unit_test(test_synth_vocab_from),
+        cmocka_unit_test(test_synth_errors),       cmocka_unit_test(test_ftypes_and_fallback),
         cmocka_unit_test(test_quantize_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

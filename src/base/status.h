@@ -16,7 +16,7 @@ kiln_status kiln_fail(kiln_status st, const char *fmt, ...) __attribute__((forma
 void kiln_clear_error(void);
 
 /* Invariant checks that stay on in release builds. A failure is a bug in Kiln:
- * print where and abort (never exit()). */
+ * print where and abort (library code never calls the exit function). */
 #define KILN_ASSERT(cond)                                                                          \
     do {                                                                                           \
         if (!(cond)) {                                                                             \

@@ -41,8 +41,10 @@ static const char *fmt_bytes(uint64_t v, char *buf, size_t cap) {
         x /= 1024.0;
         u++;
     }
-    if (u == 0) snprintf(buf, cap, "%llu B", (unsigned long long)v);
-    else snprintf(buf, cap, "%.2f %s", x, units[u]);
+    if (u == 0)
+        snprintf(buf, cap, "%llu B", (unsigned long long)v);
+    else
+        snprintf(buf, cap, "%.2f %s", x, units[u]);
     return buf;
 }
 
@@ -51,10 +53,14 @@ static void print_str(gguf_str s, size_t max) {
     putchar('"');
     for (uint64_t i = 0; i < s.len && i < max; i++) {
         unsigned char c = (unsigned char)s.ptr[i];
-        if (c == '\n') fputs("\\n", stdout);
-        else if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
-        else putchar(c);
+        if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
     }
     putchar('"');
     if (s.len > max) printf("... (%llu bytes)", (unsigned long long)s.len);
@@ -62,18 +68,28 @@ static void print_str(gguf_str s, size_t max) {
 
 static void print_value(const gguf_value *v) {
     switch (v->type) {
-    case GGUF_VT_STRING: print_str(v->str, 60); break;
+    case GGUF_VT_STRING:
+        print_str(v->str, 60);
+        break;
     case GGUF_VT_ARRAY:
         printf("[%s \xc3\x97 %llu]", gguf_vtype_name(v->arr.type), (unsigned long long)v->arr.n);
         break;
-    case GGUF_VT_BOOL: fputs(v->u64 ? "true" : "false", stdout); break;
+    case GGUF_VT_BOOL:
+        fputs(v->u64 ? "true" : "false", stdout);
+        break;
     case GGUF_VT_FLOAT32:
-    case GGUF_VT_FLOAT64: printf("%g", v->f64); break;
+    case GGUF_VT_FLOAT64:
+        printf("%g", v->f64);
+        break;
     case GGUF_VT_INT8:
     case GGUF_VT_INT16:
     case GGUF_VT_INT32:
-    case GGUF_VT_INT64: printf("%lld", (long long)v->i64); break;
-    default: printf("%llu", (unsigned long long)v->u64); break;
+    case GGUF_VT_INT64:
+        printf("%lld", (long long)v->i64);
+        break;
+    default:
+        printf("%llu", (unsigned long long)v->u64);
+        break;
     }
 }
 
@@ -103,8 +119,10 @@ static void print_hparams(const struct arch_hparams *hp) {
     if (fl & ARCH_F_ROPE)
         printf("  %-24s base %g, %u dims, %s\n", "rope", (double)hp->rope_freq_base, hp->n_rot,
                fl & ARCH_F_ROPE_NEOX ? "NEOX" : "NORM");
-    else printf("  %-24s learned position embeddings\n", "positions");
-    printf("  %-24s %s, %s\n", "blocks", fl & ARCH_F_CAUSAL ? "causal decoder" : "bidirectional encoder",
+    else
+        printf("  %-24s learned position embeddings\n", "positions");
+    printf("  %-24s %s, %s\n", "blocks",
+           fl & ARCH_F_CAUSAL ? "causal decoder" : "bidirectional encoder",
            fl & ARCH_F_GATED_FFN ? "SwiGLU FFN" : "GELU FFN");
     if (!(fl & ARCH_F_CAUSAL)) {
         static const char *const pool[] = {"none", "mean", "cls", "last", "rank"};
@@ -141,9 +159,9 @@ static uint64_t arr_len(const gguf_file *f, const char *key) {
 static void print_id(const gguf_file *f, const char *label, const char *key) {
     uint32_t v;
     if (gguf_get_u32(f, key, &v) == KILN_OK)
-        printf("  %-24s %u%s\n", label, v, v >= arr_len(f, "tokenizer.ggml.tokens") ? " (none)" : "");
+        printf("  %-24s %u%s\n", label, v,
+               v >= arr_len(f, "tokenizer.ggml.tokens") ? " (none)" : "");
 }
-
 
 static void print_tokenizer(const gguf_file *f) {
     gguf_str model = {0}, pre = {0}, tmpl = {0};
@@ -154,7 +172,8 @@ static void print_tokenizer(const gguf_file *f) {
     gguf_get_str(f, "tokenizer.ggml.pre", &pre);
     printf("\ntokenizer: %.*s", (int)model.len, model.ptr);
     if (pre.len) printf(" (pre-tokenizer %.*s)", (int)pre.len, pre.ptr);
-    printf("\n  %-24s %llu\n", "vocab size", (unsigned long long)arr_len(f, "tokenizer.ggml.tokens"));
+    printf("\n  %-24s %llu\n", "vocab size",
+           (unsigned long long)arr_len(f, "tokenizer.ggml.tokens"));
     print_id(f, "bos id", "tokenizer.ggml.bos_token_id");
     print_id(f, "eos id", "tokenizer.ggml.eos_token_id");
     print_id(f, "unk id", "tokenizer.ggml.unknown_token_id");
@@ -170,13 +189,14 @@ static void print_tokenizer(const gguf_file *f) {
 
 /* Keys summarised in the sections above (suffixes after "<arch>."). */
 static bool key_shown(const char *key, const struct arch_hparams *hp) {
-    static const char *const tok[] = {"model", "pre", "tokens", "merges", "bos_token_id",
-                                      "eos_token_id", "unknown_token_id", "padding_token_id",
-                                      "add_bos_token"};
-    static const char *const hpk[] = {"embedding_length", "block_count", "attention.head_count",
-                                      "attention.head_count_kv", "feed_forward_length",
-                                      "context_length", "rope.freq_base", "rope.dimension_count",
-                                      "pooling_type"};
+    static const char *const tok[] = {
+        "model",        "pre",          "tokens",           "merges",
+        "bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id",
+        "add_bos_token"};
+    static const char *const hpk[] = {
+        "embedding_length",        "block_count",          "attention.head_count",
+        "attention.head_count_kv", "feed_forward_length",  "context_length",
+        "rope.freq_base",          "rope.dimension_count", "pooling_type"};
     if (!strcmp(key, "general.architecture") || !strcmp(key, "general.name") ||
         !strcmp(key, "tokenizer.chat_template"))
         return true;
@@ -304,9 +324,12 @@ static int parse_info_args(int argc, char **argv, struct info_opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = true;
-        if (!strcmp(a, "--ctx") && v) ok = parse_u32(argv[++i], &o->n_ctx);
-        else if (!strcmp(a, "--batch") && v) ok = parse_u32(argv[++i], &o->n_batch);
-        else if (!strcmp(a, "--parallel") && v) ok = parse_u32(argv[++i], &o->n_seq);
+        if (!strcmp(a, "--ctx") && v)
+            ok = parse_u32(argv[++i], &o->n_ctx);
+        else if (!strcmp(a, "--batch") && v)
+            ok = parse_u32(argv[++i], &o->n_batch);
+        else if (!strcmp(a, "--parallel") && v)
+            ok = parse_u32(argv[++i], &o->n_seq);
         else if (!strcmp(a, "--kv-type") && v) {
             ok = kiln_type_from_name(argv[++i], &o->kv_type) == KILN_OK &&
                  (o->kv_type == KILN_TYPE_F16 || o->kv_type == KILN_TYPE_F32 ||
@@ -315,8 +338,10 @@ static int parse_info_args(int argc, char **argv, struct info_opts *o) {
             fprintf(stderr, "kiln info: unknown or incomplete option '%s'\n", a);
             info_usage(stderr);
             return 2;
-        } else if (!o->path) o->path = a;
-        else ok = false;
+        } else if (!o->path)
+            o->path = a;
+        else
+            ok = false;
         if (!ok) {
             fprintf(stderr, "kiln info: bad value for %s\n", a);
             return 2;
@@ -343,8 +368,10 @@ int cmd_info(int argc, char **argv) {
     if (!f) {
         const char *msg = kiln_last_error();
         size_t n = strlen(o.path);
-        if (!strncmp(msg, o.path, n) && msg[n] == ':') fprintf(stderr, "kiln: %s\n", msg);
-        else fprintf(stderr, "kiln: %s: %s\n", o.path, msg);
+        if (!strncmp(msg, o.path, n) && msg[n] == ':')
+            fprintf(stderr, "kiln: %s\n", msg);
+        else
+            fprintf(stderr, "kiln: %s: %s\n", o.path, msg);
         return 1;
     }
     struct arch_hparams hp;

@@ -31,12 +31,14 @@ static void quantize_progress(void *ud, const struct quant_progress *p) {
     char shape[64];
     int o = 0;
     for (int d = 0; d < p->n_dims && o < (int)sizeof shape; d++)
-        o += snprintf(shape + o, sizeof shape - (size_t)o, "%s%lld", d ? " x " : "", (long long)p->ne[d]);
+        o += snprintf(shape + o, sizeof shape - (size_t)o, "%s%lld", d ? " x " : "",
+                      (long long)p->ne[d]);
     char note[96] = "";
     if (p->fell_back)
         snprintf(note, sizeof note, "  (fallback: rows of %lld do not fit %s)", (long long)p->ne[0],
                  kiln_type_name(c->want));
-    else if (!p->converted) snprintf(note, sizeof note, "  (kept)");
+    else if (!p->converted)
+        snprintf(note, sizeof note, "  (kept)");
     fprintf(stderr, "[%4d/%d] %-32s %-14s %7s -> %-7s %9.2f -> %9.2f MiB%s\n", p->index + 1,
             p->count, p->name, shape, kiln_type_name(p->from), kiln_type_name(p->to),
             (double)p->bytes_in / 1048576.0, (double)p->bytes_out / 1048576.0, note);

@@ -83,20 +83,25 @@ static int build_hparams(const struct synth_opts *o, struct arch_hparams *hp) {
     const struct synth_shape *s = NULL;
     struct synth_shape custom = {0};
     if (o->shape && !(s = synth_shape_find(o->shape))) {
-        fprintf(stderr, "kiln synth: unknown shape '%s' (kiln synth --help lists them)\n", o->shape);
+        fprintf(stderr, "kiln synth: unknown shape '%s' (kiln synth --help lists them)\n",
+                o->shape);
         return 2;
     }
     const struct arch_def *a = o->arch ? arch_find(o->arch) : s ? arch_get(s->arch) : NULL;
     if (!a) {
-        if (o->arch) fprintf(stderr, "kiln synth: unknown architecture '%s' (%s)\n", o->arch, arch_names());
-        else fprintf(stderr, "kiln synth: give --shape or --arch\n");
+        if (o->arch)
+            fprintf(stderr, "kiln synth: unknown architecture '%s' (%s)\n", o->arch, arch_names());
+        else
+            fprintf(stderr, "kiln synth: give --shape or --arch\n");
         return 2;
     }
     if (s && a->id != s->arch) {
-        fprintf(stderr, "kiln synth: shape %s is %s, not %s\n", s->name, arch_get(s->arch)->name, a->name);
+        fprintf(stderr, "kiln synth: shape %s is %s, not %s\n", s->name, arch_get(s->arch)->name,
+                a->name);
         return 2;
     }
-    if (s) custom = *s;
+    if (s)
+        custom = *s;
     else {
         custom.arch = a->id;
         custom.rope_freq_base = a->rope_freq_base_default;
@@ -127,8 +132,10 @@ static void synth_progress(void *ud, int index, int count, const char *name, kil
                            uint64_t bytes, int64_t ne0, int64_t ne1) {
     if (*(bool *)ud) return;
     char shape[48];
-    if (ne1 > 1) snprintf(shape, sizeof shape, "%lld x %lld", (long long)ne0, (long long)ne1);
-    else snprintf(shape, sizeof shape, "%lld", (long long)ne0);
+    if (ne1 > 1)
+        snprintf(shape, sizeof shape, "%lld x %lld", (long long)ne0, (long long)ne1);
+    else
+        snprintf(shape, sizeof shape, "%lld", (long long)ne0);
     fprintf(stderr, "[%4d/%d] %-32s %-7s %-14s %10.2f MiB\n", index + 1, count, name,
             kiln_type_name(type), shape, (double)bytes / 1048576.0);
 }
@@ -147,8 +154,12 @@ int cmd_synth(int argc, char **argv) {
         synth_usage(stderr);
         return 2;
     }
-    struct synth_params p = {.vocab_from = o.vocab_from, .seed = o.seed, .n_threads = o.threads,
-                             .progress = synth_progress, .ud = &o.quiet, .type = KILN_TYPE_F16};
+    struct synth_params p = {.vocab_from = o.vocab_from,
+                             .seed = o.seed,
+                             .n_threads = o.threads,
+                             .progress = synth_progress,
+                             .ud = &o.quiet,
+                             .type = KILN_TYPE_F16};
     struct quant_ftype ft;
     if (o.type && quant_ftype_parse(o.type, &ft)) {
         fprintf(stderr, "kiln synth: %s\n", kiln_last_error());

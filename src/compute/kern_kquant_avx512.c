@@ -1,20 +1,37 @@
-/* kern_kquant_avx512.c - AVX-512 (F/BW/VL/VNNI) kernels for the K-quant
- * family: vec_dot of Q4_K, Q5_K and Q6_K against Q8_K on 512-bit vectors, and
- * the Q4_K tile kernel (gemm). Q2_K, Q3_K, IQ4_XS and the Q8_K quantizer keep
- * the AVX2 versions this table was copied from.
+/* kern_kquant_avx512.c - AVX-512 (F/BW/VL/DQ/VNNI) kernels for the K-quant
+ * family: vec_dot of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS against Q8_K, tile
+ * kernels (gemm) for Q4_K, Q5_K and Q6_K, and the Q8_K activation quantizer
+ * (byte-identical to the scalar one).
  *
- * Each 64-byte weight vector is arranged to cover two consecutive sub-blocks
- * in element order, so the activation is read with plain loads. The product
- * is _mm512_maddubs_epi16 (unsigned 4..6-bit weight x signed int8, pair sums
- * fit int16) followed by VNNI _mm512_dpwssd_epi32, which multiplies the pair
- * sums by the sub-block scale and accumulates into int32 in one instruction.
- * The min (Q4_K/Q5_K) and offset (Q6_K) terms come from the Q8_K block sums.
- * The gemm tile unpacks a weight block once and reuses it for every column. */
+ * Layout: each 64-byte weight vector holds 64 consecutive elements in element
+ * order, so the activation is read with plain 64-byte loads. The quant bits
+ * are put there by broadcasting 32 packed bytes to both 256-bit halves and
+ * shifting only the upper half (a masked shift): in every type the upper
+ * half's elements sit a fixed number of bits above the lower half's.
+ *
+ * Products: _mm512_maddubs_epi16 (unsigned weight x signed activation, pairs
+ * summed to int16; largest pair 2*63*127 cannot saturate) followed by VNNI
+ * _mm512_dpwssd_epi32, which multiplies the pair sums by the sub-block scale
+ * (int16 per lane, built with an in-lane byte shuffle of the unpacked scales)
+ * and accumulates into int32. Signed weights are offset to unsigned (Q3_K +4,
+ * Q6_K +32) and the offset is removed with the Q8_K block sums, as are the
+ * mins of Q2_K/Q4_K/Q5_K. IQ4_XS uses _mm512_dpbusd_epi32 on its levels + 128
+ * (sums of four, no int16 stage) and multiplies by the scale in int32.
+ * Integer sums are exact; only the per-block float combination differs from
+ * the scalar reference in rounding order. Scale bytes are unpacked in
+ * registers (never stored and reloaded: that would stall store forwarding). */
 #include "compute/blocks.h"
 #include "compute/kern_kquant.h"
 #include "compute/kernels.h"
 
 #include <immintrin.h>
+#include <stddef.h>
+#include <string.h>
+
+#ifndef KQ_PF
+#define KQ_PF 0
+#endif
+#define HI_HALF 0xFFFF0000u /* the words of the upper 256 bits of a zmm */
 
 static inline float f16(kiln_f16 h) {
     return _cvtsh_ss(h);
@@ -27,74 +44,127 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* ---- Q4_K / Q5_K ---- */
-
-/* One Q4_K/Q5_K block unpacked: w[k] holds sub-blocks 2k and 2k+1 (64 bytes,
- * element order), s[k] their scales as 32 int16 (16 each), mins the 8 mins
- * each repeated twice to pair with the 16 Q8_K bsums. */
-struct k4_unpacked {
-    __m512i w[4], s[4];
-    __m256i mins;
-    float d, dmin;
-};
-
-static inline void k4_scales(const uint8_t *packed, struct k4_unpacked *u) {
-    uint8_t sc[8], mn[8];
-    kq_unpack_k4(packed, sc, mn);
-    __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
-    for (int k = 0; k < 4; k++) {
-        __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * k))),
-                                         _mm256_set1_epi16((short)(2 * k + 1)), 1);
-        u->s[k] = _mm512_permutexvar_epi16(idx, sc16);
-    }
-    __m128i m = _mm_loadl_epi64((const __m128i *)mn);
-    m = _mm_shuffle_epi8(m, _mm_set_epi8(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0));
-    u->mins = _mm256_cvtepu8_epi16(m);
+/* 32 bytes at p in both halves of a zmm. */
+static inline __m512i bcast32(const uint8_t *p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
 }
 
-/* Nibbles of qs: qs[32c + l] holds sub-block 2c (low) and 2c+1 (high). */
-static inline void k4_nibbles(const uint8_t *qs, __m512i w[4]) {
-    const __m512i m4 = _mm512_set1_epi8(15);
-    for (int h = 0; h < 2; h++) {
-        __m512i q = _mm512_loadu_si512(qs + 64 * h);
-        __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-        w[2 * h] = _mm512_shuffle_i64x2(lo, hi, 0x44);     /* sub-blocks 4h, 4h+1 */
-        w[2 * h + 1] = _mm512_shuffle_i64x2(lo, hi, 0xee); /* sub-blocks 4h+2, 4h+3 */
+/* Byte-shuffle indices that turn a zmm whose every 128-bit lane holds the same
+ * 16 bytes into int16 lanes (byte, 0): SEL32(k) gives 128-bit lane L words
+ * 0-3 byte k + L/2 and words 4-7 byte k + 2 + L/2 (the order in which
+ * _mm512_packs_epi32 leaves the sums of sub-blocks k..k+3); SEL16[k] gives
+ * byte 4k+q to 128-bit lane q (16-element sub-blocks). */
+#define W16(b)   b, 0x80
+#define W16x8(b) W16(b), W16(b), W16(b), W16(b), W16(b), W16(b), W16(b), W16(b)
+#define W16x4(b) W16(b), W16(b), W16(b), W16(b)
+#define SEL32(k)                                                                                   \
+    {                                                                                              \
+        W16x4(k), W16x4(k + 2), W16x4(k), W16x4(k + 2), W16x4(k + 1), W16x4(k + 3), W16x4(k + 1),  \
+            W16x4(k + 3)                                                                           \
     }
+#define SEL16(k)                                                                                   \
+    { W16x8(4 * k), W16x8(4 * k + 1), W16x8(4 * k + 2), W16x8(4 * k + 3) }
+static const uint8_t sel32[2][64] __attribute__((aligned(64))) = {SEL32(0), SEL32(4)};
+static const uint8_t sel16[4][64]
+    __attribute__((aligned(64))) = {SEL16(0), SEL16(1), SEL16(2), SEL16(3)};
+/* The same for 16 int16 scales already widened: word (4k+q) % 8 of a zmm
+ * holding words 0-7 (k < 2) or 8-15 (k >= 2) in every 128-bit lane. */
+#define W16W(j)   2 * ((j) % 8), 2 * ((j) % 8) + 1
+#define W16Wx8(j) W16W(j), W16W(j), W16W(j), W16W(j), W16W(j), W16W(j), W16W(j), W16W(j)
+#define SEL16W(k)                                                                                  \
+    { W16Wx8(4 * k), W16Wx8(4 * k + 1), W16Wx8(4 * k + 2), W16Wx8(4 * k + 3) }
+static const uint8_t sel16w[4][64]
+    __attribute__((aligned(64))) = {SEL16W(0), SEL16W(1), SEL16W(2), SEL16W(3)};
+/* 16 int16: bytes 8 + j/2 for j = 0..15 (Q4_K/Q5_K mins, each paired with two bsums). */
+static const uint8_t selmin[32] __attribute__((aligned(32))) = {
+    W16(8),  W16(8),  W16(9),  W16(9),  W16(10), W16(10), W16(11), W16(11),
+    W16(12), W16(12), W16(13), W16(13), W16(14), W16(14), W16(15), W16(15)};
+
+static inline __m512i sel(const uint8_t *idx, __m512i bytes) {
+    return _mm512_shuffle_epi8(bytes, _mm512_load_si512((const void *)idx));
+}
+
+/* ---- Q4_K / Q5_K ---- */
+
+/* The 8 scales (bytes 0-7) and 8 mins (bytes 8-15) of a Q4_K/Q5_K block, from
+ * its first 16 bytes: d, dmin (dword 0) and the 12 scale bytes a0, a1, a2
+ * (dwords 1-3); see kq_unpack_k4. */
+static inline __m128i k4_scale_bytes(__m128i hdr) {
+    __m128i p = _mm_shuffle_epi32(hdr, _MM_SHUFFLE(3, 2, 3, 1)); /* a0 a2 a1 a2 */
+    __m128i q = _mm_shuffle_epi32(hdr, _MM_SHUFFLE(2, 2, 1, 1)); /* a0 a0 a1 a1 */
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
+                               _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i hi = _mm_and_si128(_mm_srli_epi32(q, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
+}
+
+/* One Q4_K/Q5_K block unpacked: w[k] holds sub-blocks 2k and 2k+1 (elements
+ * 64k..64k+63), s[j] the scales of sub-blocks 4j..4j+3 as int16 in the order
+ * of k4_sumi's packed sums, mins the 8 mins each repeated twice to pair with
+ * the 16 Q8_K bsums, dm = (d, dmin, ...). */
+struct k4_unpacked {
+    __m512i w[4], s[2];
+    __m256i mins;
+    __m128 dm;
+};
+
+static inline void k4_header(const void *blk, struct k4_unpacked *u) {
+    __m128i hdr = _mm_loadu_si128((const __m128i *)blk);
+    __m512i sb = _mm512_broadcast_i32x4(k4_scale_bytes(hdr));
+    for (int j = 0; j < 2; j++) u->s[j] = sel(sel32[j], sb);
+    u->mins =
+        _mm256_shuffle_epi8(_mm512_castsi512_si256(sb), _mm256_load_si256((const __m256i *)selmin));
+    u->dm = _mm_cvtph_ps(hdr);
+}
+
+/* qs[32k + l]: low nibble element 64k + l, high nibble element 64k + 32 + l. */
+static inline __m512i k4_nibbles(const uint8_t *qs32) {
+    __m512i b = bcast32(qs32);
+    return _mm512_and_si512(_mm512_mask_srli_epi16(b, HI_HALF, b, 4), _mm512_set1_epi8(15));
 }
 
 static inline void q4k_unpack(const block_q4_K *b, struct k4_unpacked *u) {
-    k4_nibbles(b->qs, u->w);
-    k4_scales(b->scales, u);
-    u->d = f16(b->d), u->dmin = f16(b->dmin);
+    for (int k = 0; k < 4; k++) u->w[k] = k4_nibbles(b->qs + 32 * k);
+    k4_header(b, u);
 }
 
-/* Adds each sub-block's fifth bit (bit s of qh[l] for sub-block s). */
+/* The fifth bit of element 32s + l is bit s of qh[l]. With the upper half of
+ * h pre-shifted by one, bit 2k of h holds it for both halves of w[k]; each
+ * shift below moves it to bit 4 (16-bit shifts: no wanted bit crosses a byte). */
 static inline void q5k_unpack(const block_q5_K *b, struct k4_unpacked *u) {
-    k4_nibbles(b->qs, u->w);
-    __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
-    __m512i h = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
-    const __m512i one = _mm512_set1_epi8(1);
-    for (int k = 0; k < 4; k++) {
-        __m512i bit = _mm512_and_si512(_mm512_srli_epi16(h, 2 * k), one);
-        u->w[k] = _mm512_or_si512(u->w[k], _mm512_slli_epi16(bit, 4));
-    }
-    k4_scales(b->scales, u);
-    u->d = f16(b->d), u->dmin = f16(b->dmin);
+    __m512i h = bcast32(b->qh);
+    h = _mm512_mask_srli_epi16(h, HI_HALF, h, 1);
+    const __m512i b4 = _mm512_set1_epi8(16);
+    __m512i t[4] = {_mm512_slli_epi16(h, 4), _mm512_slli_epi16(h, 2), h, _mm512_srli_epi16(h, 2)};
+    for (int k = 0; k < 4; k++) /* w | (t & 16) */
+        u->w[k] = _mm512_ternarylogic_epi32(k4_nibbles(b->qs + 32 * k), t[k], b4, 0xF8);
+    k4_header(b, u);
 }
 
-/* sum_s sc[s] * <q, x>_s as 16 int32 lanes. */
+/* sum_s sc[s] * <q, x>_s as 16 int32 lanes: sums of four products by
+ * dpbusd (|sum| <= 4*31*127 fits int16), packed to int16 two vectors at a
+ * time, then multiplied by the scales and summed in pairs by dpwssd. */
 static inline __m512i k4_sumi(const struct k4_unpacked *u, const block_q8_K *x) {
-    __m512i sumi = _mm512_setzero_si512();
-    for (int k = 0; k < 4; k++) {
-        __m512i p = _mm512_maddubs_epi16(u->w[k], _mm512_loadu_si512(x->qs + 64 * k));
-        sumi = _mm512_dpwssd_epi32(sumi, p, u->s[k]);
-    }
+    __m512i r[4], sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k++)
+        r[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u->w[k],
+                                   _mm512_loadu_si512(x->qs + 64 * k));
+    for (int j = 0; j < 2; j++)
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_packs_epi32(r[2 * j], r[2 * j + 1]), u->s[j]);
     return sumi;
 }
 
 static inline __m256i k4_summ(const struct k4_unpacked *u, const block_q8_K *x) {
     return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), u->mins);
+}
+
+/* acc += d*x.d*sumi; accm += dmin*x.d*summ. */
+static inline void k4_accum(const struct k4_unpacked *u, const block_q8_K *x, __m512 *acc,
+                            __m256 *accm) {
+    __m128 f = _mm_mul_ps(u->dm, _mm_set1_ps(x->d));
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(k4_sumi(u, x)), _mm512_broadcastss_ps(f), *acc);
+    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(k4_summ(u, x)),
+                            _mm256_broadcastss_ps(_mm_movehdup_ps(f)), *accm);
 }
 
 static float q4k_vec_dot(int64_t n, const void *w, const void *xv) {
@@ -104,11 +174,13 @@ static float q4k_vec_dot(int64_t n, const void *w, const void *xv) {
     __m256 accm = _mm256_setzero_ps();
     struct k4_unpacked u;
     for (int64_t i = 0; i < n / QK_K; i++) {
+#if KQ_PF
+        _mm_prefetch((const char *)(b + i) + KQ_PF, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + i) + KQ_PF + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + i) + KQ_PF + 128, _MM_HINT_T0);
+#endif
         q4k_unpack(b + i, &u);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(k4_sumi(&u, x + i)), _mm512_set1_ps(u.d * x[i].d),
-                              acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(k4_summ(&u, x + i)),
-                               _mm256_set1_ps(u.dmin * x[i].d), accm);
+        k4_accum(&u, x + i, &acc, &accm);
     }
     return _mm512_reduce_add_ps(acc) - hsum256(accm);
 }
@@ -121,107 +193,342 @@ static float q5k_vec_dot(int64_t n, const void *w, const void *xv) {
     struct k4_unpacked u;
     for (int64_t i = 0; i < n / QK_K; i++) {
         q5k_unpack(b + i, &u);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(k4_sumi(&u, x + i)), _mm512_set1_ps(u.d * x[i].d),
-                              acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(k4_summ(&u, x + i)),
-                               _mm256_set1_ps(u.dmin * x[i].d), accm);
+        k4_accum(&u, x + i, &acc, &accm);
     }
     return _mm512_reduce_add_ps(acc) - hsum256(accm);
 }
 
-/* Rows r of the tile against NC columns; NC is a compile-time constant in
- * each instantiation so the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void q4k_gemm_row(int64_t nb, const block_q4_K *w,
-                                                               const uint8_t *x, size_t x_stride,
-                                                               const int NC, float *out,
-                                                               size_t out_stride) {
-    __m512 acc[KILN_GEMM_MAX_C];
-    __m256 accm[KILN_GEMM_MAX_C];
-    for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps(), accm[c] = _mm256_setzero_ps();
-    struct k4_unpacked u;
-    for (int64_t i = 0; i < nb; i++) {
-        q4k_unpack(w + i, &u);
-        for (int c = 0; c < NC; c++) {
-            const block_q8_K *xb = (const block_q8_K *)(x + c * x_stride) + i;
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(k4_sumi(&u, xb)),
-                                     _mm512_set1_ps(u.d * xb->d), acc[c]);
-            accm[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(k4_summ(&u, xb)),
-                                      _mm256_set1_ps(u.dmin * xb->d), accm[c]);
-        }
-    }
-    for (int c = 0; c < NC; c++)
-        out[c * out_stride] = _mm512_reduce_add_ps(acc[c]) - hsum256(accm[c]);
-}
-
-#define Q4K_GEMM_NC(NC)                                                                            \
-    static void q4k_gemm_##NC(int64_t nb, const uint8_t *w, size_t w_stride, int nr,               \
-                              const uint8_t *x, size_t x_stride, float *out, size_t out_stride) {  \
-        for (int r = 0; r < nr; r++)                                                               \
-            q4k_gemm_row(nb, (const block_q4_K *)(w + r * w_stride), x, x_stride, NC, out + r,     \
-                         out_stride);                                                              \
-    }
-Q4K_GEMM_NC(1)
-Q4K_GEMM_NC(2)
-Q4K_GEMM_NC(3)
-Q4K_GEMM_NC(4)
-Q4K_GEMM_NC(5)
-Q4K_GEMM_NC(6)
-Q4K_GEMM_NC(7)
-Q4K_GEMM_NC(8)
-
-static void q4k_gemm(int64_t n, const void *w, size_t w_stride, int nr, const void *x,
-                     size_t x_stride, int nc, float *out, size_t out_stride) {
-    typedef void (*fn)(int64_t, const uint8_t *, size_t, int, const uint8_t *, size_t, float *,
-                       size_t);
-    static const fn by_nc[KILN_GEMM_MAX_C + 1] = {NULL,       q4k_gemm_1, q4k_gemm_2,
-                                                  q4k_gemm_3, q4k_gemm_4, q4k_gemm_5,
-                                                  q4k_gemm_6, q4k_gemm_7, q4k_gemm_8};
-    by_nc[nc](n / QK_K, w, w_stride, nr, x, x_stride, out, out_stride);
-}
-
 /* ---- Q6_K: u = q + 32 in [0, 64); 16-element sub-blocks ---- */
+
+/* w[k]: elements 64k..64k+63; s[k]: their 4 scales, one per 128-bit lane;
+ * off: -32 * scale as int16 per bsum (removes the +32 with one dpwssd). */
+struct q6k_unpacked {
+    __m512i w[4], s[4];
+    __m256i off;
+    float d;
+};
+
+/* Element 128h + 32j + l: low nibble of ql[64h + 32(j%2) + l] (j < 2) or its
+ * high nibble (j >= 2); top two bits at bit 2j of qh[32h + l]. */
+static inline void q6k_unpack(const block_q6_K *b, struct q6k_unpacked *u) {
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    for (int h = 0; h < 2; h++) {
+        __m512i l = _mm512_loadu_si512(b->ql + 64 * h);
+        __m512i hh = bcast32(b->qh + 32 * h);
+        hh = _mm512_mask_srli_epi16(hh, HI_HALF, hh, 2);
+        /* nibble | (hh & 3) << 4 and nibble | (hh & 0x30): w | (t & 0x30) */
+        __m512i lo = _mm512_and_si512(l, m4), hi = _mm512_and_si512(_mm512_srli_epi16(l, 4), m4);
+        u->w[2 * h] = _mm512_ternarylogic_epi32(lo, _mm512_slli_epi16(hh, 4), m30, 0xF8);
+        u->w[2 * h + 1] = _mm512_ternarylogic_epi32(hi, hh, m30, 0xF8);
+    }
+    __m128i sc8 = _mm_loadu_si128((const __m128i *)b->scales);
+    __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+    /* int16 scales 0-7 / 8-15 in every 128-bit lane */
+    __m512i lo = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sc16));
+    __m512i hi = _mm512_broadcast_i32x4(_mm256_extracti128_si256(sc16, 1));
+    for (int k = 0; k < 4; k++) u->s[k] = sel(sel16w[k], k < 2 ? lo : hi);
+    u->off = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), sc16), 5);
+    u->d = f16(b->d);
+}
+
+/* sum over sub-blocks of scale * <q + 32, x>, minus 32 * scale * bsum. */
+static inline __m512i q6k_sumi(const struct q6k_unpacked *u, const block_q8_K *x) {
+    __m512i bs = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)x->bsums));
+    __m512i sumi = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bs, _mm512_zextsi256_si512(u->off));
+    for (int k = 0; k < 4; k++) {
+        __m512i p = _mm512_maddubs_epi16(u->w[k], _mm512_loadu_si512(x->qs + 64 * k));
+        sumi = _mm512_dpwssd_epi32(sumi, p, u->s[k]);
+    }
+    return sumi;
+}
 
 static float q6k_vec_dot(int64_t n, const void *w, const void *xv) {
     const block_q6_K *b = w;
     const block_q8_K *x = xv;
-    const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
-    __m512i idx[4];
-    for (int v = 0; v < 4; v++) {
-        __m256i a =
-            _mm256_set_m128i(_mm_set1_epi16((short)(4 * v + 1)), _mm_set1_epi16((short)(4 * v)));
-        __m256i c = _mm256_set_m128i(_mm_set1_epi16((short)(4 * v + 3)),
-                                     _mm_set1_epi16((short)(4 * v + 2)));
-        idx[v] = _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
+    __m512 acc = _mm512_setzero_ps();
+    struct q6k_unpacked u;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        q6k_unpack(b + i, &u);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q6k_sumi(&u, x + i)), _mm512_set1_ps(u.d * x[i].d),
+                              acc);
     }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* ---- Q2_K / Q3_K: low 2 bits of element 128h + 32j + l at bit 2j of qs[32h + l] ---- */
+
+/* Vector m = 2h + v (elements 64m..64m+63): the upper half sits 2 bits above
+ * the lower; v = 1 adds 4 more. */
+static inline void q23_low2(const uint8_t *qs, __m512i w[4]) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        __m512i q = bcast32(qs + 32 * h);
+        q = _mm512_mask_srli_epi16(q, HI_HALF, q, 2);
+        w[2 * h] = _mm512_and_si512(q, m3);
+        w[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m3);
+    }
+}
+
+static inline void f16x2(const kiln_f16 *p, __m128 *dm) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    *dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
+}
+
+static float q2k_vec_dot(int64_t n, const void *w, const void *xv) {
+    const block_q2_K *b = w;
+    const block_q8_K *x = xv;
+    const __m128i m4 = _mm_set1_epi8(15);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 accm = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, b++, x++) {
+        __m128i sc = _mm_loadu_si128((const __m128i *)b->scales);
+        __m512i sb = _mm512_broadcast_i32x4(_mm_and_si128(sc, m4));
+        __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
+        __m512i wv[4], sumi = _mm512_setzero_si512();
+        q23_low2(b->qs, wv);
+        for (int m = 0; m < 4; m++) {
+            __m512i p = _mm512_maddubs_epi16(wv[m], _mm512_loadu_si512(x->qs + 64 * m));
+            sumi = _mm512_dpwssd_epi32(sumi, p, sel(sel16[m], sb));
+        }
+        __m256i summ = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), mn);
+        __m128 f;
+        f16x2(&b->d, &f);
+        f = _mm_mul_ps(f, _mm_set1_ps(x->d));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_broadcastss_ps(f), acc);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ), _mm256_broadcastss_ps(_mm_movehdup_ps(f)),
+                               accm);
+    }
+    return _mm512_reduce_add_ps(acc) - hsum256(accm);
+}
+
+/* kq_unpack_q3 in registers: the 16 signed scales of a Q3_K block. The load
+ * starts 2 bytes early (inside qs) so it ends at the block's end. */
+static inline __m128i q3_scales(const block_q3_K *b) {
+    const uint8_t *p = (const uint8_t *)b + offsetof(block_q3_K, scales) - 2;
+    __m128i s = _mm_bsrli_si128(_mm_loadu_si128((const __m128i *)p), 2); /* a0 a1 a2 */
+    __m128i lo = _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 1, 0));          /* a0 a1 a0 a1 */
+    __m128i hi = _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 2, 2, 2));          /* a2 */
+    lo = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 0, 4, 4)), _mm_set1_epi8(15));
+    hi = _mm_and_si128(_mm_rolv_epi32(hi, _mm_setr_epi32(4, 2, 0, 30)), _mm_set1_epi8(0x30));
+    return _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32));
+}
+
+/* value = u - 4 with u = low2 | hbit << 2 (hbit of element 32j + l: bit j of
+ * hmask[l]); the -4 is taken off with bsums. */
+static float q3k_vec_dot(int64_t n, const void *w, const void *xv) {
+    const block_q3_K *b = w;
+    const block_q8_K *x = xv;
+    const __m512i b4 = _mm512_set1_epi8(4);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++, b++, x++) {
-        __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-        __m512i sc16 = _mm512_castsi256_si512(sc), sumi = _mm512_setzero_si512();
-        for (int h = 0; h < 2; h++) {
-            __m512i l = _mm512_loadu_si512(b->ql + 64 * h);
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-            __m512i hh =
-                _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-            __m512i u0 = _mm512_or_si512(_mm512_and_si512(l, m4),
-                                         _mm512_slli_epi16(_mm512_and_si512(hh, m3), 4));
-            __m512i u1 = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
-                _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hh, 4), m3), 4));
-            __m512i p0 = _mm512_maddubs_epi16(u0, _mm512_loadu_si512(x->qs + 128 * h));
-            __m512i p1 = _mm512_maddubs_epi16(u1, _mm512_loadu_si512(x->qs + 128 * h + 64));
-            sumi = _mm512_dpwssd_epi32(sumi, p0, _mm512_permutexvar_epi16(idx[2 * h], sc16));
-            sumi = _mm512_dpwssd_epi32(sumi, p1, _mm512_permutexvar_epi16(idx[2 * h + 1], sc16));
+        __m256i sc16 = _mm256_cvtepi8_epi16(q3_scales(b));
+        __m512i lo = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sc16));
+        __m512i hi = _mm512_broadcast_i32x4(_mm256_extracti128_si256(sc16, 1));
+        __m256i off = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), sc16), 2);
+        __m512i bs = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)x->bsums));
+        __m512i sumi = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bs, _mm512_zextsi256_si512(off));
+        /* bit 2m of hm holds the high bit of both halves of vector m */
+        __m512i hm = bcast32(b->hmask), wv[4];
+        hm = _mm512_mask_srli_epi16(hm, HI_HALF, hm, 1);
+        __m512i t[4] = {_mm512_slli_epi16(hm, 2), hm, _mm512_srli_epi16(hm, 2),
+                        _mm512_srli_epi16(hm, 4)};
+        q23_low2(b->qs, wv);
+        for (int m = 0; m < 4; m++) {
+            __m512i u = _mm512_ternarylogic_epi32(wv[m], t[m], b4, 0xF8); /* w | (t & 4) */
+            __m512i p = _mm512_maddubs_epi16(u, _mm512_loadu_si512(x->qs + 64 * m));
+            sumi = _mm512_dpwssd_epi32(sumi, p, sel(sel16w[m], m < 2 ? lo : hi));
         }
-        __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), sc);
-        sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(x->d * f16(b->d)), acc);
     }
     return _mm512_reduce_add_ps(acc);
 }
 
+/* ---- IQ4_XS: levels + 128 by table lookup, dpbusd, scale in int32 ---- */
+
+/* The 8 signed sub-block scales as int32. */
+static inline __m256i iq4xs_scales(const block_iq4_xs *b) {
+    uint32_t l;
+    memcpy(&l, b->scales_l, 4);
+    __m256i lo = _mm256_srlv_epi32(_mm256_set1_epi32((int)l),
+                                   _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+    __m256i hi = _mm256_srlv_epi32(_mm256_set1_epi32(b->scales_h),
+                                   _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+    lo = _mm256_and_si256(lo, _mm256_set1_epi32(15));
+    hi = _mm256_slli_epi32(_mm256_and_si256(hi, _mm256_set1_epi32(3)), 4);
+    return _mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32));
+}
+
+static float iq4xs_vec_dot(int64_t n, const void *w, const void *xv) {
+    const block_iq4_xs *b = w;
+    const block_q8_K *x = xv;
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_xor_si128(
+        _mm_loadu_si128((const __m128i *)kiln_iq4nl_values), _mm_set1_epi8((char)0x80)));
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, b++, x++) {
+        __m256i sc = iq4xs_scales(b);
+        __m512i sc512 = _mm512_castsi256_si512(sc), sumi = _mm512_setzero_si512();
+        for (int m = 0; m < 4; m++) {
+            /* lanes: low and high nibbles of qs[32m..+16), then of qs[32m+16..+32) */
+            __m512i q =
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * m)));
+            q = _mm512_shuffle_i64x2(q, q, _MM_SHUFFLE(1, 1, 0, 0));
+            q = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFF00FF00u, q, 4), m4);
+            __m512i r = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(lut, q),
+                                            _mm512_loadu_si512(x->qs + 64 * m));
+            __m512i s = _mm512_permutexvar_epi32(
+                _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * m)),
+                                   _mm256_set1_epi32(2 * m + 1), 1),
+                sc512);
+            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(r, s));
+        }
+        /* remove 128 * scale * (sum of the sub-block's x): scales as int16 pairs */
+        __m256i sc2 = _mm256_or_si256(_mm256_and_si256(sc, _mm256_set1_epi32(0xffff)),
+                                      _mm256_slli_epi32(sc, 16));
+        __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), sc2);
+        sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(off, 7)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(x->d * f16(b->d)), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* ---- Q8_K activation quantizer ---- */
+
+/* The first element of largest magnitude (as the scalar scan picks it). */
+static float signed_absmax(const float *x) {
+    __m512 m = _mm512_setzero_ps();
+    for (int j = 0; j < QK_K; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+    float amax = _mm512_reduce_max_ps(m);
+    if (amax == 0) return 0;
+    __m512 a = _mm512_set1_ps(amax);
+    for (int j = 0; j < QK_K; j += 16) {
+        __mmask16 k = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)), a, _CMP_EQ_OQ);
+        if (k) return x[j + __builtin_ctz((unsigned)k)];
+    }
+    return amax;
+}
+
+static void q8k_block(const float *x, block_q8_K *y) {
+    float vmax = signed_absmax(x);
+    if (vmax == 0) {
+        memset(y, 0, sizeof *y);
+        return;
+    }
+    float iscale = -127.f / vmax;
+    const __m512 is = _mm512_set1_ps(iscale);
+    const __m512i cap = _mm512_set1_epi32(127), ones8 = _mm512_set1_epi8(1),
+                  ones16 = _mm512_set1_epi16(1);
+    /* packs interleave 4-dword groups per 128-bit lane; this puts them back */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512i s4[4];
+    for (int g = 0; g < 4; g++) {
+        __m512i v[4];
+        for (int k = 0; k < 4; k++)
+            v[k] = _mm512_min_epi32(
+                _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 64 * g + 16 * k), is)), cap);
+        __m512i p =
+            _mm512_packs_epi16(_mm512_packs_epi32(v[0], v[1]), _mm512_packs_epi32(v[2], v[3]));
+        p = _mm512_permutexvar_epi32(order, p);
+        _mm512_storeu_si512(y->qs + 64 * g, p);
+        s4[g] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones8, p); /* sums of 4 */
+    }
+    /* per 128-bit lane L: sums of 16 = bsums 4t + L for t = 0..3 */
+    __m512i a = _mm512_madd_epi16(_mm512_packs_epi32(s4[0], s4[1]), ones16);
+    __m512i c = _mm512_madd_epi16(_mm512_packs_epi32(s4[2], s4[3]), ones16);
+    __m512i r = _mm512_madd_epi16(_mm512_packs_epi32(a, c), ones16);
+    _mm256_storeu_si256((__m256i *)y->bsums,
+                        _mm512_cvtepi32_epi16(_mm512_permutexvar_epi32(order, r)));
+    y->d = 1 / iscale;
+}
+
+static void q8k_from_float(const float *x, void *dst, int64_t n) {
+    block_q8_K *y = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) q8k_block(x + i * QK_K, y + i);
+}
+
+/* ---- gemm tiles: a weight block is unpacked once per row for all columns ---- */
+
+/* Rows of the tile against NC columns; NC is a compile-time constant in each
+ * instantiation so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void
+k4_gemm_row(int64_t nb, const uint8_t *w, size_t bsize, int q5, const uint8_t *x, size_t x_stride,
+            const int NC, float *out, size_t out_stride) {
+    __m512 acc[KILN_GEMM_MAX_C];
+    __m256 accm[KILN_GEMM_MAX_C];
+    for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps(), accm[c] = _mm256_setzero_ps();
+    struct k4_unpacked u;
+    for (int64_t i = 0; i < nb; i++) {
+        if (q5)
+            q5k_unpack((const block_q5_K *)(w + i * bsize), &u);
+        else
+            q4k_unpack((const block_q4_K *)(w + i * bsize), &u);
+        for (int c = 0; c < NC; c++)
+            k4_accum(&u, (const block_q8_K *)(x + c * x_stride) + i, &acc[c], &accm[c]);
+    }
+    for (int c = 0; c < NC; c++)
+        out[c * out_stride] = _mm512_reduce_add_ps(acc[c]) - hsum256(accm[c]);
+}
+
+static inline __attribute__((always_inline)) void q6k_gemm_row(int64_t nb, const uint8_t *w,
+                                                               const uint8_t *x, size_t x_stride,
+                                                               const int NC, float *out,
+                                                               size_t out_stride) {
+    __m512 acc[KILN_GEMM_MAX_C];
+    for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
+    struct q6k_unpacked u;
+    for (int64_t i = 0; i < nb; i++) {
+        q6k_unpack((const block_q6_K *)w + i, &u);
+        for (int c = 0; c < NC; c++) {
+            const block_q8_K *xb = (const block_q8_K *)(x + c * x_stride) + i;
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q6k_sumi(&u, xb)),
+                                     _mm512_set1_ps(u.d * xb->d), acc[c]);
+        }
+    }
+    for (int c = 0; c < NC; c++) out[c * out_stride] = _mm512_reduce_add_ps(acc[c]);
+}
+
+typedef void (*gemm_nc_fn)(int64_t, const uint8_t *, size_t, int, const uint8_t *, size_t, float *,
+                           size_t);
+
+#define GEMM_NC(T, N, ROW)                                                                         \
+    static void T##_gemm_##N(int64_t nb, const uint8_t *w, size_t w_stride, int nr,                \
+                             const uint8_t *x, size_t x_stride, float *out, size_t out_stride) {   \
+        const int NC = N;                                                                          \
+        for (int r = 0; r < nr; r++) ROW;                                                          \
+    }
+#define GEMM_ALL(T, ROW)                                                                           \
+    GEMM_NC(T, 1, ROW)                                                                             \
+    GEMM_NC(T, 2, ROW)                                                                             \
+    GEMM_NC(T, 3, ROW)                                                                             \
+    GEMM_NC(T, 4, ROW)                                                                             \
+    GEMM_NC(T, 5, ROW)                                                                             \
+    GEMM_NC(T, 6, ROW)                                                                             \
+    GEMM_NC(T, 7, ROW)                                                                             \
+    GEMM_NC(T, 8, ROW)                                                                             \
+    static void T##_gemm(int64_t n, const void *w, size_t w_stride, int nr, const void *x,         \
+                         size_t x_stride, int nc, float *out, size_t out_stride) {                 \
+        static const gemm_nc_fn by_nc[KILN_GEMM_MAX_C + 1] = {NULL,       T##_gemm_1, T##_gemm_2,  \
+                                                              T##_gemm_3, T##_gemm_4, T##_gemm_5,  \
+                                                              T##_gemm_6, T##_gemm_7, T##_gemm_8}; \
+        by_nc[nc](n / QK_K, w, w_stride, nr, x, x_stride, out, out_stride);                        \
+    }
+
+GEMM_ALL(q4k, k4_gemm_row(nb, w + r * w_stride, sizeof(block_q4_K), 0, x, x_stride, NC, out + r,
+                          out_stride))
+GEMM_ALL(q5k, k4_gemm_row(nb, w + r * w_stride, sizeof(block_q5_K), 1, x, x_stride, NC, out + r,
+                          out_stride))
+GEMM_ALL(q6k, q6k_gemm_row(nb, w + r * w_stride, x, x_stride, NC, out + r, out_stride))
+
 void kern_kquant_register_avx512(struct kiln_kernels *k) {
+    k->from_float[KILN_TYPE_Q8_K] = q8k_from_float;
+    k->vec_dot[KILN_TYPE_Q2_K] = q2k_vec_dot;
+    k->vec_dot[KILN_TYPE_Q3_K] = q3k_vec_dot;
     k->vec_dot[KILN_TYPE_Q4_K] = q4k_vec_dot;
     k->vec_dot[KILN_TYPE_Q5_K] = q5k_vec_dot;
     k->vec_dot[KILN_TYPE_Q6_K] = q6k_vec_dot;
+    k->vec_dot[KILN_TYPE_IQ4_XS] = iq4xs_vec_dot;
     k->gemm[KILN_TYPE_Q4_K] = q4k_gemm;
+    k->gemm[KILN_TYPE_Q5_K] = q5k_gemm;
+    k->gemm[KILN_TYPE_Q6_K] = q6k_gemm;
 }

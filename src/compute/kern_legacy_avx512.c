@@ -9,7 +9,14 @@
  * second term is computed once per activation and passed as the dpbusd
  * accumulator, so each (row, column) pair costs one dpbusd.
  * Two blocks share one zmm: bytes 0..31 are block i, 32..63 block i+1, so
- * lanes 0..7 of the int32 sum belong to block i and lanes 8..15 to i+1. */
+ * lanes 0..7 of the int32 sum belong to block i and lanes 8..15 to i+1.
+ *
+ * gemm has two paths. Narrow tiles (matvec: nc = 1) use the two-blocks-per-
+ * zmm layout and prefetch the next tile's rows, since matmul.c walks rows in
+ * order and each row alone is too short a stream for the hardware prefetcher.
+ * Wider tiles of Q4_0, IQ4_NL and Q8_0 use the block-per-lane layout (see
+ * "block-per-lane kernels" below), which needs AVX512-VBMI and is chosen at
+ * registration when the CPU has it. */
 #include "compute/blocks.h"
 #include "compute/kernels.h"
 
@@ -225,7 +232,7 @@ static float q5_1_vec_dot(int64_t n, const void *w, const void *x) {
 #define SUB 4
 
 INLINE void tile_step(enum wkind k, int R, int C, int64_t i, int one, const uint8_t *w, size_t wst,
-                      const uint8_t *x, size_t xst, __m512 acc[SUB][SUB]) {
+                      const uint8_t *x, size_t xst, __m512 acc[SUB][SUB], int pf) {
     const size_t ws = wk_size(k), xs = sizeof(block_q8_0);
     const __m512i off = _mm512_set1_epi8((char)wk_off(k));
     __m512i xv[SUB], neg[SUB];
@@ -241,6 +248,10 @@ INLINE void tile_step(enum wkind k, int R, int C, int64_t i, int one, const uint
         const uint8_t *wa = w + r * wst + i * ws;
         __m512i u = load_w(k, wa, wa + ws, one);
         __m128 dw = h2(ld16(wa), one ? 0 : ld16(wa + ws));
+        /* the last byte of these blocks in the row pf rows down: see grp_tile_step */
+        const char *pa = (const char *)wa + (size_t)pf * wst;
+        _mm_prefetch(pa + 2 * ws - 1, _MM_HINT_T0);
+        if (2 * ws > 64) _mm_prefetch(pa, _MM_HINT_T0); /* Q8_0: 68 bytes may span 3 lines */
         for (int c = 0; c < C; c++) {
             __m512i s = _mm512_dpbusd_epi32(neg[c], u, xv[c]);
             acc[r][c] =
@@ -250,24 +261,25 @@ INLINE void tile_step(enum wkind k, int R, int C, int64_t i, int one, const uint
 }
 
 INLINE void tile_k(enum wkind k, int R, int C, int64_t n, const uint8_t *w, size_t wst,
-                   const uint8_t *x, size_t xst, float *out, size_t ost) {
+                   const uint8_t *x, size_t xst, float *out, size_t ost, int pf) {
     __m512 acc[SUB][SUB];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     const int64_t nb = n / 32;
     int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) tile_step(k, R, C, i, 0, w, wst, x, xst, acc);
-    if (i < nb) tile_step(k, R, C, i, 1, w, wst, x, xst, acc);
+    for (; i + 2 <= nb; i += 2) tile_step(k, R, C, i, 0, w, wst, x, xst, acc, pf);
+    if (i < nb) tile_step(k, R, C, i, 1, w, wst, x, xst, acc, pf);
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) out[c * ost + r] = hsum(acc[r][c]);
 }
 
-typedef void (*tile_fn)(int64_t, const uint8_t *, size_t, const uint8_t *, size_t, float *, size_t);
+typedef void (*tile_fn)(int64_t, const uint8_t *, size_t, const uint8_t *, size_t, float *, size_t,
+                        int);
 
 #define TILE(K, R, C)                                                                              \
     static void tile_##K##_##R##x##C(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,     \
-                                     size_t xs, float *o, size_t os) {                             \
-        tile_k(WK_##K, R, C, n, w, ws, x, xs, o, os);                                              \
+                                     size_t xs, float *o, size_t os, int pf) {                     \
+        tile_k(WK_##K, R, C, n, w, ws, x, xs, o, os, pf);                                          \
     }
 #define TILE_ROW(K, R) TILE(K, R, 1) TILE(K, R, 2) TILE(K, R, 3) TILE(K, R, 4)
 #define TILES(K)       TILE_ROW(K, 1) TILE_ROW(K, 2) TILE_ROW(K, 3) TILE_ROW(K, 4)
@@ -294,7 +306,8 @@ static void gemm_split(const tile_fn *t, int64_t n, const void *w, size_t ws, in
         for (int c0 = 0; c0 < nc; c0 += SUB) {
             int C = nc - c0 < SUB ? nc - c0 : SUB;
             t[(R - 1) * SUB + (C - 1)](n, (const uint8_t *)w + r0 * ws, ws,
-                                       (const uint8_t *)x + c0 * xs, xs, out + c0 * os + r0, os);
+                                       (const uint8_t *)x + c0 * xs, xs, out + c0 * os + r0, os,
+                                       nr);
         }
     }
 }
@@ -316,6 +329,261 @@ static void iq4_nl_gemm(int64_t n, const void *w, size_t ws, int nr, const void 
     gemm_split(tiles_iq4_nl, n, w, ws, nr, x, xs, nc, out, os);
 }
 
+/* ---- block-per-lane kernels (Q4_0, IQ4_NL, Q8_0 weights) ----
+ *
+ * Sixteen consecutive blocks form a group. The weight and activation bytes
+ * of a group are transposed into eight zmm each (U[k], X[k]) so that int32
+ * lane j of every vector belongs to block j: lane j of X[k] holds bytes
+ * 4k..4k+3 of block j's qs, and lane j of U[k] the same four elements of
+ * the weight block (made unsigned, u = q + off). Eight chained VPDPBUSDs
+ * then leave block j's whole integer dot product in lane j, so one
+ * convert and one FMA apply all sixteen scale products at once.
+ * The offset term -off * sum(x of block j) depends only on the activation:
+ * it is computed once per column and group and starts the dpbusd chain.
+ *
+ * Transposition: a VPERMT2B over 128 loaded bytes picks one unit's bytes
+ * (4 blocks of 18 bytes for Q4_0/IQ4_NL, 2 blocks of 34 for Q8_0) into an
+ * order from which a short butterfly of 64/128-bit permutes finishes the
+ * job. A tail group (< 16 blocks) uses masked loads; the lanes of missing
+ * blocks are zero, scales included. */
+
+/* These use VPERMB/VPERMT2B (AVX512-VBMI): registered only when the CPU has it. */
+#define VBMI     __attribute__((target("avx512vbmi")))
+#define INLINE_V static inline __attribute__((always_inline, target("avx512vbmi")))
+
+#define GB 16 /* blocks per group */
+/* Narrower tiles than this take the two-blocks-per-zmm path above: with few
+ * columns the weight transposition is not paid back (measured on Zen 5;
+ * Q8_0's transposition costs the most). */
+#define GRP_MIN_NC(k) ((k) == WK_Q8_0 ? 6 : 3)
+
+/* n bytes (n <= 64; n <= 0 gives zero) at p, never touching bytes past p + n. */
+INLINE_V __m512i load_n(const uint8_t *p, int n, int full) {
+    if (full) return _mm512_loadu_si512((const void *)p);
+    if (n <= 0) return _mm512_setzero_si512();
+    __mmask64 m = n >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << n) - 1;
+    return _mm512_maskz_loadu_epi8(m, p);
+}
+
+/* 16 f16 scales of a group from the first 64 bytes A[u] of each unit: bytes
+ * 2j, 2j+1 of the result are block j's d. `bpu` blocks per unit, `bs` bytes
+ * per block. */
+INLINE_V __m512 grp_scales(const __m512i *A, int units, int bpu, int bs) {
+    uint8_t idx[64] = {0};
+    for (int p = 0; p < 32; p++) idx[p] = (uint8_t)((p / 2 % bpu) * bs + (p & 1));
+    const __m512i vi = _mm512_loadu_si512((const void *)idx);
+    __m512i r = _mm512_setzero_si512();
+    for (int u = 0; u < units; u++) {
+        __mmask64 m = (__mmask64)(((uint64_t)1 << (2 * bpu)) - 1) << (2 * bpu * u);
+        r = _mm512_mask_permutexvar_epi8(r, m, vi, A[u]);
+    }
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(r));
+}
+
+struct wgrp {
+    __m512i u[8];
+    __m512 d;
+};
+struct xgrp {
+    __m512i x[8];
+    __m512 d;
+    __m512i corr; /* -off * sum(x) per block */
+};
+
+/* Q4_0 / IQ4_NL weights: nb blocks (1..16) at p. */
+INLINE_V void wgrp_q4(struct wgrp *g, enum wkind k, const uint8_t *p, int nb) {
+    const int full = nb == GB;
+    uint8_t idx[64];
+    for (int o = 0; o < 64; o++) /* byte o = (lane k, block b, byte t) */
+        idx[o] = (uint8_t)(18 * (o / 4 % 4) + 2 + 4 * (o / 16) + o % 4);
+    const __m512i vi = _mm512_loadu_si512((const void *)idx);
+    __m512i A[4], P[4];
+    for (int u = 0; u < 4; u++) {
+        const uint8_t *q = p + 72 * u;
+        int avail = nb * 18 - 72 * u;
+        A[u] = load_n(q, avail, full);
+        __m512i B = full ? _mm512_castsi128_si512(_mm_loadl_epi64((const void *)(q + 64)))
+                         : load_n(q + 64, avail > 72 ? 8 : avail - 64, 0);
+        P[u] = _mm512_permutex2var_epi8(A[u], vi, B);
+    }
+    __m512i Q0 = _mm512_shuffle_i64x2(P[0], P[1], 0x44),
+            Q1 = _mm512_shuffle_i64x2(P[0], P[1], 0xEE);
+    __m512i Q2 = _mm512_shuffle_i64x2(P[2], P[3], 0x44),
+            Q3 = _mm512_shuffle_i64x2(P[2], P[3], 0xEE);
+    __m512i N[4] = {_mm512_shuffle_i64x2(Q0, Q2, 0x88), _mm512_shuffle_i64x2(Q0, Q2, 0xDD),
+                    _mm512_shuffle_i64x2(Q1, Q3, 0x88), _mm512_shuffle_i64x2(Q1, Q3, 0xDD)};
+    const __m512i lo = _mm512_set1_epi8(0x0f);
+    for (int j = 0; j < 4; j++) {
+        g->u[j] = _mm512_and_si512(N[j], lo);
+        g->u[j + 4] = _mm512_and_si512(_mm512_srli_epi16(N[j], 4), lo);
+    }
+    if (k == WK_IQ4_NL) {
+        const __m512i lut = _mm512_broadcast_i32x4(
+            _mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, (char)129, (char)141, (char)153,
+                          (char)166, (char)181, (char)197, (char)217, (char)241));
+        for (int j = 0; j < 8; j++) g->u[j] = _mm512_shuffle_epi8(lut, g->u[j]);
+    }
+    g->d = grp_scales(A, 4, 4, 18);
+}
+
+/* 8 x 8 transpose of qwords: T[u] qword k -> out[k] qword u. */
+INLINE_V void transpose_q8x8(const __m512i *T, __m512i *X) {
+    const __m512i a0 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i a1 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    const __m512i b0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    const __m512i b1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    const __m512i c0 = _mm512_setr_epi64(0, 1, 2, 3, 8, 9, 10, 11);
+    const __m512i c1 = _mm512_setr_epi64(4, 5, 6, 7, 12, 13, 14, 15);
+    __m512i L[4], H[4], M[8];
+    for (int v = 0; v < 4; v++) {
+        L[v] = _mm512_permutex2var_epi64(T[2 * v], a0, T[2 * v + 1]);
+        H[v] = _mm512_permutex2var_epi64(T[2 * v], a1, T[2 * v + 1]);
+    }
+    for (int h = 0; h < 2; h++) {
+        const __m512i *S = h ? H : L;
+        M[4 * h + 0] = _mm512_permutex2var_epi64(S[0], b0, S[1]);
+        M[4 * h + 1] = _mm512_permutex2var_epi64(S[0], b1, S[1]);
+        M[4 * h + 2] = _mm512_permutex2var_epi64(S[2], b0, S[3]);
+        M[4 * h + 3] = _mm512_permutex2var_epi64(S[2], b1, S[3]);
+    }
+    for (int h = 0; h < 2; h++)
+        for (int s = 0; s < 2; s++) {
+            X[4 * h + 2 * s] = _mm512_permutex2var_epi64(M[4 * h + s], c0, M[4 * h + s + 2]);
+            X[4 * h + 2 * s + 1] = _mm512_permutex2var_epi64(M[4 * h + s], c1, M[4 * h + s + 2]);
+        }
+}
+
+/* Q8_0 bytes of nb blocks (1..16) at p, transposed into X[8]; returns scales. */
+INLINE_V __m512 grp_q8(__m512i *X, const uint8_t *p, int nb) {
+    const int full = nb == GB;
+    uint8_t idx[64];
+    for (int o = 0; o < 64; o++) /* byte o = (qword k, block b, byte t) */
+        idx[o] = (uint8_t)(34 * (o / 4 % 2) + 2 + 4 * (o / 8) + o % 4);
+    const __m512i vi = _mm512_loadu_si512((const void *)idx);
+    __m512i A[8], T[8];
+    for (int u = 0; u < 8; u++) {
+        const uint8_t *q = p + 68 * u;
+        int avail = nb * 34 - 68 * u;
+        A[u] = load_n(q, avail, full);
+        __m512i B = full ? _mm512_castsi128_si512(_mm_cvtsi32_si128((int)ld32(q + 64)))
+                         : load_n(q + 64, avail > 68 ? 4 : avail - 64, 0);
+        T[u] = _mm512_permutex2var_epi8(A[u], vi, B);
+    }
+    transpose_q8x8(T, X);
+    return grp_scales(A, 8, 2, 34);
+}
+
+INLINE_V void wgrp_load(struct wgrp *g, enum wkind k, const uint8_t *p, int nb) {
+    if (k == WK_Q8_0) {
+        g->d = grp_q8(g->u, p, nb);
+        for (int j = 0; j < 8; j++)
+            g->u[j] = _mm512_xor_si512(g->u[j], _mm512_set1_epi8((char)0x80));
+    } else {
+        wgrp_q4(g, k, p, nb);
+    }
+}
+
+INLINE_V void xgrp_load(struct xgrp *g, enum wkind k, const uint8_t *p, int nb) {
+    g->d = grp_q8(g->x, p, nb);
+    const __m512i off = _mm512_set1_epi8((char)wk_off(k));
+    __m512i s = _mm512_setzero_si512();
+    for (int j = 0; j < 8; j++) s = _mm512_dpbusd_epi32(s, off, g->x[j]);
+    g->corr = _mm512_sub_epi32(_mm512_setzero_si512(), s);
+}
+
+/* acc[r][c] += (block sums of row r . column c) * dw * dx, R x C unrolled. */
+INLINE_V void grp_mk(int R, int C, const struct wgrp *w, const struct xgrp *x, __m512 *acc,
+                     int acc_stride) {
+    __m512i S[4][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) S[r][c] = x[c].corr;
+    for (int j = 0; j < 8; j++) {
+        __m512i xv[4];
+        for (int c = 0; c < C; c++) xv[c] = x[c].x[j];
+        for (int r = 0; r < R; r++) {
+            __m512i u = w[r].u[j];
+            for (int c = 0; c < C; c++) S[r][c] = _mm512_dpbusd_epi32(S[r][c], u, xv[c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            __m512 *a = &acc[r * acc_stride + c];
+            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S[r][c]), _mm512_mul_ps(w[r].d, x[c].d), *a);
+        }
+}
+
+typedef void (*mk_fn)(const struct wgrp *, const struct xgrp *, __m512 *, int);
+#define MK(R, C)                                                                                   \
+    VBMI static void mk_##R##x##C(const struct wgrp *w, const struct xgrp *x, __m512 *a, int as) { \
+        grp_mk(R, C, w, x, a, as);                                                                 \
+    }
+#define MK_ROW(R) MK(R, 1) MK(R, 2) MK(R, 3) MK(R, 4)
+MK_ROW(1)
+MK_ROW(2) MK_ROW(3)
+    MK_ROW(4) static const mk_fn mk_table[16] = {mk_1x1, mk_1x2, mk_1x3, mk_1x4, mk_2x1, mk_2x2,
+                                                 mk_2x3, mk_2x4, mk_3x1, mk_3x2, mk_3x3, mk_3x4,
+                                                 mk_4x1, mk_4x2, mk_4x3, mk_4x4};
+
+/* One group of an nr x nc tile. */
+INLINE_V void grp_tile_step(enum wkind k, int64_t i, int nb, const uint8_t *w, size_t wst, int nr,
+                            const uint8_t *x, size_t xst, int nc, struct wgrp *wg, struct xgrp *xg,
+                            __m512 *acc) {
+    const size_t ws = wk_size(k), xs = sizeof(block_q8_0);
+    for (int c = 0; c < nc; c++) xgrp_load(&xg[c], k, x + c * xst + i * xs, nb);
+    for (int r = 0; r < nr; r++) wgrp_load(&wg[r], k, w + r * wst + i * ws, nb);
+    /* Callers walk rows in order (matmul.c): fetch this group of the next
+     * tile's rows now, so each row's short stream does not start cold.
+     * Prefetches never fault, so running past the matrix is harmless. */
+    for (int r = 0; r < nr; r++) {
+        const char *p = (const char *)w + (size_t)(nr + r) * wst + i * ws;
+        for (size_t o = 0; o < (size_t)nb * ws; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+    }
+    for (int r0 = 0; r0 < nr; r0 += 4) {
+        int R = nr - r0 < 4 ? nr - r0 : 4;
+        for (int c0 = 0; c0 < nc; c0 += 4) {
+            int C = nc - c0 < 4 ? nc - c0 : 4;
+            mk_table[(R - 1) * 4 + (C - 1)](wg + r0, xg + c0, acc + r0 * KILN_GEMM_MAX_C + c0,
+                                            KILN_GEMM_MAX_C);
+        }
+    }
+}
+
+INLINE_V void grp_gemm(enum wkind k, int64_t n, const void *w, size_t wst, int nr, const void *x,
+                       size_t xst, int nc, float *out, size_t ost) {
+    struct wgrp wg[KILN_GEMM_MAX_R];
+    struct xgrp xg[KILN_GEMM_MAX_C];
+    __m512 acc[KILN_GEMM_MAX_R * KILN_GEMM_MAX_C];
+    for (int r = 0; r < nr; r++)
+        for (int c = 0; c < nc; c++) acc[r * KILN_GEMM_MAX_C + c] = _mm512_setzero_ps();
+    const int64_t nb = n / 32;
+    int64_t i = 0;
+    for (; i + GB <= nb; i += GB) grp_tile_step(k, i, GB, w, wst, nr, x, xst, nc, wg, xg, acc);
+    if (i < nb) grp_tile_step(k, i, (int)(nb - i), w, wst, nr, x, xst, nc, wg, xg, acc);
+    for (int r = 0; r < nr; r++)
+        for (int c = 0; c < nc; c++) out[c * ost + r] = hsum(acc[r * KILN_GEMM_MAX_C + c]);
+}
+
+VBMI static void q4_0_gemm_g(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs,
+                             int nc, float *out, size_t os) {
+    if (nc < GRP_MIN_NC(WK_Q4_0))
+        q4_0_gemm(n, w, ws, nr, x, xs, nc, out, os);
+    else
+        grp_gemm(WK_Q4_0, n, w, ws, nr, x, xs, nc, out, os);
+}
+VBMI static void q8_0_gemm_g(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs,
+                             int nc, float *out, size_t os) {
+    if (nc < GRP_MIN_NC(WK_Q8_0))
+        q8_0_gemm(n, w, ws, nr, x, xs, nc, out, os);
+    else
+        grp_gemm(WK_Q8_0, n, w, ws, nr, x, xs, nc, out, os);
+}
+VBMI static void iq4_nl_gemm_g(int64_t n, const void *w, size_t ws, int nr, const void *x,
+                               size_t xs, int nc, float *out, size_t os) {
+    if (nc < GRP_MIN_NC(WK_IQ4_NL))
+        iq4_nl_gemm(n, w, ws, nr, x, xs, nc, out, os);
+    else
+        grp_gemm(WK_IQ4_NL, n, w, ws, nr, x, xs, nc, out, os);
+}
 /* ---- Q8_0 / Q8_1 activation quantizers (round half to even, like scalar) ---- */
 
 /* Quantizes 32 floats to qs; returns d = amax/127 and the sum of qs. */
@@ -363,6 +631,11 @@ void kern_legacy_register_avx512(struct kiln_kernels *k) {
     k->gemm[KILN_TYPE_Q5_0] = q5_0_gemm;
     k->gemm[KILN_TYPE_Q8_0] = q8_0_gemm;
     k->gemm[KILN_TYPE_IQ4_NL] = iq4_nl_gemm;
+    if (__builtin_cpu_supports("avx512vbmi")) {
+        k->gemm[KILN_TYPE_Q4_0] = q4_0_gemm_g;
+        k->gemm[KILN_TYPE_Q8_0] = q8_0_gemm_g;
+        k->gemm[KILN_TYPE_IQ4_NL] = iq4_nl_gemm_g;
+    }
     k->from_float[KILN_TYPE_Q8_0] = q8_0_from_float;
     k->from_float[KILN_TYPE_Q8_1] = q8_1_from_float;
 }

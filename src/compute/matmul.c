@@ -19,17 +19,37 @@
 #define ROW_ALIGN (KILN_CACHE_LINE / (int64_t)sizeof(float))
 /* Elements per unit of activation conversion work (rounded up to whole blocks). */
 #define CONVERT_UNIT 256
-/* Converted activations a thread keeps in its L2 for one pass over its rows. */
-#define XBLOCK_BYTES (256 * 1024)
+/* Converted activations a thread keeps in its L2 (1 MB on Zen 4/5, 2 MB on
+ * recent Intel) for one pass over its rows. */
+#define XBLOCK_BYTES (512 * 1024)
 /* Below this many multiply-adds an operation runs on one thread. */
 #define MIN_PARALLEL_MACS (1 << 16)
+
+/* What the workspace holds: written by thread 0 of a converting operation,
+ * read by later operations after a barrier (or by kiln_matmul_check). */
+struct converted {
+    kiln_type vdt; /* KILN_TYPE_COUNT: nothing */
+    const float *x;
+    int64_t n, nc, x_stride;
+};
 
 struct kiln_matmul_ctx {
     kiln_pool *pool;
     const struct kiln_kernels *kern;
     void *work;
     size_t cap;
+    struct converted conv;
 };
+
+static struct converted converted_of(const struct kiln_matmul_op *op) {
+    return (struct converted){kiln_vec_dot_type(op->type), op->x, op->n, op->nc,
+                              op->x_stride ? op->x_stride : op->n};
+}
+
+static int same_converted(const struct converted *a, const struct converted *b) {
+    return a->vdt == b->vdt && a->x == b->x && a->n == b->n && a->nc == b->nc &&
+           a->x_stride == b->x_stride;
+}
 
 static size_t xrow_stride(kiln_type vdt, int64_t n) {
     return (size_t)kiln_align_up(kiln_row_size(vdt, n), KILN_CACHE_LINE);
@@ -52,6 +72,7 @@ kiln_matmul_ctx *kiln_matmul_ctx_create(kiln_pool *pool, const struct kiln_kerne
         goto fail;
     }
     ctx->pool = pool;
+    ctx->conv.vdt = KILN_TYPE_COUNT;
     ctx->kern = kern ? kern : kiln_kernels_best();
     s = kiln_matmul_reserve(ctx, work_bytes);
     if (s) goto fail;
@@ -78,6 +99,7 @@ kiln_status kiln_matmul_reserve(kiln_matmul_ctx *ctx, size_t work_bytes) {
     kiln_aligned_free(ctx->work);
     ctx->work = w;
     ctx->cap = work_bytes;
+    ctx->conv.vdt = KILN_TYPE_COUNT;
     return KILN_OK;
 }
 
@@ -201,10 +223,16 @@ void kiln_matmul_task(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op, int
     } else {
         xs = xrow_stride(vdt, op->n);
         KILN_ASSERT(xs * (size_t)op->nc <= ctx->cap);
-        convert_part(k, vdt, op, ctx->work, xs, ith, nth);
-        if (nth > 1) {
-            KILN_ASSERT(ctx->pool);
-            kiln_pool_barrier(ctx->pool);
+        if (op->reuse_x) {
+            struct converted want = converted_of(op);
+            KILN_ASSERT(same_converted(&ctx->conv, &want));
+        } else {
+            convert_part(k, vdt, op, ctx->work, xs, ith, nth);
+            if (ith == 0) ctx->conv = converted_of(op);
+            if (nth > 1) {
+                KILN_ASSERT(ctx->pool);
+                kiln_pool_barrier(ctx->pool);
+            }
         }
         xq = ctx->work;
     }
@@ -228,6 +256,11 @@ static void run_fn(void *arg, int ith, int nth) {
 kiln_status kiln_matmul_run(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op) {
     kiln_status s = kiln_matmul_check(ctx, op);
     if (s || op->nr == 0 || op->nc == 0) return s;
+    struct converted want = converted_of(op);
+    if (op->reuse_x && want.vdt != KILN_TYPE_F32 && !same_converted(&ctx->conv, &want))
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "matmul: reuse_x, but the workspace does not hold these %s activations",
+                         kiln_type_name(want.vdt));
     int nth = ctx->pool ? kiln_pool_size(ctx->pool) : 1;
     if ((double)op->nr * (double)op->n * (double)op->nc < MIN_PARALLEL_MACS) nth = 1;
     struct run_args a = {ctx, op};

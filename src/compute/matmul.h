@@ -41,6 +41,11 @@ struct kiln_matmul_op {
     int64_t nc;       /* columns of x and y (1 = matrix-vector product) */
     float *y;         /* output, y[c * y_stride + r] */
     int64_t y_stride; /* floats between columns of y; 0 means nr */
+    /* 1: the context's workspace already holds these activations (same x,
+     * n, nc, x_stride) converted to this type's vec_dot partner by the
+     * previous operation on this context, e.g. Q, K and V, or gate and up,
+     * projections of one input. Skips phase 1 and its barrier. */
+    int reuse_x;
 };
 
 typedef struct kiln_matmul_ctx kiln_matmul_ctx;
@@ -65,7 +70,9 @@ kiln_status kiln_matmul_reserve(kiln_matmul_ctx *ctx, size_t work_bytes);
 const struct kiln_kernels *kiln_matmul_kernels(const kiln_matmul_ctx *ctx);
 
 /* Checks that op can run on this context: shapes, strides, the workspace
- * size, and that the table has the kernels for op->type. Returns KILN_OK or
+ * size, and that the table has the kernels for op->type. (Whether the
+ * workspace holds op's activations for reuse_x depends on the operations
+ * before it: kiln_matmul_run reports a mismatch, kiln_matmul_task asserts.) Returns KILN_OK or
  * a status with a message naming what is wrong (KILN_ERR_UNSUPPORTED when a
  * kernel is missing). Does not touch the data. */
 kiln_status kiln_matmul_check(const kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op);
@@ -78,8 +85,8 @@ kiln_status kiln_matmul_run(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *o
  * operations inside one pool task (a forward pass). Must be called by all nth
  * threads of a kiln_pool_run on the context's pool (or with nth == 1 on any
  * thread), with an op that kiln_matmul_check accepted. Contains one pool
- * barrier (after the activation conversion) when the type needs conversion
- * and nth > 1; it does NOT end with a barrier: call kiln_pool_barrier before
+ * barrier (after the activation conversion) when the type needs conversion,
+ * reuse_x is 0 and nth > 1; it does NOT end with a barrier: call kiln_pool_barrier before
  * reading y, and before the next operation that reuses this context. */
 void kiln_matmul_task(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op, int ith, int nth);
 

@@ -16,6 +16,7 @@
 #include "model/gguf.h"
 #include "model/llama.h"
 #include "text/sampler.h"
+#include "model/vocab.h"
 #include "text/tok_spm.h"
 
 #include <stdlib.h>
@@ -43,7 +44,7 @@ kiln_model *kiln_model_load(const char *path, kiln_status *st) {
     }
     if (!(m->f = gguf_open(path, &s))) goto fail;
     if (!(m->lm = llama_model_load(m->f, &s))) goto fail;
-    if (!(m->tok = tok_spm_load(m->f, &s))) goto fail;
+    if (!(m->tok = vocab_load_spm(m->f, &s))) goto fail;
     if (tok_spm_n_vocab(m->tok) != (int32_t)m->lm->hp->n_vocab) {
         s = kiln_fail(KILN_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model %u", path,
                       tok_spm_n_vocab(m->tok), m->lm->hp->n_vocab);

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define E ARCH_D_EMBD
+#define E   ARCH_D_EMBD
 #define ONE ARCH_D_1
 
 static const struct arch_tensor_info tensor_infos[ARCH_T_COUNT] = {
@@ -68,28 +68,31 @@ static const struct arch_tensor_info tensor_infos[ARCH_T_COUNT] = {
     [ARCH_T_LAYER_OUT_NORM] = R, [ARCH_T_LAYER_OUT_NORM_B] = R
 
 static const struct arch_def archs[ARCH_COUNT] = {
-    [ARCH_LLAMA] = {ARCH_LLAMA, "llama", ARCH_F_CAUSAL | ARCH_F_ROPE | ARCH_F_GATED_FFN |
-                                             ARCH_F_TIED_OUTPUT,
-                    "attention.layer_norm_rms_epsilon", 10000.0f, 0.02f, {DECODER_TENSORS}},
-    [ARCH_QWEN2] = {ARCH_QWEN2,
-                    "qwen2",
-                    ARCH_F_CAUSAL | ARCH_F_ROPE | ARCH_F_ROPE_NEOX | ARCH_F_GATED_FFN |
-                        ARCH_F_TIED_OUTPUT,
+    [ARCH_LLAMA] = {ARCH_LLAMA,
+                    "llama",
+                    ARCH_F_CAUSAL | ARCH_F_ROPE | ARCH_F_GATED_FFN | ARCH_F_TIED_OUTPUT,
                     "attention.layer_norm_rms_epsilon",
-                    1000000.0f,
+                    10000.0f,
                     0.02f,
-                    {DECODER_TENSORS, [ARCH_T_ATTN_Q_B] = R, [ARCH_T_ATTN_K_B] = R,
-                     [ARCH_T_ATTN_V_B] = R}},
-    [ARCH_BERT] = {ARCH_BERT,
-                   "bert",
-                   ARCH_F_LAYERNORM | ARCH_F_POST_NORM,
-                   "attention.layer_norm_epsilon",
-                   10000.0f,
-                   0.05f,
-                   {ENCODER_TENSORS, [ARCH_T_POS_EMBD] = R, [ARCH_T_ATTN_Q] = R,
-                    [ARCH_T_ATTN_Q_B] = R, [ARCH_T_ATTN_K] = R, [ARCH_T_ATTN_K_B] = R,
-                    [ARCH_T_ATTN_V] = R, [ARCH_T_ATTN_V_B] = R, [ARCH_T_ATTN_OUT_B] = R,
-                    [ARCH_T_FFN_UP_B] = R, [ARCH_T_FFN_DOWN_B] = R}},
+                    {DECODER_TENSORS}},
+    [ARCH_QWEN2] =
+        {ARCH_QWEN2,
+         "qwen2",
+         ARCH_F_CAUSAL | ARCH_F_ROPE | ARCH_F_ROPE_NEOX | ARCH_F_GATED_FFN | ARCH_F_TIED_OUTPUT,
+         "attention.layer_norm_rms_epsilon",
+         1000000.0f,
+         0.02f,
+         {DECODER_TENSORS, [ARCH_T_ATTN_Q_B] = R, [ARCH_T_ATTN_K_B] = R, [ARCH_T_ATTN_V_B] = R}},
+    [ARCH_BERT] =
+        {ARCH_BERT,
+         "bert",
+         ARCH_F_LAYERNORM | ARCH_F_POST_NORM,
+         "attention.layer_norm_epsilon",
+         10000.0f,
+         0.05f,
+         {ENCODER_TENSORS, [ARCH_T_POS_EMBD] = R, [ARCH_T_ATTN_Q] = R, [ARCH_T_ATTN_Q_B] = R,
+          [ARCH_T_ATTN_K] = R, [ARCH_T_ATTN_K_B] = R, [ARCH_T_ATTN_V] = R, [ARCH_T_ATTN_V_B] = R,
+          [ARCH_T_ATTN_OUT_B] = R, [ARCH_T_FFN_UP_B] = R, [ARCH_T_FFN_DOWN_B] = R}},
     [ARCH_NOMIC_BERT] = {ARCH_NOMIC_BERT,
                          "nomic-bert",
                          ARCH_F_LAYERNORM | ARCH_F_POST_NORM | ARCH_F_ROPE | ARCH_F_ROPE_NEOX |
@@ -113,7 +116,9 @@ const struct arch_def *arch_find(const char *name) {
     return NULL;
 }
 
-const char *arch_names(void) { return "llama, qwen2, bert, nomic-bert"; }
+const char *arch_names(void) {
+    return "llama, qwen2, bert, nomic-bert";
+}
 
 const struct arch_tensor_info *arch_tensor_info(enum arch_tensor t) {
     return (unsigned)t < ARCH_T_COUNT ? &tensor_infos[t] : NULL;
@@ -127,15 +132,24 @@ const char *arch_tensor_name(enum arch_tensor t, int il, char *buf, size_t cap) 
 
 int64_t arch_dim_value(const struct arch_hparams *hp, enum arch_dim d) {
     switch (d) {
-    case ARCH_D_1: return 1;
-    case ARCH_D_EMBD: return hp->n_embd;
-    case ARCH_D_Q: return arch_n_embd_q(hp);
-    case ARCH_D_KV: return arch_n_embd_kv(hp);
-    case ARCH_D_QKV: return (int64_t)arch_n_embd_q(hp) + 2 * (int64_t)arch_n_embd_kv(hp);
-    case ARCH_D_FF: return hp->n_ff;
-    case ARCH_D_VOCAB: return hp->n_vocab;
-    case ARCH_D_CTX: return hp->n_ctx_train;
-    case ARCH_D_TYPES: return hp->n_token_types;
+    case ARCH_D_1:
+        return 1;
+    case ARCH_D_EMBD:
+        return hp->n_embd;
+    case ARCH_D_Q:
+        return arch_n_embd_q(hp);
+    case ARCH_D_KV:
+        return arch_n_embd_kv(hp);
+    case ARCH_D_QKV:
+        return (int64_t)arch_n_embd_q(hp) + 2 * (int64_t)arch_n_embd_kv(hp);
+    case ARCH_D_FF:
+        return hp->n_ff;
+    case ARCH_D_VOCAB:
+        return hp->n_vocab;
+    case ARCH_D_CTX:
+        return hp->n_ctx_train;
+    case ARCH_D_TYPES:
+        return hp->n_token_types;
     }
     return 0;
 }
@@ -157,8 +171,7 @@ kiln_status arch_hparams_check(struct arch_hparams *hp, const char *what) {
               {"feed_forward_length", hp->n_ff},    {"context_length", hp->n_ctx_train},
               {"vocab size", hp->n_vocab}};
     for (size_t i = 0; i < sizeof nz / sizeof nz[0]; i++)
-        if (nz[i].v == 0)
-            return kiln_fail(KILN_ERR_FORMAT, "%s: %s.%s is 0", what, p, nz[i].key);
+        if (nz[i].v == 0) return kiln_fail(KILN_ERR_FORMAT, "%s: %s.%s is 0", what, p, nz[i].key);
     if (hp->n_embd % hp->n_head)
         return kiln_fail(KILN_ERR_FORMAT,
                          "%s: %s.attention.head_count %u does not divide %s.embedding_length %u",
@@ -308,8 +321,10 @@ static kiln_status bind(const gguf_file *f, const struct arch_hparams *hp, enum 
     bool ok = gt->ne[0] == ne[0] && gt->ne[1] == ne[1] && gt->ne[2] == 1 && gt->ne[3] == 1;
     if (!ok) {
         char want[64];
-        if (nd == 1) snprintf(want, sizeof want, "[%lld]", (long long)ne[0]);
-        else snprintf(want, sizeof want, "[%lld, %lld]", (long long)ne[0], (long long)ne[1]);
+        if (nd == 1)
+            snprintf(want, sizeof want, "[%lld]", (long long)ne[0]);
+        else
+            snprintf(want, sizeof want, "[%lld, %lld]", (long long)ne[0], (long long)ne[1]);
         return kiln_fail(KILN_ERR_FORMAT,
                          "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected %s",
                          gguf_path(f), name, (long long)gt->ne[0], (long long)gt->ne[1],
@@ -327,10 +342,12 @@ kiln_status arch_model_load(const gguf_file *f, struct arch_model *m) {
         if (a->tensors[t] && (st = bind(f, &m->hp, (enum arch_tensor)t, 0, &m->global[t])))
             return st;
     m->layers = calloc((size_t)m->hp.n_layer * ARCH_T_LAYER_COUNT, sizeof *m->layers);
-    if (!m->layers) return kiln_fail(KILN_ERR_NOMEM, "%s: no memory for tensor index", gguf_path(f));
+    if (!m->layers)
+        return kiln_fail(KILN_ERR_NOMEM, "%s: no memory for tensor index", gguf_path(f));
     for (uint32_t il = 0; il < m->hp.n_layer; il++)
         for (int t = ARCH_T_LAYER_FIRST; t < ARCH_T_COUNT; t++) {
-            const gguf_tensor **slot = &m->layers[il * ARCH_T_LAYER_COUNT + (t - ARCH_T_LAYER_FIRST)];
+            const gguf_tensor **slot =
+                &m->layers[il * ARCH_T_LAYER_COUNT + (t - ARCH_T_LAYER_FIRST)];
             if (a->tensors[t] && (st = bind(f, &m->hp, (enum arch_tensor)t, (int)il, slot)))
                 goto fail;
         }

@@ -89,22 +89,22 @@ enum arch_init {
 };
 
 struct arch_tensor_info {
-    const char *name;     /* GGUF name; per-layer names follow "blk.N." */
-    enum arch_dim ne[2];  /* ne[1] == ARCH_D_1: a 1-D tensor */
+    const char *name;    /* GGUF name; per-layer names follow "blk.N." */
+    enum arch_dim ne[2]; /* ne[1] == ARCH_D_1: a 1-D tensor */
     enum arch_init init;
-    bool matrix;          /* a weight matrix (quantizable); else stays F32 */
+    bool matrix; /* a weight matrix (quantizable); else stays F32 */
 };
 
 enum arch_presence { ARCH_ABSENT = 0, ARCH_REQUIRED, ARCH_OPTIONAL };
 
 /* Forward-pass features. */
 enum arch_flag {
-    ARCH_F_CAUSAL = 1 << 0,    /* decoder with a KV cache; else a bidirectional encoder */
-    ARCH_F_LAYERNORM = 1 << 1, /* LayerNorm with bias; else RMSNorm */
-    ARCH_F_POST_NORM = 1 << 2, /* norm after each residual add (BERT); else before */
-    ARCH_F_ROPE = 1 << 3,      /* rotary positions; else learned position_embd */
-    ARCH_F_ROPE_NEOX = 1 << 4, /* rotate halves (NEOX) rather than pairs (NORM) */
-    ARCH_F_GATED_FFN = 1 << 5, /* SwiGLU: down(silu(gate x) * up x); else down(gelu(up x)) */
+    ARCH_F_CAUSAL = 1 << 0,     /* decoder with a KV cache; else a bidirectional encoder */
+    ARCH_F_LAYERNORM = 1 << 1,  /* LayerNorm with bias; else RMSNorm */
+    ARCH_F_POST_NORM = 1 << 2,  /* norm after each residual add (BERT); else before */
+    ARCH_F_ROPE = 1 << 3,       /* rotary positions; else learned position_embd */
+    ARCH_F_ROPE_NEOX = 1 << 4,  /* rotate halves (NEOX) rather than pairs (NORM) */
+    ARCH_F_GATED_FFN = 1 << 5,  /* SwiGLU: down(silu(gate x) * up x); else down(gelu(up x)) */
     ARCH_F_TIED_OUTPUT = 1 << 6 /* output.weight may be absent: use token_embd */
 };
 
@@ -114,7 +114,7 @@ struct arch_def {
     unsigned flags;      /* enum arch_flag */
     const char *eps_key; /* key suffix of the norm epsilon */
     float rope_freq_base_default;
-    float sigma_vo; /* synthetic attn_v/attn_output sigma */
+    float sigma_vo;                /* synthetic attn_v/attn_output sigma */
     uint8_t tensors[ARCH_T_COUNT]; /* enum arch_presence per role */
 };
 

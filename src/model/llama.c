@@ -215,6 +215,7 @@ llama_ctx *llama_ctx_create(const llama_model *m, int32_t n_ctx, int32_t n_batch
     c->n_ctx = n_ctx;
     c->n_batch = n_batch < n_ctx ? n_batch : n_ctx;
     c->kern = kiln_kernels_best();
+    KILN_ASSERT(c->kern->vec_dot[KILN_TYPE_F32]); /* attention's dot products */
     if ((s = alloc_state(c))) goto fail;
     c->mm = kiln_matmul_ctx_create(pool, c->kern, work_size(m, c->n_batch), &s);
     if (!c->mm) goto fail;
@@ -333,6 +334,14 @@ static void rope_apply(const llama_ctx *c, float *v, int32_t n, uint32_t n_heads
     }
 }
 
+/* o += w * v; unrolled by 8 so the compiler's straight-line vectorizer takes it. */
+static void axpy(float *restrict o, const float *restrict v, float w, int64_t n) {
+    int64_t d = 0;
+    for (; d + 8 <= n; d += 8)
+        for (int j = 0; j < 8; j++) o[d + j] += w * v[d + j];
+    for (; d < n; d++) o[d] += w * v[d];
+}
+
 struct attn_task {
     llama_ctx *c;
     int32_t il, n, pos0;
@@ -347,12 +356,10 @@ static void attend_one(const llama_ctx *c, int32_t il, int32_t i, uint32_t h, in
     const float *q = c->q + i * dq + h * hd;
     const float *kb = c->k_cache + (int64_t)il * c->n_ctx * dkv + kvh * hd;
     const float *vb = c->v_cache + (int64_t)il * c->n_ctx * dkv + kvh * hd;
+    kiln_vec_dot_fn dot = c->kern->vec_dot[KILN_TYPE_F32];
     float scale = 1.0f / sqrtf((float)hd), max = -INFINITY;
     for (int32_t t = 0; t <= pos; t++) {
-        const float *k = kb + t * dkv;
-        float dot = 0;
-        for (int64_t d = 0; d < hd; d++) dot += q[d] * k[d];
-        s[t] = dot * scale;
+        s[t] = dot(hd, kb + t * dkv, q) * scale;
         if (s[t] > max) max = s[t];
     }
     double sum = 0;
@@ -362,11 +369,7 @@ static void attend_one(const llama_ctx *c, int32_t il, int32_t i, uint32_t h, in
     }
     float inv = (float)(1.0 / sum), *o = c->att + i * dq + h * hd;
     memset(o, 0, (size_t)hd * sizeof *o);
-    for (int32_t t = 0; t <= pos; t++) {
-        const float *v = vb + t * dkv;
-        float w = s[t] * inv;
-        for (int64_t d = 0; d < hd; d++) o[d] += w * v[d];
-    }
+    for (int32_t t = 0; t <= pos; t++) axpy(o, vb + t * dkv, s[t] * inv, hd);
 }
 
 static void attn_worker(void *arg, int ith, int nth) {

@@ -10,7 +10,9 @@ uint64_t mem_weight_bytes(const gguf_file *f) {
     return sum;
 }
 
-static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+static uint64_t max_u64(uint64_t a, uint64_t b) {
+    return a > b ? a : b;
+}
 
 static kiln_status kv_bytes(const struct arch_hparams *hp, const struct mem_params *p,
                             uint64_t *out) {
@@ -19,7 +21,8 @@ static kiln_status kv_bytes(const struct arch_hparams *hp, const struct mem_para
     const struct kiln_type_info *ti = kiln_type_info(p->kv_type);
     uint64_t n_kv = arch_n_embd_kv(hp);
     if (n_kv % (uint64_t)ti->blck)
-        return kiln_fail(KILN_ERR_RANGE, "KV row of %llu elements is not a multiple of %s's block %lld",
+        return kiln_fail(KILN_ERR_RANGE,
+                         "KV row of %llu elements is not a multiple of %s's block %lld",
                          (unsigned long long)n_kv, ti->name, (long long)ti->blck);
     uint64_t row = kiln_row_size(p->kv_type, (int64_t)n_kv), v = 2 * (uint64_t)hp->n_layer;
     if (!kiln_mul_ok(v, row, &v) || !kiln_mul_ok(v, p->n_ctx, &v) || !kiln_mul_ok(v, p->n_seq, &v))
@@ -46,7 +49,8 @@ kiln_status mem_estimate(const struct arch_hparams *hp, uint64_t weight_bytes,
         return kiln_fail(KILN_ERR_INVALID_ARG, "memory estimate: context, sequences and batch "
                                                "must be at least 1");
     if (p->kv_type != KILN_TYPE_F16 && p->kv_type != KILN_TYPE_F32 && p->kv_type != KILN_TYPE_Q8_0)
-        return kiln_fail(KILN_ERR_INVALID_ARG, "memory estimate: KV type %s is not f16, f32 or q8_0",
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "memory estimate: KV type %s is not f16, f32 or q8_0",
                          kiln_type_name(p->kv_type) ? kiln_type_name(p->kv_type) : "?");
     out->weights = weight_bytes;
     kiln_status st = kv_bytes(hp, p, &out->kv_cache);

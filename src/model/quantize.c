@@ -30,7 +30,9 @@ static const struct quant_ftype ftypes[] = {
 };
 #define N_FTYPES ((int)(sizeof ftypes / sizeof ftypes[0]))
 
-int quant_ftype_count(void) { return N_FTYPES; }
+int quant_ftype_count(void) {
+    return N_FTYPES;
+}
 
 const struct quant_ftype *quant_ftype_at(int i) {
     return i >= 0 && i < N_FTYPES ? &ftypes[i] : NULL;
@@ -46,7 +48,8 @@ kiln_status quant_ftype_parse(const char *name, struct quant_ftype *out) {
     size_t len = 0;
     list[0] = 0;
     for (int i = 0; i < N_FTYPES && len < sizeof list; i++)
-        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", ftypes[i].name);
+        len +=
+            (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", ftypes[i].name);
     return kiln_fail(KILN_ERR_NOT_FOUND, "unknown type '%s' (valid: %s)", name, list);
 }
 
@@ -77,11 +80,21 @@ kiln_type quant_fallback_type(kiln_type want, int64_t ne0) {
     switch (want) {
     case KILN_TYPE_Q2_K:
     case KILN_TYPE_Q3_K:
-    case KILN_TYPE_IQ4_XS: alt = KILN_TYPE_IQ4_NL; break;
-    case KILN_TYPE_Q4_K: alt = KILN_TYPE_Q5_0; break;
-    case KILN_TYPE_Q5_K: alt = KILN_TYPE_Q5_1; break;
-    case KILN_TYPE_Q6_K: alt = KILN_TYPE_Q8_0; break;
-    default: alt = KILN_TYPE_F16; break;
+    case KILN_TYPE_IQ4_XS:
+        alt = KILN_TYPE_IQ4_NL;
+        break;
+    case KILN_TYPE_Q4_K:
+        alt = KILN_TYPE_Q5_0;
+        break;
+    case KILN_TYPE_Q5_K:
+        alt = KILN_TYPE_Q5_1;
+        break;
+    case KILN_TYPE_Q6_K:
+        alt = KILN_TYPE_Q8_0;
+        break;
+    default:
+        alt = KILN_TYPE_F16;
+        break;
     }
     return fits(alt, ne0) ? alt : KILN_TYPE_F16;
 }
@@ -114,12 +127,13 @@ static void convert_worker(void *arg, int ith, int nth) {
     for (int64_t r = r0; r < r1; r++) {
         const void *s = t->src + (size_t)r * t->src_row;
         if (t->to_float) t->to_float(s, row, t->ne0);
-        t->from_float(t->to_float ? row : (const float *)s, t->dst + (size_t)r * t->dst_row, t->ne0);
+        t->from_float(t->to_float ? row : (const float *)s, t->dst + (size_t)r * t->dst_row,
+                      t->ne0);
     }
 }
 
-kiln_status quant_convert_rows(kiln_type from, const void *src, kiln_type to, void *dst, int64_t ne0,
-                               int64_t nrows, kiln_pool *pool) {
+kiln_status quant_convert_rows(kiln_type from, const void *src, kiln_type to, void *dst,
+                               int64_t ne0, int64_t nrows, kiln_pool *pool) {
     const struct kiln_kernels *k = kiln_kernels_best();
     const char *fn = kiln_type_name(from), *tn = kiln_type_name(to);
     if (!fn || !tn || !fits(from, ne0) || !fits(to, ne0))
@@ -146,8 +160,10 @@ kiln_status quant_convert_rows(kiln_type from, const void *src, kiln_type to, vo
     if (!(t.scratch = malloc((size_t)nth * (size_t)ne0 * sizeof(float))))
         return kiln_fail(KILN_ERR_NOMEM, "convert: no memory for %d rows of %lld floats", nth,
                          (long long)ne0);
-    if (pool && nth > 1) kiln_pool_run_n(pool, nth, convert_worker, &t);
-    else convert_worker(&t, 0, 1);
+    if (pool && nth > 1)
+        kiln_pool_run_n(pool, nth, convert_worker, &t);
+    else
+        convert_worker(&t, 0, 1);
     free(t.scratch);
     return KILN_OK;
 }
@@ -159,7 +175,8 @@ static kiln_status fail_tensor(kiln_status st, const char *path, const char *nam
     return kiln_fail(st, "%s: tensor '%s': %s", path, name, msg);
 }
 
-static kiln_status copy_metadata(const gguf_file *in, gguf_writer *w, const struct quant_ftype *ft) {
+static kiln_status copy_metadata(const gguf_file *in, gguf_writer *w,
+                                 const struct quant_ftype *ft) {
     kiln_status st = KILN_OK;
     for (int64_t i = 0; i < gguf_kv_count(in) && !st; i++) {
         const gguf_kv *kv = gguf_kv_at(in, i);
@@ -173,8 +190,9 @@ static kiln_status copy_metadata(const gguf_file *in, gguf_writer *w, const stru
 
 /* Converts (or borrows) one tensor and adds it to w; *buf receives memory the
  * caller frees after the write. */
-static kiln_status do_tensor(const gguf_file *in, const gguf_tensor *t, const struct quant_params *p,
-                             kiln_pool *pool, gguf_writer *w, void **buf, struct quant_progress *pr) {
+static kiln_status do_tensor(const gguf_file *in, const gguf_tensor *t,
+                             const struct quant_params *p, kiln_pool *pool, gguf_writer *w,
+                             void **buf, struct quant_progress *pr) {
     kiln_type to = t->type;
     pr->converted = pr->fell_back = false;
     if (quant_tensor_wanted(t->name, t->n_dims)) {
@@ -188,7 +206,8 @@ static kiln_status do_tensor(const gguf_file *in, const gguf_tensor *t, const st
         if (!(*buf = malloc(size ? size : 1)))
             return kiln_fail(KILN_ERR_NOMEM, "%s: tensor '%s': no memory for %llu bytes",
                              gguf_path(in), t->name, (unsigned long long)size);
-        kiln_status st = quant_convert_rows(t->type, t->data, to, *buf, t->ne[0], (int64_t)nrows, pool);
+        kiln_status st =
+            quant_convert_rows(t->type, t->data, to, *buf, t->ne[0], (int64_t)nrows, pool);
         if (st) return fail_tensor(st, gguf_path(in), t->name);
         data = *buf;
         pr->converted = true;
@@ -204,8 +223,10 @@ static kiln_status do_tensor(const gguf_file *in, const gguf_tensor *t, const st
 static void add_stats(struct quant_stats *s, const struct quant_progress *pr) {
     s->bytes_in += pr->bytes_in;
     s->bytes_out += pr->bytes_out;
-    if (pr->converted) s->n_converted++;
-    else s->n_copied++;
+    if (pr->converted)
+        s->n_converted++;
+    else
+        s->n_copied++;
     if (pr->fell_back) s->n_fallback++;
 }
 
@@ -229,8 +250,8 @@ kiln_status quant_file(const char *in, const char *out, const struct quant_param
     if ((st = copy_metadata(f, w, &p->ftype))) goto done;
     for (int64_t i = 0; i < n; i++) {
         const gguf_tensor *t = gguf_tensor_at(f, i);
-        struct quant_progress pr = {.index = (int)i, .count = (int)n, .name = t->name,
-                                   .n_dims = t->n_dims, .ne = t->ne};
+        struct quant_progress pr = {
+            .index = (int)i, .count = (int)n, .name = t->name, .n_dims = t->n_dims, .ne = t->ne};
         if ((st = do_tensor(f, t, p, pool, w, &bufs[i], &pr))) goto done;
         add_stats(&s, &pr);
         if (p->progress) p->progress(p->ud, &pr);

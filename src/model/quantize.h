@@ -50,21 +50,21 @@ kiln_type quant_fallback_type(kiln_type want, int64_t ne0);
  * over pool's threads (pool NULL: the calling thread). KILN_ERR_UNSUPPORTED
  * naming the type when the kernel table has no to_float for `from` or no
  * from_float for `to`; KILN_ERR_NOMEM. */
-kiln_status quant_convert_rows(kiln_type from, const void *src, kiln_type to, void *dst, int64_t ne0,
-                               int64_t nrows, kiln_pool *pool);
+kiln_status quant_convert_rows(kiln_type from, const void *src, kiln_type to, void *dst,
+                               int64_t ne0, int64_t nrows, kiln_pool *pool);
 
 /* Checks that path can be written (creates and removes "<path>.tmp", which
  * the GGUF writer uses). KILN_ERR_IO naming the path and the OS error. */
 kiln_status quant_check_output(const char *path);
 
 struct quant_progress {
-    int index, count;    /* tensor index, number of tensors */
+    int index, count; /* tensor index, number of tensors */
     const char *name;
     int n_dims;
     const int64_t *ne;
     kiln_type from, to;
-    bool converted;      /* false: copied unchanged */
-    bool fell_back;      /* `to` is a fallback for the requested type */
+    bool converted; /* false: copied unchanged */
+    bool fell_back; /* `to` is a fallback for the requested type */
     uint64_t bytes_in, bytes_out;
 };
 

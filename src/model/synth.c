@@ -25,7 +25,9 @@ static const struct synth_shape shapes[] = {
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
-int synth_shape_count(void) { return N_SHAPES; }
+int synth_shape_count(void) {
+    return N_SHAPES;
+}
 
 const struct synth_shape *synth_shape_at(int i) {
     return i >= 0 && i < N_SHAPES ? &shapes[i] : NULL;
@@ -86,11 +88,11 @@ static void fill_normal(float *row, int64_t n, uint64_t seed, int64_t r, float s
 /* ---- generated vocabularies ---- */
 
 struct vocab {
-    char *pool;        /* NUL-terminated pieces back to back */
+    char *pool; /* NUL-terminated pieces back to back */
     size_t len, cap;
     const char **tokens;
     float *scores;
-    int32_t *types;    /* 1 normal, 2 unknown, 3 control, 6 byte */
+    int32_t *types; /* 1 normal, 2 unknown, 3 control, 6 byte */
     uint32_t n, n_max;
 };
 
@@ -122,14 +124,17 @@ static void base26(uint32_t i, char *out) {
 
 static bool vocab_fill_spm(struct vocab *v) {
     char piece[32];
-    bool ok = vocab_add(v, "<unk>", 0, 2) && vocab_add(v, "<s>", 0, 3) && vocab_add(v, "</s>", 0, 3);
+    bool ok =
+        vocab_add(v, "<unk>", 0, 2) && vocab_add(v, "<s>", 0, 3) && vocab_add(v, "</s>", 0, 3);
     for (int b = 0; ok && b < 256; b++) {
         snprintf(piece, sizeof piece, "<0x%02X>", b);
         ok = vocab_add(v, piece, 0, 6);
     }
     for (uint32_t i = 0; ok && v->n < v->n_max; i++) {
-        if (i == 0) snprintf(piece, sizeof piece, "\xe2\x96\x81"); /* U+2581, SPM's space */
-        else if (i < 95) snprintf(piece, sizeof piece, "%c", (char)(32 + i));
+        if (i == 0)
+            snprintf(piece, sizeof piece, "\xe2\x96\x81"); /* U+2581, SPM's space */
+        else if (i < 95)
+            snprintf(piece, sizeof piece, "%c", (char)(32 + i));
         else {
             memcpy(piece, "\xe2\x96\x81", 3);
             base26(i - 95, piece + 3);
@@ -192,7 +197,8 @@ static kiln_status write_vocab(gguf_writer *w, const struct arch_hparams *hp) {
     bool spm = hp->arch->flags & ARCH_F_CAUSAL;
     uint32_t min = spm ? 259 : 193;
     if (hp->n_vocab < min)
-        return kiln_fail(KILN_ERR_RANGE, "a generated %s vocabulary needs at least %u tokens, not %u",
+        return kiln_fail(KILN_ERR_RANGE,
+                         "a generated %s vocabulary needs at least %u tokens, not %u",
                          spm ? "SPM" : "WordPiece", min, hp->n_vocab);
     struct vocab v = {.n_max = hp->n_vocab, .cap = (size_t)hp->n_vocab * 16 + 64};
     v.pool = malloc(v.cap);
@@ -203,8 +209,10 @@ static kiln_status write_vocab(gguf_writer *w, const struct arch_hparams *hp) {
     if (!v.pool || !v.tokens || !v.scores || !v.types)
         st = kiln_fail(KILN_ERR_NOMEM, "no memory for a vocabulary of %u tokens", v.n_max);
     else if (!(spm ? vocab_fill_spm(&v) : vocab_fill_wpm(&v)) || v.n != v.n_max)
-        st = kiln_fail(KILN_ERR_INTERNAL, "vocabulary generation stopped at %u of %u", v.n, v.n_max);
-    else st = set_vocab(w, &v, spm);
+        st =
+            kiln_fail(KILN_ERR_INTERNAL, "vocabulary generation stopped at %u of %u", v.n, v.n_max);
+    else
+        st = set_vocab(w, &v, spm);
     free(v.pool);
     free(v.tokens);
     free(v.scores);
@@ -220,7 +228,8 @@ static kiln_status copy_vocab(gguf_writer *w, const char *path, uint32_t *n_voca
     const gguf_value *tokens;
     st = gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_VT_STRING, &tokens);
     if (st == KILN_ERR_NOT_FOUND)
-        st = kiln_fail(KILN_ERR_FORMAT, "%s: no tokenizer.ggml.tokens to copy a vocabulary from", path);
+        st = kiln_fail(KILN_ERR_FORMAT, "%s: no tokenizer.ggml.tokens to copy a vocabulary from",
+                       path);
     else if (!st && (tokens->arr.n == 0 || tokens->arr.n > UINT32_MAX))
         st = kiln_fail(KILN_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu tokens", path,
                        (unsigned long long)tokens->arr.n);
@@ -271,8 +280,9 @@ static kiln_status write_hparams(gguf_writer *w, const struct arch_hparams *hp) 
         (st = set_key_u32(w, a, "attention.head_count", hp->n_head)) ||
         (st = set_key_f32(w, a, hp->arch->eps_key, hp->norm_eps)))
         return st;
-    if ((fl & ARCH_F_CAUSAL) && ((st = set_key_u32(w, a, "attention.head_count_kv", hp->n_head_kv)) ||
-                                 (st = set_key_u32(w, a, "rope.dimension_count", hp->n_rot))))
+    if ((fl & ARCH_F_CAUSAL) &&
+        ((st = set_key_u32(w, a, "attention.head_count_kv", hp->n_head_kv)) ||
+         (st = set_key_u32(w, a, "rope.dimension_count", hp->n_rot))))
         return st;
     if ((fl & ARCH_F_ROPE) && (st = set_key_f32(w, a, "rope.freq_base", hp->rope_freq_base)))
         return st;
@@ -317,10 +327,14 @@ static void gen_worker(void *arg, int ith, int nth) {
 static float init_sigma(enum arch_init init, const struct arch_def *a) {
     switch (init) {
     case ARCH_INIT_QK:
-    case ARCH_INIT_QKV: return 0.08f;
-    case ARCH_INIT_VO: return a->sigma_vo;
-    case ARCH_INIT_FFN: return 0.05f;
-    default: return 0.02f;
+    case ARCH_INIT_QKV:
+        return 0.08f;
+    case ARCH_INIT_VO:
+        return a->sigma_vo;
+    case ARCH_INIT_FFN:
+        return 0.05f;
+    default:
+        return 0.02f;
     }
 }
 
@@ -353,8 +367,9 @@ static kiln_status gen_tensor(struct gen_ctx *c, enum arch_tensor t, int il) {
         .seed = c->p->seed * 0x9e3779b97f4a7c15ull ^ name_hash(name),
     };
     if (!g.from_float)
-        return kiln_fail(KILN_ERR_UNSUPPORTED, "tensor '%s': no quantizer for type %s in the %s kernels",
-                         name, kiln_type_name(type), kiln_isa_name(kiln_kernels_best()->isa));
+        return kiln_fail(KILN_ERR_UNSUPPORTED,
+                         "tensor '%s': no quantizer for type %s in the %s kernels", name,
+                         kiln_type_name(type), kiln_isa_name(kiln_kernels_best()->isa));
     uint64_t size = (uint64_t)g.dst_row * (uint64_t)ne[1];
     int nth = kiln_pool_size(c->pool) < ne[1] ? kiln_pool_size(c->pool) : (int)ne[1];
     g.dst = c->bufs[c->index] = malloc(size);
@@ -363,7 +378,8 @@ static kiln_status gen_tensor(struct gen_ctx *c, enum arch_tensor t, int il) {
     if (!g.dst || !g.scratch)
         st = kiln_fail(KILN_ERR_NOMEM, "tensor '%s': no memory for %llu bytes", name,
                        (unsigned long long)size);
-    else kiln_pool_run_n(c->pool, nth, gen_worker, &g);
+    else
+        kiln_pool_run_n(c->pool, nth, gen_worker, &g);
     free(g.scratch);
     if (!st) st = gguf_add_tensor(c->w, name, type, nd, ne, g.dst, size);
     if (!st && c->p->progress)
@@ -389,7 +405,8 @@ static kiln_status gen_all(struct gen_ctx *c) {
 static int count_tensors(const struct arch_hparams *hp) {
     int n_global = 0, n_layer = 0;
     for (int t = 0; t < ARCH_T_COUNT; t++)
-        if (hp->arch->tensors[t] == ARCH_REQUIRED) *(t < ARCH_T_LAYER_FIRST ? &n_global : &n_layer) += 1;
+        if (hp->arch->tensors[t] == ARCH_REQUIRED)
+            *(t < ARCH_T_LAYER_FIRST ? &n_global : &n_layer) += 1;
     return n_global + n_layer * (int)hp->n_layer;
 }
 

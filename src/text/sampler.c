@@ -96,10 +96,19 @@ void sampler_accept(sampler *s, int32_t id) {
 }
 
 int32_t sampler_argmax(const float *x, int32_t n) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+    /* the maximum over 16 independent lanes (vectorizable), then its first index */
+    float lane[16], max = x[0];
+    int32_t i = 0;
+    if (n >= 16) {
+        memcpy(lane, x, sizeof lane);
+        for (i = 16; i + 16 <= n; i += 16)
+            for (int j = 0; j < 16; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+        for (int j = 0; j < 16; j++) max = lane[j] > max ? lane[j] : max;
+    }
+    for (; i < n; i++) max = x[i] > max ? x[i] : max;
+    for (i = 0; i < n; i++)
+        if (x[i] == max) return i;
+    return 0; /* all NaN */
 }
 
 static void apply_penalty(sampler *s) {
@@ -202,6 +211,8 @@ static int32_t apply_min_p(struct cand *c, int32_t n, float min_p) {
 int32_t sampler_sample(sampler *s, const float *logits) {
     const struct sampler_params *p = &s->par;
     int32_t n = s->n_vocab;
+    if (!(p->temp > 0) && (p->repeat_penalty == 1.0f || s->hist_n == 0))
+        return sampler_argmax(logits, n); /* plain greedy: no copy */
     memcpy(s->work, logits, (size_t)n * sizeof *s->work);
     apply_penalty(s);
     if (!(p->temp > 0)) return sampler_argmax(s->work, n);

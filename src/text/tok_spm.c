@@ -1,6 +1,6 @@
 /* tok_spm.c - SentencePiece-style tokenizer (see tok_spm.h for the rules).
  *
- * Invariants: `text[i]`/`len[i]` point into the GGUF mapping for every id;
+ * Invariants: `text[i]`/`len[i]` point into the tokenizer's own arena;
  * the hash table maps each token text to the highest id carrying it and has
  * at least twice as many slots as tokens (so probing always ends);
  * byte_tok[b] is the id of "<0xBB>" or -1. Encoding keeps its symbols in a
@@ -16,6 +16,7 @@
 
 struct tok_spm {
     int32_t n_vocab;
+    char *arena; /* every token's bytes */
     const char **text;
     uint32_t *len;
     float *score;
@@ -62,65 +63,33 @@ static void insert(tok_spm *t, int32_t id) {
     t->slots[i] = id; /* a later duplicate replaces an earlier one */
 }
 
-/* An optional token id key; -1 when absent or out of range. */
-static int32_t opt_id(const gguf_file *f, const char *key, int32_t n_vocab, int32_t dflt) {
-    int64_t v;
-    if (!gguf_find_kv(f, key)) return dflt;
-    if (gguf_get_i64(f, key, &v) != KILN_OK || v < 0 || v >= n_vocab) return -1;
-    return (int32_t)v;
-}
-
-static bool opt_bool(const gguf_file *f, const char *key, bool dflt) {
-    bool v;
-    if (!gguf_find_kv(f, key) || gguf_get_bool(f, key, &v) != KILN_OK) return dflt;
-    return v;
-}
-
-static kiln_status load_arrays(tok_spm *t, const gguf_file *f) {
-    const gguf_value *toks, *scores = NULL, *types = NULL;
-    kiln_status s = gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_VT_STRING, &toks);
-    if (s) return s;
-    if (toks->arr.n == 0 || toks->arr.n > INT32_MAX / 4)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu entries",
-                         gguf_path(f), (unsigned long long)toks->arr.n);
-    t->n_vocab = (int32_t)toks->arr.n;
-    if (gguf_find_kv(f, "tokenizer.ggml.scores")) {
-        s = gguf_get_arr(f, "tokenizer.ggml.scores", GGUF_VT_COUNT, &scores);
-        if (s) return s;
-    }
-    if (gguf_find_kv(f, "tokenizer.ggml.token_type")) {
-        s = gguf_get_arr(f, "tokenizer.ggml.token_type", GGUF_VT_COUNT, &types);
-        if (s) return s;
-    }
-    if ((scores && (scores->arr.n != toks->arr.n || scores->arr.items)) ||
-        (types && (types->arr.n != toks->arr.n || types->arr.items)))
-        return kiln_fail(KILN_ERR_FORMAT,
-                         "%s: tokenizer.ggml.scores/token_type must be numeric arrays of %d "
-                         "entries like tokenizer.ggml.tokens",
-                         gguf_path(f), t->n_vocab);
-    size_t n = (size_t)t->n_vocab;
+/* Copies the token texts into one arena and fills the per-token arrays. */
+static kiln_status copy_vocab(tok_spm *t, const struct tok_spm_vocab *v) {
+    size_t n = (size_t)v->n_vocab, bytes = 0;
+    for (size_t i = 0; i < n; i++) bytes += v->len[i];
     uint64_t n_slots = 1;
     while (n_slots < 2 * (uint64_t)n) n_slots <<= 1;
+    t->arena = malloc(bytes ? bytes : 1);
     t->text = malloc(n * sizeof *t->text);
     t->len = malloc(n * sizeof *t->len);
     t->score = malloc(n * sizeof *t->score);
     t->type = malloc(n);
     t->slots = malloc(n_slots * sizeof *t->slots);
-    if (!t->text || !t->len || !t->score || !t->type || !t->slots)
-        return kiln_fail(KILN_ERR_NOMEM, "%s: no memory for a %d-token vocabulary", gguf_path(f),
-                         t->n_vocab);
+    if (!t->arena || !t->text || !t->len || !t->score || !t->type || !t->slots)
+        return kiln_fail(KILN_ERR_NOMEM, "tokenizer: no memory for a %d-token vocabulary",
+                         v->n_vocab);
     memset(t->slots, 0xff, n_slots * sizeof *t->slots);
     t->slot_mask = n_slots - 1;
+    char *at = t->arena;
     for (size_t i = 0; i < n; i++) {
-        gguf_str str = toks->arr.items[i].str;
-        if (str.len > UINT32_MAX)
-            return kiln_fail(KILN_ERR_FORMAT, "%s: token %zu is too long", gguf_path(f), i);
-        t->text[i] = str.ptr;
-        t->len[i] = (uint32_t)str.len;
-        if (str.len > t->max_len) t->max_len = (size_t)str.len;
-        t->score[i] = scores ? (float)gguf_arr_f64(scores, i) : 0.0f;
-        int64_t ty = types ? gguf_arr_i64(types, i) : TOK_TYPE_NORMAL;
-        t->type[i] = (uint8_t)(ty >= 0 && ty <= TOK_TYPE_BYTE ? ty : TOK_TYPE_UNDEFINED);
+        if (v->len[i]) memcpy(at, v->text[i], v->len[i]);
+        t->text[i] = at;
+        t->len[i] = v->len[i];
+        at += v->len[i];
+        if (v->len[i] > t->max_len) t->max_len = v->len[i];
+        t->score[i] = v->score ? v->score[i] : 0.0f;
+        uint8_t ty = v->type ? v->type[i] : TOK_TYPE_NORMAL;
+        t->type[i] = ty <= TOK_TYPE_BYTE ? ty : TOK_TYPE_UNDEFINED;
         insert(t, (int32_t)i);
     }
     return KILN_OK;
@@ -135,33 +104,31 @@ static void find_byte_tokens(tok_spm *t) {
     }
 }
 
-tok_spm *tok_spm_load(const gguf_file *f, kiln_status *st) {
+static int32_t valid_id(int32_t id, int32_t n_vocab) {
+    return id >= 0 && id < n_vocab ? id : -1;
+}
+
+tok_spm *tok_spm_create(const struct tok_spm_vocab *v, kiln_status *st) {
     kiln_status s = KILN_OK;
-    gguf_str model;
-    tok_spm *t = calloc(1, sizeof *t);
-    if (!t) {
+    tok_spm *t = NULL;
+    if (v->n_vocab <= 0 || !v->text || !v->len) {
+        s = kiln_fail(KILN_ERR_INVALID_ARG, "tokenizer: empty vocabulary (%d tokens)", v->n_vocab);
+        goto fail;
+    }
+    if (!(t = calloc(1, sizeof *t))) {
         s = kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
         goto fail;
     }
-    s = gguf_get_str(f, "tokenizer.ggml.model", &model);
-    if (s) goto fail;
-    if (model.len != 5 || memcmp(model.ptr, "llama", 5) != 0) {
-        s = kiln_fail(KILN_ERR_UNSUPPORTED,
-                      "%s: tokenizer.ggml.model is '%.*s'; only 'llama' (SentencePiece) is "
-                      "supported",
-                      gguf_path(f), (int)(model.len > 64 ? 64 : model.len), model.ptr);
-        goto fail;
-    }
-    s = load_arrays(t, f);
-    if (s) goto fail;
+    t->n_vocab = v->n_vocab;
+    if ((s = copy_vocab(t, v))) goto fail;
     find_byte_tokens(t);
-    t->bos = opt_id(f, "tokenizer.ggml.bos_token_id", t->n_vocab, 1);
-    t->eos = opt_id(f, "tokenizer.ggml.eos_token_id", t->n_vocab, 2);
-    t->eot = opt_id(f, "tokenizer.ggml.eot_token_id", t->n_vocab, -1);
-    t->unk = opt_id(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, 0);
-    t->add_bos = opt_bool(f, "tokenizer.ggml.add_bos_token", true);
-    t->add_eos = opt_bool(f, "tokenizer.ggml.add_eos_token", false);
-    t->add_space_prefix = opt_bool(f, "tokenizer.ggml.add_space_prefix", true);
+    t->bos = valid_id(v->bos, v->n_vocab);
+    t->eos = valid_id(v->eos, v->n_vocab);
+    t->eot = valid_id(v->eot, v->n_vocab);
+    t->unk = valid_id(v->unk, v->n_vocab);
+    t->add_bos = v->add_bos;
+    t->add_eos = v->add_eos;
+    t->add_space_prefix = v->add_space_prefix;
     if (st) *st = KILN_OK;
     return t;
 fail:
@@ -177,6 +144,7 @@ void tok_spm_free(tok_spm *t) {
     free(t->score);
     free(t->type);
     free(t->slots);
+    free(t->arena);
     free(t);
 }
 
@@ -270,7 +238,7 @@ static void emit_symbol(struct encoder *e, const struct sym *s) {
     }
     for (uint32_t i = 0; i < s->n; i++)
         if (e->t->byte_tok[(unsigned char)p[i]] < 0) {
-            emit(e, e->t->unk);
+            if (e->t->unk >= 0) emit(e, e->t->unk); /* no unknown token: drop the character */
             return;
         }
     for (uint32_t i = 0; i < s->n; i++) emit(e, e->t->byte_tok[(unsigned char)p[i]]);

@@ -7,21 +7,21 @@
  * UTF-8 characters, and adjacent symbols are merged greedily, the pair whose
  * merged text is the highest-scoring vocabulary entry first (ties: leftmost).
  * A character that is not in the vocabulary becomes its <0xNN> byte tokens,
- * or one unknown token when the vocabulary has no byte tokens. Control
+ * or one unknown token when the vocabulary has no byte tokens (llama.cpp
+ * aborts there). Control
  * tokens are never produced from text (parse_special is always false here).
  *
  * Decoding is piece by piece (tok_spm_piece); a piece may be part of a UTF-8
  * character, so streaming callers pass pieces through a tok_utf8_stream.
  *
- * A tok_spm borrows token strings from the gguf_file it was loaded from: the
- * file must stay open until tok_spm_free. It is immutable after loading and
- * may be used from any number of threads.
+ * A tok_spm is built from plain arrays (model/vocab.c reads them from a GGUF
+ * file's tokenizer.ggml.* keys) and copies what it keeps. It is immutable
+ * after creation and may be used from any number of threads.
  */
 #ifndef KILN_TEXT_TOK_SPM_H
 #define KILN_TEXT_TOK_SPM_H
 
 #include "kiln.h"
-#include "model/gguf.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,10 +40,21 @@ enum tok_type {
 
 typedef struct tok_spm tok_spm;
 
-/* Loads the vocabulary of f, whose tokenizer.ggml.model must be "llama"
- * (KILN_ERR_UNSUPPORTED otherwise). Returns NULL and sets *st (when st is
- * not NULL) on failure, with a message naming the key that was wrong. */
-tok_spm *tok_spm_load(const gguf_file *f, kiln_status *st);
+/* A vocabulary, borrowed for the duration of tok_spm_create. */
+struct tok_spm_vocab {
+    int32_t n_vocab;
+    const char *const *text; /* token i: text[i][0..len[i]), "▁" for spaces */
+    const uint32_t *len;
+    const float *score;         /* merge priority, higher first; NULL: all 0 */
+    const uint8_t *type;        /* enum tok_type; NULL: all normal */
+    int32_t bos, eos, eot, unk; /* -1 (or out of range): none */
+    bool add_bos, add_eos, add_space_prefix;
+};
+
+/* Builds a tokenizer, copying the vocabulary. NULL and *st (when st is not
+ * NULL) on failure: KILN_ERR_INVALID_ARG for an empty vocabulary,
+ * KILN_ERR_NOMEM. */
+tok_spm *tok_spm_create(const struct tok_spm_vocab *v, kiln_status *st);
 void tok_spm_free(tok_spm *t);
 
 int32_t tok_spm_n_vocab(const tok_spm *t);
