@@ -160,30 +160,59 @@ void kiln_ctx_reset(kiln_ctx *c);
 kiln_status kiln_decode(kiln_ctx *c, const int32_t *tokens, int32_t n, float *logits,
                         int all_logits);
 
+/* A bias added to one token's logit before sampling; -INFINITY bans it. */
+typedef struct kiln_logit_bias {
+    int32_t token;
+    float bias;
+} kiln_logit_bias;
+
 typedef struct kiln_sampling {
     float temp;            /* <= 0: greedy (argmax, lowest id on a tie) */
     int32_t top_k;         /* <= 0: off */
     float top_p;           /* >= 1: off */
     float min_p;           /* <= 0: off */
     float repeat_penalty;  /* 1: off */
-    int32_t repeat_last_n; /* tokens the penalty looks back over */
+    int32_t repeat_last_n; /* tokens the penalties look back over */
     uint64_t seed;
+    /* OpenAI's penalties over the same window: logit -= presence * [count > 0]
+     * + frequency * count; 0: off. */
+    float presence_penalty, frequency_penalty;
+    const kiln_logit_bias *logit_bias; /* n_logit_bias entries, borrowed for the call */
+    int32_t n_logit_bias;
 } kiln_sampling;
 
 typedef struct kiln_gen_params {
     int32_t n_predict; /* most tokens to generate; generation also stops when the context is full */
     int stop_at_eog;   /* stop (without emitting it) at an end-of-generation token */
     kiln_sampling sampling;
+    /* Stop strings (n_stop of them, borrowed for the call): generation ends
+     * when the output text contains one; it and what follows are not
+     * delivered. Text that may be the start of one is held back until that
+     * is decided, so the callback may get it one or more tokens late. */
+    const char *const *stop;
+    int32_t n_stop;
 } kiln_gen_params;
 
 /* n_predict 128, stop_at_eog 1, temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
- * repeat_penalty 1.0 over 64 tokens, seed 0. */
+ * repeat_penalty 1.0 over 64 tokens, no presence/frequency penalty, logit
+ * bias or stop strings, seed 0. */
 kiln_gen_params kiln_gen_default_params(void);
+
+/* Why a generation ended. */
+typedef enum kiln_finish {
+    KILN_FINISH_LENGTH = 0, /* n_predict tokens */
+    KILN_FINISH_EOG,        /* an end-of-generation token */
+    KILN_FINISH_STOP,       /* a stop string */
+    KILN_FINISH_CTX,        /* the context is full */
+    KILN_FINISH_CALLBACK    /* the callback asked to stop */
+} kiln_finish;
 
 /* Where a generation's time went (seconds) and how many tokens it saw. */
 typedef struct kiln_gen_stats {
     int32_t n_prompt, n_gen;
     double t_tokenize, t_prefill, t_decode, t_sample, t_detok;
+    int32_t n_cached;   /* prompt tokens reused from the KV cache (not in n_prompt) */
+    kiln_finish finish; /* meaningful when the call returned KILN_OK */
 } kiln_gen_stats;
 
 /* Called for each generated token, in order, on the generating thread, with
@@ -201,6 +230,176 @@ typedef int (*kiln_token_fn)(void *user, int32_t id, const char *text, size_t le
  * is longer than the context. */
 kiln_status kiln_generate(kiln_ctx *c, const char *prompt, size_t len, const kiln_gen_params *p,
                           kiln_token_fn on_token, void *user, kiln_gen_stats *stats);
+
+/* Generates from token ids[0..n) on c, reusing the KV cache: when the
+ * tokens c holds (everything decoded since the last reset) are a prefix of
+ * ids shorter than n, only the rest is prefilled (stats->n_cached says how
+ * many were reused); otherwise the cache is reset and all of ids prefilled.
+ * Then samples and decodes as kiln_generate (the penalties' window starts
+ * with ids); the generated tokens stay in the cache, so a follow-up prompt
+ * that extends ids with them continues without recomputing. Sets
+ * stats->t_tokenize to 0. KILN_ERR_RANGE when ids do not fit the context. */
+kiln_status kiln_generate_tokens(kiln_ctx *c, const int32_t *ids, int32_t n,
+                                 const kiln_gen_params *p, kiln_token_fn on_token, void *user,
+                                 kiln_gen_stats *stats);
+
+/* Like kiln_tokenize, but the text of a control token (such as
+ * "<|im_start|>" or "[INST]", when the vocabulary has it as a control token)
+ * becomes that token; the text between is tokenized as plain text. With
+ * add_special, BOS is not added a second time when the text starts with the
+ * BOS token's text. Same capacity rules as kiln_tokenize (*n_ids is the
+ * number needed). Scans the vocabulary for its control tokens on each call. */
+kiln_status kiln_tokenize_special(const kiln_model *m, const char *text, size_t len,
+                                  int add_special, int32_t *ids, size_t cap, size_t *n_ids);
+
+/* ---- chat templates ----
+ *
+ * Kiln renders the common chat-template families natively (no Jinja
+ * engine), recognising a model's tokenizer.chat_template by its content and
+ * producing the same text the reference Jinja template does with
+ * add_generation_prompt. Families: "chatml" (also "qwen"), "llama2",
+ * "llama3", "mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7",
+ * "mistral-v7-tekken", "mistral-legacy", "gemma", "phi3", "zephyr". */
+
+typedef struct kiln_chat_message {
+    const char *role; /* "system", "user" or "assistant" */
+    const char *content;
+} kiln_chat_message;
+
+/* The model's tokenizer.chat_template (not NUL-terminated; *len bytes), or
+ * NULL when it has none. The bytes live as long as the model. */
+const char *kiln_model_chat_template(const kiln_model *m, size_t *len);
+
+/* Renders msgs[0..n) as a prompt for m. template_name NULL: the family
+ * recognised from the model's chat template (KILN_ERR_NOT_FOUND when it has
+ * none, KILN_ERR_UNSUPPORTED when it is not recognised; the message says to
+ * pass a name); otherwise that family (KILN_ERR_NOT_FOUND for an unknown
+ * name, listing the known ones). add_assistant appends the start of an
+ * assistant turn. KILN_ERR_INVALID_ARG, naming the problem, for a
+ * conversation the template cannot render (roles that do not alternate
+ * where the family requires it, an unsupported role). Writes the text and a
+ * NUL to buf when *len + 1 <= cap, else KILN_ERR_RANGE; *len is always set
+ * to the length needed. Thread-safe. */
+kiln_status kiln_chat_format(const kiln_model *m, const char *template_name,
+                             const kiln_chat_message *msgs, size_t n, int add_assistant,
+                             char *buf, size_t cap, size_t *len);
+
+/* The family name kiln_chat_format would use for m (template_name as
+ * there), or NULL with kiln_last_error() saying why. Thread-safe. */
+const char *kiln_chat_template_family(const kiln_model *m, const char *template_name);
+
+/* Strings that end an assistant turn in the family's text (such as
+ * "<|im_end|>"), for use as stop strings when the model writes them as
+ * plain text; NULL-terminated, static. Empty for an unknown name. */
+const char *const *kiln_chat_stop_strings(const char *family);
+
+/* ---- embeddings ----
+ *
+ * Encoders (bert, nomic-bert) turn texts into vectors. A kiln_embed_ctx
+ * holds the buffers and thread pool of one embedding engine on a model;
+ * kiln_embed packs many texts of different lengths into batches with no
+ * padding (attention stays within each text), pools each text's token
+ * vectors into one, and normalises. A text's vector does not depend on the
+ * other texts in the call. A context is used by one thread at a time; any
+ * number of contexts may share a model. */
+
+typedef enum kiln_pooling {
+    KILN_POOLING_MODEL = -1, /* the model's <arch>.pooling_type (mean when absent) */
+    KILN_POOLING_NONE = 0,   /* one vector per token */
+    KILN_POOLING_MEAN = 1,   /* mean of the text's tokens, [CLS] and [SEP] included */
+    KILN_POOLING_CLS = 2,    /* the first token's vector */
+    KILN_POOLING_LAST = 3    /* the last token's vector */
+} kiln_pooling;
+
+/* "none", "mean", "cls", "last"; NULL for another value. */
+const char *kiln_pooling_name(kiln_pooling p);
+
+typedef struct kiln_embed_params {
+    kiln_pooling pooling;  /* KILN_POOLING_MODEL by default */
+    int normalize;         /* 1 (default): L2-normalise each vector */
+    int32_t dim;           /* > 0: keep the first dim components (Matryoshka), then
+                              normalise; 0 (default): all of them */
+    int32_t batch_tokens;  /* tokens per forward pass; 0 (default): the largest power of two
+                              (64..2048) whose estimated compute memory fits mem_budget */
+    uint64_t mem_budget;   /* bytes for compute buffers; 0: 512 MiB */
+    int truncate;          /* 1: a text longer than the model's context is cut to it
+                              (keeping [SEP] last); 0 (default): it is an error */
+    int32_t n_threads;     /* 0: the physical cores */
+} kiln_embed_params;
+
+kiln_embed_params kiln_embed_default_params(void);
+
+typedef struct kiln_embed_ctx kiln_embed_ctx;
+
+/* An embedding context on m (borrowed; it must outlive the context).
+ * NULL and *st on failure: KILN_ERR_UNSUPPORTED when m is not an encoder
+ * (the message names its architecture), KILN_ERR_INVALID_ARG for a bad
+ * parameter (named), KILN_ERR_NOMEM. */
+kiln_embed_ctx *kiln_embed_ctx_create(const kiln_model *m, const kiln_embed_params *p,
+                                      kiln_status *st);
+void kiln_embed_ctx_free(kiln_embed_ctx *e);
+
+/* Length of the vectors kiln_embed returns (dim, or the model's width). */
+int32_t kiln_embed_dim(const kiln_embed_ctx *e);
+/* The pooling in effect (never KILN_POOLING_MODEL). */
+kiln_pooling kiln_embed_pooling(const kiln_embed_ctx *e);
+/* Tokens per forward pass in effect now (after any halving). */
+int32_t kiln_embed_batch_tokens(const kiln_embed_ctx *e);
+
+/* The vectors of one kiln_embed call. Text i has rows row[i] ..
+ * row[i] + n_rows_of(i) - 1 of data, where a row is dim floats: one row when
+ * pooled, n_tokens[i] rows with KILN_POOLING_NONE. */
+typedef struct kiln_embeddings {
+    int32_t n_texts, dim;
+    int64_t n_rows;
+    float *data;       /* n_rows * dim floats */
+    int64_t *row;      /* per text: its first row */
+    int32_t *n_tokens; /* per text: tokens embedded (after truncation) */
+    int32_t *truncated_from; /* per text: tokens before truncation, 0 when not cut */
+} kiln_embeddings;
+
+void kiln_embeddings_free(kiln_embeddings *r);
+
+/* Counts and timings (seconds) of one kiln_embed call. */
+typedef struct kiln_embed_stats {
+    int32_t n_texts;
+    int64_t n_tokens;
+    int32_t n_batches;
+    int32_t batch_tokens;   /* tokens per pass at the end of the call */
+    int32_t max_batch_texts; /* most texts packed into one pass */
+    int32_t n_halvings;     /* times an allocation failed and the batch was halved (<= 3) */
+    int32_t n_threads;
+    double t_tokenize, t_forward, t_pool, t_total;
+} kiln_embed_stats;
+
+/* Embeds texts[0..n) (texts[i] is lens[i] bytes of UTF-8; lens NULL: NUL-
+ * terminated) and sets *out to a new kiln_embeddings (free with
+ * kiln_embeddings_free). stats may be NULL. Errors, each naming the text's
+ * index: KILN_ERR_INVALID_ARG for n == 0, a NULL or empty text or invalid
+ * UTF-8 (with the byte offset); KILN_ERR_RANGE for a text longer than the
+ * model's context (both numbers) unless truncating; KILN_ERR_NOMEM when
+ * the buffers do not fit even after halving the batch 3 times. Nothing is
+ * returned on error. */
+kiln_status kiln_embed(kiln_embed_ctx *e, const char *const *texts, const size_t *lens,
+                       int32_t n, kiln_embeddings **out, kiln_embed_stats *stats);
+
+/* One point of kiln_embed_find_batch's sweep. */
+typedef struct kiln_embed_bench_point {
+    int32_t batch_tokens;
+    double seconds, docs_per_s, tokens_per_s;
+    kiln_status status; /* KILN_OK, or why this size could not run */
+} kiln_embed_bench_point;
+
+/* The batch-size finder: embeds texts[0..n) once per candidate batch size
+ * sizes[0..n_sizes) (tokens per pass; each run after one warm-up pass of
+ * the same size) with p's other settings, fills points[0..n_sizes), and
+ * sets *best to the index of the highest tokens/s. Errors as kiln_embed for
+ * the texts; a size that fails leaves its point's status set and the sweep
+ * goes on (KILN_ERR_NOMEM overall only when every size failed). */
+kiln_status kiln_embed_find_batch(const kiln_model *m, const kiln_embed_params *p,
+                                  const char *const *texts, const size_t *lens, int32_t n,
+                                  const int32_t *sizes, int32_t n_sizes,
+                                  kiln_embed_bench_point *points, int32_t *best);
 
 #ifdef __cplusplus
 }

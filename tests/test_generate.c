@@ -3,7 +3,8 @@
  *   - SentencePiece tokenization: tokenizer.json's ids, ids_no_special and
  *     pieces for every SPM vocabulary, and the vocab .inp/.out pairs;
  *   - the sampler's greedy rule and UTF-8 streaming (no data needed);
- *   - the llama forward pass and greedy generation: for each model and
+ *   - the llama forward pass and greedy generation (SPM and byte-level BPE
+ *     models, llama and qwen2): for each model and
  *     prompt, the prompt's tokens, the last-position logits, top-1 and top-10
  *     at every teacher-forced position, and the 32 greedy tokens, with the
  *     README's "Suggested test thresholds" (exact for the F32 model; for
@@ -696,6 +697,9 @@ GEN_TEST(test_gen_spm_q5_k_m, "mini-llama-spm-Q5_K_M")
 GEN_TEST(test_gen_spm_q4_k_m, "mini-llama-spm-Q4_K_M")
 GEN_TEST(test_gen_spm_q4_0, "mini-llama-spm-Q4_0")
 GEN_TEST(test_gen_spm_q2_k, "mini-llama-spm-Q2_K")
+/* byte-level BPE tokenizers (StarCoder's and GPT-2's); qwen2 adds q/k/v biases and NEOX rope */
+GEN_TEST(test_gen_bpe_q8_0, "mini-llama-bpe-Q8_0")
+GEN_TEST(test_gen_qwen2_q8_0, "mini-qwen2-Q8_0")
 
 static void test_errors(void **state) {
     (void)state;
@@ -856,6 +860,7 @@ int main(void) {
         cmocka_unit_test(test_gen_spm_q8_0),         cmocka_unit_test(test_gen_spm_q6_k),
         cmocka_unit_test(test_gen_spm_q5_k_m),       cmocka_unit_test(test_gen_spm_q4_k_m),
         cmocka_unit_test(test_gen_spm_q4_0),         cmocka_unit_test(test_gen_spm_q2_k),
+        cmocka_unit_test(test_gen_bpe_q8_0),         cmocka_unit_test(test_gen_qwen2_q8_0),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

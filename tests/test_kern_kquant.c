@@ -153,12 +153,10 @@ static void test_conformance(void **state) {
 
 /* ---- SIMD variants against the scalar reference ---- */
 
-/* Random weight rows: random bytes with sane f16 scales, so every bit
- * pattern of the quants and sub-scales is exercised. */
-static void random_blocks(kiln_type t, void *dst, int64_t nblocks, uint64_t *rng) {
+/* Gives every block sane random f16 scales (d, and dmin where the type has one). */
+static void set_block_scales(kiln_type t, void *dst, int64_t nblocks, uint64_t *rng) {
     size_t bs = kiln_type_info(t)->size;
     uint8_t *p = dst;
-    for (size_t i = 0; i < (size_t)nblocks * bs; i++) p[i] = (uint8_t)test_rand_u64(rng);
     for (int64_t b = 0; b < nblocks; b++, p += bs) {
         kiln_f16 d = kiln_f32_to_f16(0.001f + 0.01f * (float)(test_rand_u64(rng) % 100) / 100);
         kiln_f16 m = kiln_f32_to_f16(0.002f * (float)(test_rand_u64(rng) % 100) / 100);
@@ -185,6 +183,15 @@ static void random_blocks(kiln_type t, void *dst, int64_t nblocks, uint64_t *rng
             fail();
         }
     }
+}
+
+/* Random weight rows: random bytes with sane f16 scales, so every bit
+ * pattern of the quants and sub-scales is exercised. */
+static void random_blocks(kiln_type t, void *dst, int64_t nblocks, uint64_t *rng) {
+    size_t bs = kiln_type_info(t)->size;
+    uint8_t *p = dst;
+    for (size_t i = 0; i < (size_t)nblocks * bs; i++) p[i] = (uint8_t)test_rand_u64(rng);
+    set_block_scales(t, dst, nblocks, rng);
 }
 
 /* Tolerance for comparing two evaluations of one dot product: a small
@@ -311,6 +318,61 @@ static void test_simd_vs_scalar(void **state) {
     }
 }
 
+/* Extreme operands: every quant and sub-scale byte at one pattern (all bits
+ * set gives the largest quants and scales) against activations all +127,
+ * all -127 or alternating. SIMD kernels sum products in int16 stages; this
+ * checks none of them saturates or overflows, with odd block counts too. */
+static void test_extreme_values(void **state) {
+    (void)state;
+    static const uint8_t wbytes[] = {0xff, 0x00, 0xaa, 0x55, 0x7f};
+    static const int64_t lens[] = {768, 1024};
+    uint64_t rng = 5;
+    for (int isa = KILN_ISA_AVX2; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) continue;
+        for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++) {
+            int64_t n = lens[l], nb = n / QK_K;
+            block_q8_K *xq = xmalloc((size_t)nb * sizeof *xq);
+            for (int xp = 0; xp < 3; xp++) {
+                for (int64_t b = 0; b < nb; b++) {
+                    xq[b].d = 0.01f;
+                    for (int j = 0; j < QK_K; j++)
+                        xq[b].qs[j] = (int8_t)(xp == 0   ? 127
+                                               : xp == 1 ? -127
+                                                         : (j & 1 ? 127 : -127));
+                    for (int j = 0; j < QK_K / 16; j++) {
+                        int sum = 0;
+                        for (int i = 0; i < 16; i++) sum += xq[b].qs[16 * j + i];
+                        xq[b].bsums[j] = (int16_t)sum;
+                    }
+                }
+                for (int i = 0; i < N_KQ; i++) {
+                    kiln_type t = kq_types[i];
+                    size_t rs = kiln_row_size(t, n);
+                    uint8_t *w = xmalloc(rs);
+                    for (size_t wb = 0; wb < sizeof wbytes; wb++) {
+                        memset(w, wbytes[wb], rs);
+                        set_block_scales(t, w, nb, &rng);
+                        float ref = scalar()->vec_dot[t](n, w, xq), got = k->vec_dot[t](n, w, xq);
+                        float tol = dot_tol(t, w, xq, n);
+                        if (!(fabsf(got - ref) <= tol))
+                            fail_msg("%s %s n=%lld w=0x%02x x#%d: %g vs scalar %g",
+                                     kiln_isa_name(k->isa), kiln_type_name(t), (long long)n,
+                                     wbytes[wb], xp, got, ref);
+                        if (k->gemm[t]) {
+                            float out[2];
+                            k->gemm[t](n, w, 0, 1, xq, 0, 2, out, 1);
+                            assert_true(fabsf(out[0] - ref) <= tol && fabsf(out[1] - ref) <= tol);
+                        }
+                    }
+                    free(w);
+                }
+            }
+            free(xq);
+        }
+    }
+}
+
 /* ---- quantizer quality on random data and edge cases ---- */
 
 static void test_zero_and_outliers(void **state) {
@@ -369,9 +431,8 @@ static void test_quantizer_quality(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conformance),
-        cmocka_unit_test(test_simd_vs_scalar),
-        cmocka_unit_test(test_zero_and_outliers),
+        cmocka_unit_test(test_conformance),       cmocka_unit_test(test_simd_vs_scalar),
+        cmocka_unit_test(test_extreme_values),    cmocka_unit_test(test_zero_and_outliers),
         cmocka_unit_test(test_quantizer_quality),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

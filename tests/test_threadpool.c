@@ -77,6 +77,15 @@ static void run_phases(int n, int phases, int runs) {
 static void test_barrier_phases(void **state) {
     (void)state;
     for (int n = 1; n <= 4; n++) run_phases(n, 500, 20);
+    /* partial runs, one thread included: barriers count only participants */
+    kiln_pool *p = kiln_pool_create(4, NULL);
+    assert_non_null(p);
+    for (int nth = 4; nth >= 1; nth--) {
+        struct phase_task t = {.pool = p, .phases = 100};
+        for (int r = 0; r < 10; r++) kiln_pool_run_n(p, nth, phase_fn, &t);
+        assert_int_equal(atomic_load(&t.errors), 0);
+    }
+    kiln_pool_destroy(p);
 }
 
 /* Barriers and runs through the sleeping path only. */

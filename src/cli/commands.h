@@ -9,5 +9,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench_kernels(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 #endif

@@ -14,6 +14,8 @@ struct command {
 
 static const struct command commands[] = {
     {"run", cmd_run, "generate text from a prompt, streaming, with a timing summary"},
+    {"chat", cmd_chat, "chat with a model in the terminal using its chat template"},
+    {"embed", cmd_embed, "embeddings for texts or a file, JSON/JSONL out, with a summary"},
     {"info", cmd_info, "show a GGUF model's metadata, tensors and memory needs"},
     {"quantize", cmd_quantize, "convert a GGUF model's weights to another type"},
     {"synth", cmd_synth, "write a random-weight model of a named architecture and shape"},

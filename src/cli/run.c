@@ -4,9 +4,9 @@
  * Exit status: 0 on success, 1 on a runtime error (one line on stderr), 2 on
  * a usage error. */
 #include "cli/commands.h"
+#include "cli/gen_opts.h"
 #include "kiln.h"
 
-#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +15,7 @@
 
 struct run_opts {
     const char *model, *prompt;
-    kiln_gen_params gen;
-    kiln_ctx_params ctx;
-    bool seed_set;
+    struct cli_gen_opts g;
 };
 
 static void run_usage(FILE *out) {
@@ -27,68 +25,8 @@ static void run_usage(FILE *out) {
         "Generates a continuation of PROMPT, streaming it to stdout; a timing summary\n"
         "goes to stderr.\n\n"
         "  -m, --model FILE        GGUF model (llama-family, SentencePiece tokenizer)\n"
-        "  -p, --prompt TEXT       the prompt (BOS is added as the model asks)\n"
-        "  -n, --n-predict N       most tokens to generate (default 128)\n"
-        "  -c, --ctx N             context size (default: the model's, at most 4096)\n"
-        "  -t, --threads N         threads (default: physical cores)\n"
-        "      --temp T            temperature; 0 = greedy (default 0.8)\n"
-        "      --top-k K           keep the K most likely tokens; 0 = off (default 40)\n"
-        "      --top-p P           nucleus sampling; 1 = off (default 0.95)\n"
-        "      --min-p P           drop tokens below P x the best's probability (default 0.05)\n"
-        "      --repeat-penalty R  penalize the last --repeat-last-n tokens; 1 = off "
-        "(default 1)\n"
-        "      --repeat-last-n N   (default 64)\n"
-        "      --seed S            random seed (default: from the clock; printed)\n"
-        "      --ignore-eos        keep generating after an end-of-text token\n");
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_float(const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || v != v) return false;
-    *out = v;
-    return true;
-}
-
-/* A numeric option's value into its field; false on a bad value. */
-static bool set_numeric(struct run_opts *o, const char *a, const char *v) {
-    kiln_sampling *sp = &o->gen.sampling;
-    long l;
-    if (!strcmp(a, "-n") || !strcmp(a, "--n-predict"))
-        return parse_long(v, 0, 1L << 30, &l) && ((o->gen.n_predict = (int32_t)l), true);
-    if (!strcmp(a, "-c") || !strcmp(a, "--ctx"))
-        return parse_long(v, 1, 1L << 24, &l) && ((o->ctx.n_ctx = (int32_t)l), true);
-    if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
-        return parse_long(v, 1, 1024, &l) && ((o->ctx.n_threads = (int32_t)l), true);
-    if (!strcmp(a, "--top-k"))
-        return parse_long(v, 0, 1L << 30, &l) && ((sp->top_k = (int32_t)l), true);
-    if (!strcmp(a, "--repeat-last-n"))
-        return parse_long(v, 0, 1L << 20, &l) && ((sp->repeat_last_n = (int32_t)l), true);
-    if (!strcmp(a, "--seed")) {
-        char *end;
-        errno = 0;
-        unsigned long long s = strtoull(v, &end, 10);
-        if (errno || end == v || *end) return false;
-        sp->seed = s;
-        o->seed_set = true;
-        return true;
-    }
-    if (!strcmp(a, "--temp")) return parse_float(v, &sp->temp);
-    if (!strcmp(a, "--top-p")) return parse_float(v, &sp->top_p);
-    if (!strcmp(a, "--min-p")) return parse_float(v, &sp->min_p);
-    if (!strcmp(a, "--repeat-penalty"))
-        return parse_float(v, &sp->repeat_penalty) && sp->repeat_penalty > 0;
-    return false;
+        "  -p, --prompt TEXT       the prompt (BOS is added as the model asks)\n");
+    cli_gen_usage(out);
 }
 
 /* Parses argv; returns -1 to go on, else the exit status (help: 0, usage error: 2). */
@@ -100,7 +38,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
             return 0;
         }
         if (!strcmp(a, "--ignore-eos")) {
-            o->gen.stop_at_eog = 0;
+            o->g.gen.stop_at_eog = 0;
             continue;
         }
         if (i + 1 >= argc) {
@@ -112,10 +50,13 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
             o->model = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
             o->prompt = v;
-        else if (!set_numeric(o, a, v)) {
-            fprintf(stderr, "kiln run: unknown option or bad value: %s %s (kiln run --help)\n", a,
-                    v);
-            return 2;
+        else {
+            int r = cli_gen_opt(&o->g, "run", a, v);
+            if (r < 0) return 2;
+            if (r == 0) {
+                fprintf(stderr, "kiln run: unknown option: %s (kiln run --help)\n", a);
+                return 2;
+            }
         }
     }
     if (!o->model || !o->prompt) {
@@ -157,7 +98,7 @@ static void print_summary(const struct run_opts *o, const kiln_ctx *c, double t_
     double t_gen = s->t_decode + s->t_sample + s->t_detok;
     int n_fwd = s->n_gen > 0 ? s->n_gen - 1 : 0;
     fprintf(stderr, "\n--- kiln run: %s, context %d, %d threads, seed %llu\n", o->model,
-            kiln_ctx_n_ctx(c), kiln_ctx_n_threads(c), (unsigned long long)o->gen.sampling.seed);
+            kiln_ctx_n_ctx(c), kiln_ctx_n_threads(c), (unsigned long long)o->g.gen.sampling.seed);
     fprintf(stderr, "load        %10.2f ms\n", t_load * 1e3);
     fprintf(stderr, "prompt      %6d tokens in %9.2f ms  %10.1f tokens/s\n", s->n_prompt,
             s->t_prefill * 1e3, per_s(s->n_prompt, s->t_prefill));
@@ -177,20 +118,21 @@ static double now_s(void) {
 }
 
 int cmd_run(int argc, char **argv) {
-    struct run_opts o = {.gen = kiln_gen_default_params(), .ctx = kiln_ctx_default_params()};
+    struct run_opts o = {.model = NULL};
+    cli_gen_opts_init(&o.g);
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0) return rc;
-    if (!o.seed_set) o.gen.sampling.seed = (uint64_t)time(NULL);
+    if (!o.g.seed_set) o.g.gen.sampling.seed = (uint64_t)time(NULL);
 
     double t0 = now_s();
     kiln_ctx *c = NULL;
     kiln_model *m = kiln_model_load(o.model, NULL);
-    if (m) c = kiln_ctx_create(m, &o.ctx, NULL);
+    if (m) c = kiln_ctx_create(m, &o.g.ctx, NULL);
     double t_load = now_s() - t0;
     kiln_gen_stats stats;
     struct printer pr = {o.prompt, false};
     if (c) {
-        if (kiln_generate(c, o.prompt, strlen(o.prompt), &o.gen, print_token, &pr, &stats) ==
+        if (kiln_generate(c, o.prompt, strlen(o.prompt), &o.g.gen, print_token, &pr, &stats) ==
             KILN_OK) {
             start_output(&pr);
             fputc('\n', stdout);

@@ -28,9 +28,9 @@
 #include <stddef.h>
 #include <string.h>
 
-#ifndef KQ_PF
-#define KQ_PF 0
-#endif
+/* Fixed-count loops over vectors must be unrolled so their arrays stay in
+ * registers; -O2 (the default build) would not do it on its own. */
+#define UNROLL  _Pragma("GCC unroll 8")
 #define HI_HALF 0xFFFF0000u /* the words of the upper 256 bits of a zmm */
 
 static inline float f16(kiln_f16 h) {
@@ -52,29 +52,29 @@ static inline __m512i bcast32(const uint8_t *p) {
 /* Byte-shuffle indices that turn a zmm whose every 128-bit lane holds the same
  * 16 bytes into int16 lanes (byte, 0): SEL32(k) gives 128-bit lane L words
  * 0-3 byte k + L/2 and words 4-7 byte k + 2 + L/2 (the order in which
- * _mm512_packs_epi32 leaves the sums of sub-blocks k..k+3); SEL16[k] gives
- * byte 4k+q to 128-bit lane q (16-element sub-blocks). */
+ * _mm512_packs_epi32 leaves the sums of 32-element sub-blocks k..k+3). */
 #define W16(b)   b, 0x80
-#define W16x8(b) W16(b), W16(b), W16(b), W16(b), W16(b), W16(b), W16(b), W16(b)
 #define W16x4(b) W16(b), W16(b), W16(b), W16(b)
 #define SEL32(k)                                                                                   \
     {                                                                                              \
         W16x4(k), W16x4(k + 2), W16x4(k), W16x4(k + 2), W16x4(k + 1), W16x4(k + 3), W16x4(k + 1),  \
             W16x4(k + 3)                                                                           \
     }
-#define SEL16(k)                                                                                   \
-    { W16x8(4 * k), W16x8(4 * k + 1), W16x8(4 * k + 2), W16x8(4 * k + 3) }
+/* For 16-element sub-blocks in sub16_sumi's packed order: 128-bit lane L
+ * gets byte k + L in words 0-3 and byte k + 4 + L in words 4-7, as (byte, 0)
+ * (unsigned scales) or (0, byte) for a following arithmetic shift by 8
+ * (signed scales). */
+#define W16H(b)       0x80, b
+#define SELP_L(k, L)  W16x4(k + L), W16x4(k + 4 + L)
+#define SELPH4(b)     W16H(b), W16H(b), W16H(b), W16H(b)
+#define SELPH_L(k, L) SELPH4(k + L), SELPH4(k + 4 + L)
+#define SELP(k)                                                                                    \
+    { SELP_L(k, 0), SELP_L(k, 1), SELP_L(k, 2), SELP_L(k, 3) }
+#define SELPH(k)                                                                                   \
+    { SELPH_L(k, 0), SELPH_L(k, 1), SELPH_L(k, 2), SELPH_L(k, 3) }
 static const uint8_t sel32[2][64] __attribute__((aligned(64))) = {SEL32(0), SEL32(4)};
-static const uint8_t sel16[4][64]
-    __attribute__((aligned(64))) = {SEL16(0), SEL16(1), SEL16(2), SEL16(3)};
-/* The same for 16 int16 scales already widened: word (4k+q) % 8 of a zmm
- * holding words 0-7 (k < 2) or 8-15 (k >= 2) in every 128-bit lane. */
-#define W16W(j)   2 * ((j) % 8), 2 * ((j) % 8) + 1
-#define W16Wx8(j) W16W(j), W16W(j), W16W(j), W16W(j), W16W(j), W16W(j), W16W(j), W16W(j)
-#define SEL16W(k)                                                                                  \
-    { W16Wx8(4 * k), W16Wx8(4 * k + 1), W16Wx8(4 * k + 2), W16Wx8(4 * k + 3) }
-static const uint8_t sel16w[4][64]
-    __attribute__((aligned(64))) = {SEL16W(0), SEL16W(1), SEL16W(2), SEL16W(3)};
+static const uint8_t selp[2][64] __attribute__((aligned(64))) = {SELP(0), SELP(8)};
+static const uint8_t selph[2][64] __attribute__((aligned(64))) = {SELPH(0), SELPH(8)};
 /* 16 int16: bytes 8 + j/2 for j = 0..15 (Q4_K/Q5_K mins, each paired with two bsums). */
 static const uint8_t selmin[32] __attribute__((aligned(32))) = {
     W16(8),  W16(8),  W16(9),  W16(9),  W16(10), W16(10), W16(11), W16(11),
@@ -111,6 +111,7 @@ struct k4_unpacked {
 static inline void k4_header(const void *blk, struct k4_unpacked *u) {
     __m128i hdr = _mm_loadu_si128((const __m128i *)blk);
     __m512i sb = _mm512_broadcast_i32x4(k4_scale_bytes(hdr));
+    UNROLL
     for (int j = 0; j < 2; j++) u->s[j] = sel(sel32[j], sb);
     u->mins =
         _mm256_shuffle_epi8(_mm512_castsi512_si256(sb), _mm256_load_si256((const __m256i *)selmin));
@@ -124,6 +125,7 @@ static inline __m512i k4_nibbles(const uint8_t *qs32) {
 }
 
 static inline void q4k_unpack(const block_q4_K *b, struct k4_unpacked *u) {
+    UNROLL
     for (int k = 0; k < 4; k++) u->w[k] = k4_nibbles(b->qs + 32 * k);
     k4_header(b, u);
 }
@@ -136,6 +138,7 @@ static inline void q5k_unpack(const block_q5_K *b, struct k4_unpacked *u) {
     h = _mm512_mask_srli_epi16(h, HI_HALF, h, 1);
     const __m512i b4 = _mm512_set1_epi8(16);
     __m512i t[4] = {_mm512_slli_epi16(h, 4), _mm512_slli_epi16(h, 2), h, _mm512_srli_epi16(h, 2)};
+    UNROLL
     for (int k = 0; k < 4; k++) /* w | (t & 16) */
         u->w[k] = _mm512_ternarylogic_epi32(k4_nibbles(b->qs + 32 * k), t[k], b4, 0xF8);
     k4_header(b, u);
@@ -146,9 +149,11 @@ static inline void q5k_unpack(const block_q5_K *b, struct k4_unpacked *u) {
  * time, then multiplied by the scales and summed in pairs by dpwssd. */
 static inline __m512i k4_sumi(const struct k4_unpacked *u, const block_q8_K *x) {
     __m512i r[4], sumi = _mm512_setzero_si512();
+    UNROLL
     for (int k = 0; k < 4; k++)
         r[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u->w[k],
                                    _mm512_loadu_si512(x->qs + 64 * k));
+    UNROLL
     for (int j = 0; j < 2; j++)
         sumi = _mm512_dpwssd_epi32(sumi, _mm512_packs_epi32(r[2 * j], r[2 * j + 1]), u->s[j]);
     return sumi;
@@ -167,43 +172,83 @@ static inline void k4_accum(const struct k4_unpacked *u, const block_q8_K *x, __
                             _mm256_broadcastss_ps(_mm_movehdup_ps(f)), *accm);
 }
 
-static float q4k_vec_dot(int64_t n, const void *w, const void *xv) {
-    const block_q4_K *b = w;
-    const block_q8_K *x = xv;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
-    struct k4_unpacked u;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-#if KQ_PF
-        _mm_prefetch((const char *)(b + i) + KQ_PF, _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + i) + KQ_PF + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + i) + KQ_PF + 128, _MM_HINT_T0);
-#endif
-        q4k_unpack(b + i, &u);
-        k4_accum(&u, x + i, &acc, &accm);
-    }
-    return _mm512_reduce_add_ps(acc) - hsum256(accm);
+/* Two blocks a, b at once share the float work: the int32 sums of each are
+ * folded to 8 lanes and both go through one convert and one multiply-add,
+ * as do their min sums. */
+static inline void k4_accum2(const struct k4_unpacked *ua, const struct k4_unpacked *ub,
+                             const block_q8_K *x, __m512 *acc, __m512 *accm) {
+    __m512i sa = k4_sumi(ua, x), sb = k4_sumi(ub, x + 1);
+    __m512i s = _mm512_add_epi32(_mm512_shuffle_i64x2(sa, sb, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_i64x2(sa, sb, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512i m = _mm512_inserti64x4(_mm512_castsi256_si512(k4_summ(ua, x)), k4_summ(ub, x + 1), 1);
+    __m512 fa = _mm512_castps128_ps512(_mm_mul_ps(ua->dm, _mm_set1_ps(x[0].d)));
+    __m512 fb = _mm512_castps128_ps512(_mm_mul_ps(ub->dm, _mm_set1_ps(x[1].d)));
+    /* (d, dmin) x.d of a in lanes 0-7, of b in lanes 8-15 */
+    const __m512i pick_d =
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16);
+    const __m512i pick_m =
+        _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 17, 17, 17, 17, 17, 17, 17, 17);
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutex2var_ps(fa, pick_d, fb), *acc);
+    *accm = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_permutex2var_ps(fa, pick_m, fb), *accm);
 }
 
-static float q5k_vec_dot(int64_t n, const void *w, const void *xv) {
-    const block_q5_K *b = w;
-    const block_q8_K *x = xv;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
-    struct k4_unpacked u;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        q5k_unpack(b + i, &u);
-        k4_accum(&u, x + i, &acc, &accm);
+#define K4_VEC_DOT(NAME, BLOCK, UNPACK)                                                            \
+    static float NAME(int64_t n, const void *w, const void *xv) {                                  \
+        const BLOCK *b = w;                                                                        \
+        const block_q8_K *x = xv;                                                                  \
+        __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();                              \
+        __m256 acc1m = _mm256_setzero_ps();                                                        \
+        struct k4_unpacked ua, ub;                                                                 \
+        int64_t nb = n / QK_K, i = 0;                                                              \
+        for (; i + 1 < nb; i += 2) {                                                               \
+            UNPACK(b + i, &ua);                                                                    \
+            UNPACK(b + i + 1, &ub);                                                                \
+            k4_accum2(&ua, &ub, x + i, &acc, &accm);                                               \
+        }                                                                                          \
+        if (i < nb) {                                                                              \
+            UNPACK(b + i, &ua);                                                                    \
+            k4_accum(&ua, x + i, &acc, &acc1m);                                                    \
+        }                                                                                          \
+        return _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(accm) - hsum256(acc1m);            \
     }
-    return _mm512_reduce_add_ps(acc) - hsum256(accm);
+
+K4_VEC_DOT(q4k_vec_dot, block_q4_K, q4k_unpack)
+K4_VEC_DOT(q5k_vec_dot, block_q5_K, q5k_unpack)
+
+/* ---- types with 16-element sub-blocks (Q2_K, Q3_K, Q6_K) ---- */
+
+/* sumi + sum_s sc[s] * <w, x>_s for w[m] = elements 64m..64m+63 (unsigned,
+ * < 64): dpbusd sums of four (|sum| <= 4*63*127 fits int16), packed to int16
+ * two vectors at a time (128-bit lane L then holds sub-blocks L and 4 + L of
+ * the pair), multiplied by the scales s and summed in pairs by dpwssd. */
+static inline __m512i sub16_sumi(__m512i sumi, const __m512i w[4], const __m512i s[2],
+                                 const block_q8_K *x) {
+    __m512i r[4];
+    UNROLL
+    for (int m = 0; m < 4; m++)
+        r[m] =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[m], _mm512_loadu_si512(x->qs + 64 * m));
+    sumi = _mm512_dpwssd_epi32(sumi, _mm512_packs_epi32(r[0], r[1]), s[0]);
+    return _mm512_dpwssd_epi32(sumi, _mm512_packs_epi32(r[2], r[3]), s[1]);
+}
+
+/* sub16_sumi's scale vectors from 16 unsigned / signed scale bytes. */
+static inline void sub16_scales(__m128i sc8, __m512i s[2]) {
+    __m512i b = _mm512_broadcast_i32x4(sc8);
+    s[0] = sel(selp[0], b), s[1] = sel(selp[1], b);
+}
+
+static inline void sub16_scales_signed(__m128i sc8, __m512i s[2]) {
+    __m512i b = _mm512_broadcast_i32x4(sc8);
+    s[0] = _mm512_srai_epi16(sel(selph[0], b), 8), s[1] = _mm512_srai_epi16(sel(selph[1], b), 8);
 }
 
 /* ---- Q6_K: u = q + 32 in [0, 64); 16-element sub-blocks ---- */
 
-/* w[k]: elements 64k..64k+63; s[k]: their 4 scales, one per 128-bit lane;
- * off: -32 * scale as int16 per bsum (removes the +32 with one dpwssd). */
+/* w[k]: elements 64k..64k+63; s: scales in sub16_sumi's order; off: -32 *
+ * scale as int16 per bsum (removes the +32 with one dpwssd). */
 struct q6k_unpacked {
-    __m512i w[4], s[4];
+    __m512i w[4], s[2];
     __m256i off;
     float d;
 };
@@ -212,6 +257,7 @@ struct q6k_unpacked {
  * high nibble (j >= 2); top two bits at bit 2j of qh[32h + l]. */
 static inline void q6k_unpack(const block_q6_K *b, struct q6k_unpacked *u) {
     const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    UNROLL
     for (int h = 0; h < 2; h++) {
         __m512i l = _mm512_loadu_si512(b->ql + 64 * h);
         __m512i hh = bcast32(b->qh + 32 * h);
@@ -223,10 +269,7 @@ static inline void q6k_unpack(const block_q6_K *b, struct q6k_unpacked *u) {
     }
     __m128i sc8 = _mm_loadu_si128((const __m128i *)b->scales);
     __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-    /* int16 scales 0-7 / 8-15 in every 128-bit lane */
-    __m512i lo = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sc16));
-    __m512i hi = _mm512_broadcast_i32x4(_mm256_extracti128_si256(sc16, 1));
-    for (int k = 0; k < 4; k++) u->s[k] = sel(sel16w[k], k < 2 ? lo : hi);
+    sub16_scales_signed(sc8, u->s);
     u->off = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), sc16), 5);
     u->d = f16(b->d);
 }
@@ -235,11 +278,7 @@ static inline void q6k_unpack(const block_q6_K *b, struct q6k_unpacked *u) {
 static inline __m512i q6k_sumi(const struct q6k_unpacked *u, const block_q8_K *x) {
     __m512i bs = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)x->bsums));
     __m512i sumi = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bs, _mm512_zextsi256_si512(u->off));
-    for (int k = 0; k < 4; k++) {
-        __m512i p = _mm512_maddubs_epi16(u->w[k], _mm512_loadu_si512(x->qs + 64 * k));
-        sumi = _mm512_dpwssd_epi32(sumi, p, u->s[k]);
-    }
-    return sumi;
+    return sub16_sumi(sumi, u->w, u->s, x);
 }
 
 static float q6k_vec_dot(int64_t n, const void *w, const void *xv) {
@@ -261,6 +300,7 @@ static float q6k_vec_dot(int64_t n, const void *w, const void *xv) {
  * the lower; v = 1 adds 4 more. */
 static inline void q23_low2(const uint8_t *qs, __m512i w[4]) {
     const __m512i m3 = _mm512_set1_epi8(3);
+    UNROLL
     for (int h = 0; h < 2; h++) {
         __m512i q = bcast32(qs + 32 * h);
         q = _mm512_mask_srli_epi16(q, HI_HALF, q, 2);
@@ -283,14 +323,11 @@ static float q2k_vec_dot(int64_t n, const void *w, const void *xv) {
     __m256 accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++, b++, x++) {
         __m128i sc = _mm_loadu_si128((const __m128i *)b->scales);
-        __m512i sb = _mm512_broadcast_i32x4(_mm_and_si128(sc, m4));
         __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
-        __m512i wv[4], sumi = _mm512_setzero_si512();
+        __m512i wv[4], sv[2];
+        sub16_scales(_mm_and_si128(sc, m4), sv);
         q23_low2(b->qs, wv);
-        for (int m = 0; m < 4; m++) {
-            __m512i p = _mm512_maddubs_epi16(wv[m], _mm512_loadu_si512(x->qs + 64 * m));
-            sumi = _mm512_dpwssd_epi32(sumi, p, sel(sel16[m], sb));
-        }
+        __m512i sumi = sub16_sumi(_mm512_setzero_si512(), wv, sv, x);
         __m256i summ = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), mn);
         __m128 f;
         f16x2(&b->d, &f);
@@ -303,12 +340,13 @@ static float q2k_vec_dot(int64_t n, const void *w, const void *xv) {
 }
 
 /* kq_unpack_q3 in registers: the 16 signed scales of a Q3_K block. The load
- * starts 2 bytes early (inside qs) so it ends at the block's end. */
+ * starts 4 bytes early (inside qs), so the scale bytes a0 a1 a2 are dwords
+ * 1-3 and it stays inside the block. */
 static inline __m128i q3_scales(const block_q3_K *b) {
-    const uint8_t *p = (const uint8_t *)b + offsetof(block_q3_K, scales) - 2;
-    __m128i s = _mm_bsrli_si128(_mm_loadu_si128((const __m128i *)p), 2); /* a0 a1 a2 */
-    __m128i lo = _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 1, 0));          /* a0 a1 a0 a1 */
-    __m128i hi = _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 2, 2, 2));          /* a2 */
+    const uint8_t *p = (const uint8_t *)b + offsetof(block_q3_K, scales) - 4;
+    __m128i s = _mm_loadu_si128((const __m128i *)p);
+    __m128i lo = _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 1, 2, 1)); /* a0 a1 a0 a1 */
+    __m128i hi = _mm_shuffle_epi32(s, _MM_SHUFFLE(3, 3, 3, 3)); /* a2 */
     lo = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 0, 4, 4)), _mm_set1_epi8(15));
     hi = _mm_and_si128(_mm_rolv_epi32(hi, _mm_setr_epi32(4, 2, 0, 30)), _mm_set1_epi8(0x30));
     return _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32));
@@ -322,23 +360,23 @@ static float q3k_vec_dot(int64_t n, const void *w, const void *xv) {
     const __m512i b4 = _mm512_set1_epi8(4);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++, b++, x++) {
-        __m256i sc16 = _mm256_cvtepi8_epi16(q3_scales(b));
-        __m512i lo = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sc16));
-        __m512i hi = _mm512_broadcast_i32x4(_mm256_extracti128_si256(sc16, 1));
+        __m128i sc8 = q3_scales(b);
+        __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+        __m512i sv[2];
+        sub16_scales_signed(sc8, sv);
         __m256i off = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), sc16), 2);
         __m512i bs = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)x->bsums));
         __m512i sumi = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bs, _mm512_zextsi256_si512(off));
+        __m512i u[4];
         /* bit 2m of hm holds the high bit of both halves of vector m */
         __m512i hm = bcast32(b->hmask), wv[4];
         hm = _mm512_mask_srli_epi16(hm, HI_HALF, hm, 1);
         __m512i t[4] = {_mm512_slli_epi16(hm, 2), hm, _mm512_srli_epi16(hm, 2),
                         _mm512_srli_epi16(hm, 4)};
         q23_low2(b->qs, wv);
-        for (int m = 0; m < 4; m++) {
-            __m512i u = _mm512_ternarylogic_epi32(wv[m], t[m], b4, 0xF8); /* w | (t & 4) */
-            __m512i p = _mm512_maddubs_epi16(u, _mm512_loadu_si512(x->qs + 64 * m));
-            sumi = _mm512_dpwssd_epi32(sumi, p, sel(sel16w[m], m < 2 ? lo : hi));
-        }
+        UNROLL
+        for (int m = 0; m < 4; m++) u[m] = _mm512_ternarylogic_epi32(wv[m], t[m], b4, 0xF8);
+        sumi = sub16_sumi(sumi, u, sv, x); /* u = w | (t & 4) */
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_set1_ps(x->d * f16(b->d)), acc);
     }
     return _mm512_reduce_add_ps(acc);
@@ -369,6 +407,7 @@ static float iq4xs_vec_dot(int64_t n, const void *w, const void *xv) {
     for (int64_t i = 0; i < n / QK_K; i++, b++, x++) {
         __m256i sc = iq4xs_scales(b);
         __m512i sc512 = _mm512_castsi256_si512(sc), sumi = _mm512_setzero_si512();
+        UNROLL
         for (int m = 0; m < 4; m++) {
             /* lanes: low and high nibbles of qs[32m..+16), then of qs[32m+16..+32) */
             __m512i q =
@@ -422,8 +461,10 @@ static void q8k_block(const float *x, block_q8_K *y) {
     /* packs interleave 4-dword groups per 128-bit lane; this puts them back */
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     __m512i s4[4];
+    UNROLL
     for (int g = 0; g < 4; g++) {
         __m512i v[4];
+        UNROLL
         for (int k = 0; k < 4; k++)
             v[k] = _mm512_min_epi32(
                 _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 64 * g + 16 * k), is)), cap);
@@ -456,6 +497,7 @@ k4_gemm_row(int64_t nb, const uint8_t *w, size_t bsize, int q5, const uint8_t *x
             const int NC, float *out, size_t out_stride) {
     __m512 acc[KILN_GEMM_MAX_C];
     __m256 accm[KILN_GEMM_MAX_C];
+    UNROLL
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps(), accm[c] = _mm256_setzero_ps();
     struct k4_unpacked u;
     for (int64_t i = 0; i < nb; i++) {
@@ -463,9 +505,11 @@ k4_gemm_row(int64_t nb, const uint8_t *w, size_t bsize, int q5, const uint8_t *x
             q5k_unpack((const block_q5_K *)(w + i * bsize), &u);
         else
             q4k_unpack((const block_q4_K *)(w + i * bsize), &u);
+        UNROLL
         for (int c = 0; c < NC; c++)
             k4_accum(&u, (const block_q8_K *)(x + c * x_stride) + i, &acc[c], &accm[c]);
     }
+    UNROLL
     for (int c = 0; c < NC; c++)
         out[c * out_stride] = _mm512_reduce_add_ps(acc[c]) - hsum256(accm[c]);
 }
@@ -475,16 +519,19 @@ static inline __attribute__((always_inline)) void q6k_gemm_row(int64_t nb, const
                                                                const int NC, float *out,
                                                                size_t out_stride) {
     __m512 acc[KILN_GEMM_MAX_C];
+    UNROLL
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
     struct q6k_unpacked u;
     for (int64_t i = 0; i < nb; i++) {
         q6k_unpack((const block_q6_K *)w + i, &u);
+        UNROLL
         for (int c = 0; c < NC; c++) {
             const block_q8_K *xb = (const block_q8_K *)(x + c * x_stride) + i;
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q6k_sumi(&u, xb)),
                                      _mm512_set1_ps(u.d * xb->d), acc[c]);
         }
     }
+    UNROLL
     for (int c = 0; c < NC; c++) out[c * out_stride] = _mm512_reduce_add_ps(acc[c]);
 }
 

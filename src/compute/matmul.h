@@ -11,7 +11,8 @@
  *      that begin on a cache-line boundary of y (no two threads write the
  *      same line), and each thread walks its rows in tiles of up to
  *      KILN_GEMM_MAX_R rows x KILN_GEMM_MAX_C columns with the kernel table's
- *      gemm entry, or row by row with vec_dot when the table has no gemm.
+ *      gemm entry, or row by row with vec_dot when the table has no gemm
+ *      and for nc = 1 (one sequential weight stream per thread).
  *      When nr is too small to give every thread rows, columns are split.
  *
  * The context owns the workspace, sized at creation or by

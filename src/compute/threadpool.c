@@ -237,14 +237,15 @@ int kiln_pool_size(const kiln_pool *p) {
 
 void kiln_pool_run_n(kiln_pool *p, int nth, kiln_pool_fn fn, void *arg) {
     KILN_ASSERT(nth >= 1 && nth <= p->n);
-    if (nth == 1) {
-        fn(arg, 0, 1);
-        return;
-    }
     KILN_ASSERT(!atomic_flag_test_and_set_explicit(&p->busy, memory_order_acquire));
-    start_run(p, nth, fn, arg);
-    fn(arg, 0, nth);
-    kiln_pool_barrier(p);
+    if (nth == 1) {
+        p->cur_nth = 1; /* barriers inside fn return at once */
+        fn(arg, 0, 1);
+    } else {
+        start_run(p, nth, fn, arg);
+        fn(arg, 0, nth);
+        kiln_pool_barrier(p);
+    }
     atomic_flag_clear_explicit(&p->busy, memory_order_release);
 }
 

@@ -14,6 +14,7 @@
 #include "compute/threadpool.h"
 #include "kiln.h"
 #include "model/gguf.h"
+#include "engine/embed.h"
 #include "model/llama.h"
 #include "text/sampler.h"
 #include "model/vocab.h"
@@ -26,13 +27,29 @@ struct kiln_model {
     gguf_file *f;
     llama_model *lm;
     tok_spm *tok;
+    tok_bpe *bpe; /* byte-level BPE vocabularies: set instead of tok */
+    bert_model *bm; /* encoders (bert, nomic-bert): set instead of lm and tok */
+    tok_wpm *wpm;
 };
+
+/* Hyperparameters of either kind of model. */
+static const struct arch_hparams *model_hp(const kiln_model *m) {
+    return m->bm ? m->bm->hp : m->lm->hp;
+}
+
+const bert_model *engine_model_bert(const kiln_model *m) {
+    return m->bm;
+}
+const tok_wpm *engine_model_wpm(const kiln_model *m) {
+    return m->wpm;
+}
 
 struct kiln_ctx {
     const kiln_model *m;
     kiln_pool *pool;
     llama_ctx *lc;
     float *logits;
+    int32_t *cached; /* the n_past tokens in the KV cache, for prefix reuse */
 };
 
 kiln_model *kiln_model_load(const char *path, kiln_status *st) {
@@ -43,11 +60,25 @@ kiln_model *kiln_model_load(const char *path, kiln_status *st) {
         goto fail;
     }
     if (!(m->f = gguf_open(path, &s))) goto fail;
+    if (embed_arch_is_encoder(m->f)) { /* the embeddings engine's model (embed.c) */
+        if (!(m->bm = bert_model_load(m->f, &s)) || !(m->wpm = vocab_load_wpm(m->f, &s)))
+            goto fail;
+        if (tok_wpm_n_vocab(m->wpm) != (int32_t)m->bm->hp->n_vocab) {
+            s = kiln_fail(KILN_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model %u",
+                          path, tok_wpm_n_vocab(m->wpm), m->bm->hp->n_vocab);
+            goto fail;
+        }
+        if (st) *st = KILN_OK;
+        return m;
+    }
     if (!(m->lm = llama_model_load(m->f, &s))) goto fail;
-    if (!(m->tok = vocab_load_spm(m->f, &s))) goto fail;
-    if (tok_spm_n_vocab(m->tok) != (int32_t)m->lm->hp->n_vocab) {
+    if (vocab_is_bpe(m->f) ? !(m->bpe = vocab_load_bpe(m->f, &s))
+                           : !(m->tok = vocab_load_spm(m->f, &s)))
+        goto fail;
+    int32_t n_tok = m->bpe ? tok_bpe_n_vocab(m->bpe) : tok_spm_n_vocab(m->tok);
+    if (n_tok != (int32_t)m->lm->hp->n_vocab) {
         s = kiln_fail(KILN_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model %u", path,
-                      tok_spm_n_vocab(m->tok), m->lm->hp->n_vocab);
+                      n_tok, m->lm->hp->n_vocab);
         goto fail;
     }
     if (st) *st = KILN_OK;
@@ -60,37 +91,50 @@ fail:
 
 void kiln_model_free(kiln_model *m) {
     if (!m) return;
+    tok_wpm_free(m->wpm);
+    bert_model_free(m->bm);
     tok_spm_free(m->tok);
+    tok_bpe_free(m->bpe);
     llama_model_free(m->lm);
     gguf_close(m->f);
     free(m);
 }
 
 int32_t kiln_model_n_vocab(const kiln_model *m) {
-    return (int32_t)m->lm->hp->n_vocab;
+    return (int32_t)model_hp(m)->n_vocab;
 }
 int32_t kiln_model_n_ctx_train(const kiln_model *m) {
-    return (int32_t)m->lm->hp->n_ctx_train;
+    return (int32_t)model_hp(m)->n_ctx_train;
 }
 const char *kiln_model_arch(const kiln_model *m) {
-    return m->lm->hp->arch->name;
+    return model_hp(m)->arch->name;
 }
 int32_t kiln_token_bos(const kiln_model *m) {
+    if (m->wpm) return tok_wpm_cls(m->wpm);
+    if (m->bpe) return tok_bpe_bos(m->bpe);
     return tok_spm_bos(m->tok);
 }
 int32_t kiln_token_eos(const kiln_model *m) {
+    if (m->wpm) return -1;
+    if (m->bpe) return tok_bpe_eos(m->bpe);
     return tok_spm_eos(m->tok);
 }
 int kiln_token_is_eog(const kiln_model *m, int32_t id) {
+    if (m->wpm) return 0;
+    if (m->bpe) return tok_bpe_is_eog(m->bpe, id);
     return tok_spm_is_eog(m->tok, id);
 }
 
 kiln_status kiln_tokenize(const kiln_model *m, const char *text, size_t len, int add_special,
                           int32_t *ids, size_t cap, size_t *n_ids) {
+    if (m->wpm) return tok_wpm_encode(m->wpm, text, len, add_special != 0, ids, cap, n_ids);
+    if (m->bpe) return tok_bpe_encode(m->bpe, text, len, add_special != 0, false, ids, cap, n_ids);
     return tok_spm_encode(m->tok, text, len, add_special != 0, ids, cap, n_ids);
 }
 
 size_t kiln_token_to_piece(const kiln_model *m, int32_t id, int special, char *buf, size_t cap) {
+    if (m->wpm) return tok_wpm_piece(m->wpm, id, special != 0, buf, cap);
+    if (m->bpe) return tok_bpe_piece(m->bpe, id, special != 0, buf, cap);
     return tok_spm_piece(m->tok, id, special != 0, buf, cap);
 }
 
@@ -118,10 +162,18 @@ kiln_ctx *kiln_ctx_create(const kiln_model *m, const kiln_ctx_params *p, kiln_st
     if (d.n_ctx == 0) d.n_ctx = kiln_model_n_ctx_train(m) < 4096 ? kiln_model_n_ctx_train(m) : 4096;
     if (d.n_batch == 0) d.n_batch = 512;
     c->m = m;
+    if (!m->lm) {
+        s = kiln_fail(KILN_ERR_UNSUPPORTED,
+                      "context: '%s' is an encoder model; it makes embeddings (kiln_embed), "
+                      "not text",
+                      kiln_model_arch(m));
+        goto fail;
+    }
     if (!(c->pool = kiln_pool_create(d.n_threads, &s))) goto fail;
     if (!(c->lc = llama_ctx_create(m->lm, d.n_ctx, d.n_batch, c->pool, &s))) goto fail;
     c->logits = malloc((size_t)kiln_model_n_vocab(m) * sizeof *c->logits);
-    if (!c->logits) {
+    c->cached = malloc((size_t)d.n_ctx * sizeof *c->cached);
+    if (!c->logits || !c->cached) {
         s = kiln_fail(KILN_ERR_NOMEM, "context: out of memory for logits");
         goto fail;
     }
@@ -136,6 +188,7 @@ fail:
 void kiln_ctx_free(kiln_ctx *c) {
     if (!c) return;
     free(c->logits);
+    free(c->cached);
     llama_ctx_free(c->lc);
     kiln_pool_destroy(c->pool);
     free(c);
@@ -156,7 +209,10 @@ void kiln_ctx_reset(kiln_ctx *c) {
 
 kiln_status kiln_decode(kiln_ctx *c, const int32_t *tokens, int32_t n, float *logits,
                         int all_logits) {
-    return llama_decode(c->lc, tokens, n, logits, all_logits != 0);
+    int32_t past = llama_ctx_n_past(c->lc);
+    kiln_status s = llama_decode(c->lc, tokens, n, logits, all_logits != 0);
+    if (!s && n > 0) memcpy(c->cached + past, tokens, (size_t)n * sizeof *tokens);
+    return s;
 }
 
 /* ---- generation ---- */
@@ -178,9 +234,11 @@ struct gen {
     kiln_ctx *c;
     const kiln_gen_params *p;
     kiln_gen_stats *st;
-    int32_t *ids;
+    int32_t *ids; /* the prompt; owned when tokenized here */
+    int32_t n_ids;
     sampler *smp;
-    char *piece, *text;
+    stop_matcher *stop;
+    char *piece, *text, *out;
     size_t piece_cap;
     tok_utf8_stream utf8;
 };
@@ -195,63 +253,119 @@ static kiln_status tokenize_prompt(struct gen *g, const char *prompt, size_t len
     kiln_status s = kiln_tokenize(g->c->m, prompt, len, 1, g->ids, len + 2, &n);
     g->st->t_tokenize += kiln_now_s() - t0;
     if (s) return s;
-    int32_t n_ctx = kiln_ctx_n_ctx(g->c);
-    if (n == 0) return kiln_fail(KILN_ERR_INVALID_ARG, "generate: the prompt has no tokens");
-    if (n > (size_t)n_ctx)
-        return kiln_fail(KILN_ERR_RANGE,
-                         "generate: the prompt is %zu tokens, longer than the context of %d "
-                         "tokens",
-                         n, n_ctx);
-    g->st->n_prompt = (int32_t)n;
+    if (n > (size_t)INT32_MAX)
+        return kiln_fail(KILN_ERR_RANGE, "generate: the prompt is %zu tokens", n);
+    g->n_ids = (int32_t)n;
     return KILN_OK;
 }
 
 static kiln_status prepare(struct gen *g) {
     const struct kiln_sampling *sp = &g->p->sampling;
-    struct sampler_params par = {sp->temp,           sp->top_k,         sp->top_p, sp->min_p,
-                                 sp->repeat_penalty, sp->repeat_last_n, sp->seed};
+    struct sampler_params par = {.temp = sp->temp,
+                                 .top_k = sp->top_k,
+                                 .top_p = sp->top_p,
+                                 .min_p = sp->min_p,
+                                 .repeat_penalty = sp->repeat_penalty,
+                                 .repeat_last_n = sp->repeat_last_n,
+                                 .seed = sp->seed,
+                                 .presence_penalty = sp->presence_penalty,
+                                 .frequency_penalty = sp->frequency_penalty,
+                                 .logit_bias = sp->logit_bias,
+                                 .n_logit_bias = sp->n_logit_bias};
     kiln_status s;
     if (!(g->smp = sampler_create(kiln_model_n_vocab(g->c->m), &par, &s))) return s;
-    for (int32_t i = 0; i < g->st->n_prompt; i++) sampler_accept(g->smp, g->ids[i]);
-    g->piece_cap = tok_spm_max_piece(g->c->m->tok);
+    if (!(g->stop = stop_create(g->p->stop, g->p->n_stop > 0 ? g->p->n_stop : 0, &s))) return s;
+    for (int32_t i = 0; i < g->n_ids; i++) sampler_accept(g->smp, g->ids[i]);
+    g->piece_cap = g->c->m->bpe ? tok_bpe_max_piece(g->c->m->bpe) : tok_spm_max_piece(g->c->m->tok);
     g->piece = malloc(g->piece_cap);
     g->text = malloc(TOK_UTF8_OUT_MAX(g->piece_cap));
-    if (!g->piece || !g->text) return kiln_fail(KILN_ERR_NOMEM, "generate: out of memory");
+    g->out = malloc(TOK_UTF8_OUT_MAX(g->piece_cap) + stop_max_len(g->stop));
+    if (!g->piece || !g->text || !g->out)
+        return kiln_fail(KILN_ERR_NOMEM, "generate: out of memory");
     return KILN_OK;
 }
 
-/* Detokenizes id and hands its text to the callback; returns its verdict. */
-static int emit_token(struct gen *g, int32_t id, kiln_token_fn on_token, void *user) {
+/* Detokenizes id and hands its text, less any held back for the stop
+ * strings, to the callback; returns its verdict. *hit: a stop string. */
+static int emit_token(struct gen *g, int32_t id, kiln_token_fn on_token, void *user, bool *hit) {
     double t0 = kiln_now_s();
     size_t n = kiln_token_to_piece(g->c->m, id, 0, g->piece, g->piece_cap);
     size_t w = tok_utf8_feed(&g->utf8, g->piece, n < g->piece_cap ? n : g->piece_cap, g->text);
+    w = stop_feed(g->stop, g->text, w, g->out, hit);
     g->st->t_detok += kiln_now_s() - t0;
-    return on_token ? on_token(user, id, g->text, w) : 0;
+    return on_token ? on_token(user, id, g->out, w) : 0;
+}
+
+/* Prefills ids[0..n_ids) after whatever prefix of them the KV cache holds. */
+static kiln_status prefill(struct gen *g) {
+    kiln_ctx *c = g->c;
+    int32_t past = kiln_ctx_n_past(c), n_ctx = kiln_ctx_n_ctx(c);
+    if (g->n_ids == 0) return kiln_fail(KILN_ERR_INVALID_ARG, "generate: the prompt has no tokens");
+    if (g->n_ids > n_ctx)
+        return kiln_fail(KILN_ERR_RANGE,
+                         "generate: the prompt is %d tokens, longer than the context of %d tokens",
+                         g->n_ids, n_ctx);
+    if (past >= g->n_ids || memcmp(c->cached, g->ids, (size_t)past * sizeof *g->ids)) {
+        kiln_ctx_reset(c);
+        past = 0;
+    }
+    g->st->n_cached = past;
+    g->st->n_prompt = g->n_ids - past;
+    double t0 = kiln_now_s();
+    kiln_status s = kiln_decode(c, g->ids + past, g->n_ids - past, c->logits, 0);
+    g->st->t_prefill += kiln_now_s() - t0;
+    return s;
 }
 
 static kiln_status run_loop(struct gen *g, kiln_token_fn on_token, void *user) {
     kiln_ctx *c = g->c;
-    double t0 = kiln_now_s();
-    kiln_status s = kiln_decode(c, g->ids, g->st->n_prompt, c->logits, 0);
-    g->st->t_prefill += kiln_now_s() - t0;
+    kiln_status s = prefill(g);
     if (s) return s;
+    g->st->finish = KILN_FINISH_LENGTH;
     for (int32_t i = 0; i < g->p->n_predict; i++) {
-        t0 = kiln_now_s();
+        double t0 = kiln_now_s();
         int32_t id = sampler_sample(g->smp, c->logits);
         sampler_accept(g->smp, id);
         g->st->t_sample += kiln_now_s() - t0;
-        if (g->p->stop_at_eog && kiln_token_is_eog(c->m, id)) break;
+        if (g->p->stop_at_eog && kiln_token_is_eog(c->m, id)) {
+            g->st->finish = KILN_FINISH_EOG;
+            break;
+        }
         g->st->n_gen++;
-        if (emit_token(g, id, on_token, user)) break;
-        if (i + 1 == g->p->n_predict || kiln_ctx_n_past(c) >= kiln_ctx_n_ctx(c)) break;
+        bool hit = false;
+        if (emit_token(g, id, on_token, user, &hit)) {
+            g->st->finish = KILN_FINISH_CALLBACK;
+            break;
+        }
+        if (hit) {
+            g->st->finish = KILN_FINISH_STOP;
+            return KILN_OK; /* the rest of the text is the stop string's */
+        }
+        if (i + 1 == g->p->n_predict) break;
+        if (kiln_ctx_n_past(c) >= kiln_ctx_n_ctx(c)) {
+            g->st->finish = KILN_FINISH_CTX;
+            break;
+        }
         t0 = kiln_now_s();
         s = kiln_decode(c, &id, 1, c->logits, 0);
         g->st->t_decode += kiln_now_s() - t0;
         if (s) return s;
     }
     size_t w = tok_utf8_flush(&g->utf8, g->text);
-    if (w && on_token) on_token(user, -1, g->text, w);
+    bool hit = false;
+    w = stop_feed(g->stop, g->text, w, g->out, &hit);
+    if (!hit) w += stop_flush(g->stop, g->out + w);
+    if (w && on_token) on_token(user, -1, g->out, w);
     return KILN_OK;
+}
+
+static void gen_free(struct gen *g, bool own_ids) {
+    if (own_ids) free(g->ids);
+    sampler_free(g->smp);
+    stop_free(g->stop);
+    free(g->piece);
+    free(g->text);
+    free(g->out);
 }
 
 kiln_status kiln_generate(kiln_ctx *c, const char *prompt, size_t len, const kiln_gen_params *p,
@@ -264,9 +378,32 @@ kiln_status kiln_generate(kiln_ctx *c, const char *prompt, size_t len, const kil
     kiln_status s = tokenize_prompt(&g, prompt, len);
     if (!s) s = prepare(&g);
     if (!s) s = run_loop(&g, on_token, user);
-    free(g.ids);
-    sampler_free(g.smp);
-    free(g.piece);
-    free(g.text);
+    gen_free(&g, true);
     return s;
+}
+
+kiln_status kiln_generate_tokens(kiln_ctx *c, const int32_t *ids, int32_t n,
+                                 const kiln_gen_params *p, kiln_token_fn on_token, void *user,
+                                 kiln_gen_stats *stats) {
+    kiln_gen_stats local;
+    kiln_gen_params dflt = kiln_gen_default_params();
+    struct gen g = {.c = c,
+                    .p = p ? p : &dflt,
+                    .st = stats ? stats : &local,
+                    .ids = (int32_t *)ids,
+                    .n_ids = n > 0 ? n : 0};
+    memset(g.st, 0, sizeof *g.st);
+    kiln_status s = prepare(&g);
+    if (!s) s = run_loop(&g, on_token, user);
+    gen_free(&g, false);
+    return s;
+}
+
+const char *kiln_model_chat_template(const kiln_model *m, size_t *len) {
+    gguf_str t;
+    kiln_status st = gguf_get_str(m->f, "tokenizer.chat_template", &t);
+    kiln_clear_error(); /* absent is an answer, not a failure */
+    if (st || t.len == 0) return NULL;
+    *len = (size_t)t.len;
+    return t.ptr;
 }
