@@ -315,16 +315,16 @@ typedef enum kiln_pooling {
 const char *kiln_pooling_name(kiln_pooling p);
 
 typedef struct kiln_embed_params {
-    kiln_pooling pooling;  /* KILN_POOLING_MODEL by default */
-    int normalize;         /* 1 (default): L2-normalise each vector */
-    int32_t dim;           /* > 0: keep the first dim components (Matryoshka), then
-                              normalise; 0 (default): all of them */
-    int32_t batch_tokens;  /* tokens per forward pass; 0 (default): the largest power of two
-                              (64..2048) whose estimated compute memory fits mem_budget */
-    uint64_t mem_budget;   /* bytes for compute buffers; 0: 512 MiB */
-    int truncate;          /* 1: a text longer than the model's context is cut to it
-                              (keeping [SEP] last); 0 (default): it is an error */
-    int32_t n_threads;     /* 0: the physical cores */
+    kiln_pooling pooling; /* KILN_POOLING_MODEL by default */
+    int normalize;        /* 1 (default): L2-normalise each vector */
+    int32_t dim;          /* > 0: keep the first dim components (Matryoshka), then
+                             normalise; 0 (default): all of them */
+    int32_t batch_tokens; /* tokens per forward pass; 0 (default): the largest power of two
+                             (64..2048) whose estimated compute memory fits mem_budget */
+    uint64_t mem_budget;  /* bytes for compute buffers; 0: 512 MiB */
+    int truncate;         /* 1: a text longer than the model's context is cut to it
+                             (keeping [SEP] last); 0 (default): it is an error */
+    int32_t n_threads;    /* 0: the physical cores */
 } kiln_embed_params;
 
 kiln_embed_params kiln_embed_default_params(void);
@@ -352,9 +352,9 @@ int32_t kiln_embed_batch_tokens(const kiln_embed_ctx *e);
 typedef struct kiln_embeddings {
     int32_t n_texts, dim;
     int64_t n_rows;
-    float *data;       /* n_rows * dim floats */
-    int64_t *row;      /* per text: its first row */
-    int32_t *n_tokens; /* per text: tokens embedded (after truncation) */
+    float *data;             /* n_rows * dim floats */
+    int64_t *row;            /* per text: its first row */
+    int32_t *n_tokens;       /* per text: tokens embedded (after truncation) */
     int32_t *truncated_from; /* per text: tokens before truncation, 0 when not cut */
 } kiln_embeddings;
 
@@ -365,9 +365,9 @@ typedef struct kiln_embed_stats {
     int32_t n_texts;
     int64_t n_tokens;
     int32_t n_batches;
-    int32_t batch_tokens;   /* tokens per pass at the end of the call */
+    int32_t batch_tokens;    /* tokens per pass at the end of the call */
     int32_t max_batch_texts; /* most texts packed into one pass */
-    int32_t n_halvings;     /* times an allocation failed and the batch was halved (<= 3) */
+    int32_t n_halvings;      /* times an allocation failed and the batch was halved (<= 3) */
     int32_t n_threads;
     double t_tokenize, t_forward, t_pool, t_total;
 } kiln_embed_stats;
@@ -380,8 +380,8 @@ typedef struct kiln_embed_stats {
  * model's context (both numbers) unless truncating; KILN_ERR_NOMEM when
  * the buffers do not fit even after halving the batch 3 times. Nothing is
  * returned on error. */
-kiln_status kiln_embed(kiln_embed_ctx *e, const char *const *texts, const size_t *lens,
-                       int32_t n, kiln_embeddings **out, kiln_embed_stats *stats);
+kiln_status kiln_embed(kiln_embed_ctx *e, const char *const *texts, const size_t *lens, int32_t n,
+                       kiln_embeddings **out, kiln_embed_stats *stats);
 
 /* One point of kiln_embed_find_batch's sweep. */
 typedef struct kiln_embed_bench_point {
@@ -400,6 +400,69 @@ kiln_status kiln_embed_find_batch(const kiln_model *m, const kiln_embed_params *
                                   const char *const *texts, const size_t *lens, int32_t n,
                                   const int32_t *sizes, int32_t n_sizes,
                                   kiln_embed_bench_point *points, int32_t *best);
+
+/* ---- benchmarks and evaluation ----
+ *
+ * What `kiln bench-model` and `kiln perplexity` need: a model's size and
+ * work per token, the machine's limits, and the arithmetic of perplexity
+ * and of comparing two models' next-token distributions. */
+
+/* A model's weights, for tables and rooflines. */
+typedef struct kiln_model_desc {
+    uint64_t n_params; /* elements of every tensor */
+    uint64_t n_bytes;  /* bytes of every tensor's data (what a generated token reads, about) */
+    /* weight elements multiplied per token: every matrix except lookup
+     * tables (token, position and token-type embeddings), plus the token
+     * embedding when it doubles as the output matrix. FLOPs per token are
+     * about 2x this (attention, which grows with the position, aside). */
+    uint64_t n_matmul_params;
+    /* 1 when most matrix bytes are of a type whose products run as int8
+     * dot products (the VNNI peak bounds them), 0 for float types (FMA). */
+    int int8_dot;
+    /* general.file_type's name ("Q4_K_M"), else the type of the most
+     * matrix bytes ("q4_K"). */
+    char ftype[16];
+} kiln_model_desc;
+
+/* Fills *out for m. Thread-safe. */
+kiln_status kiln_model_describe(const kiln_model *m, kiln_model_desc *out);
+
+/* The machine's limits as n_threads threads see them. */
+typedef struct kiln_machine_limits {
+    int32_t n_threads;
+    double read_gbs;     /* memory read bandwidth, GB/s (1e9 bytes) */
+    double fma_gflops;   /* FP32 FMA peak, GFLOP/s */
+    double vnni_gops;    /* int8 dot-product peak, GOPS; 0 without VNNI */
+    const char *fma_isa; /* "avx512", "avx2" or "none" */
+} kiln_machine_limits;
+
+/* Measures the limits with n_threads threads (0: the physical cores): a
+ * streaming read over 1 GiB (64 MiB when quick) and register-only FMA and
+ * VNNI loops; about 1 s (quick: ~0.1 s). The same measurement as `kiln
+ * bench-kernels`. Other work on the machine lowers the figures.
+ * KILN_ERR_NOMEM when the read buffer cannot be allocated. */
+kiln_status kiln_machine_measure(int32_t n_threads, int quick, kiln_machine_limits *out);
+
+/* log(sum(exp(x[i]))) over i < n, computed without overflow (the maximum
+ * is factored out), in double. -INFINITY for n <= 0. Thread-safe. */
+double kiln_logsumexp(const float *x, int32_t n);
+
+/* The k largest of x[0..n) in decreasing order (on a tie the lower index
+ * first): writes min(k, n) indices to ids and values to vals (vals may be
+ * NULL) and returns that count. O(n log k) time, no allocation. */
+int32_t kiln_top_k(const float *x, int32_t n, int32_t k, int32_t *ids, float *vals);
+
+/* KL(P || Q), in nats, of two next-token distributions over one
+ * vocabulary, where P is known only by its top k: ids p_ids[0..k) with
+ * logits p_logits and P's log-sum-exp p_lse (so P(id) = exp(logit - p_lse));
+ * Q is known fully: q_logits[0..n_vocab) with q_lse. The approximation: the
+ * KL of both distributions coarsened to k + 1 outcomes, P's k tokens and
+ * "any other token" (mass 1 - sum of the k). That is a lower bound of the
+ * true KL, exact when the tail has the same shape in P and Q; with k in
+ * the tens it misses little, because the tail's mass is small. Ids outside
+ * the vocabulary are KILN_ERR_RANGE (*kl untouched). Thread-safe. */
+kiln_status kiln_kl_top_k(const int32_t *p_ids, const float *p_logits, int32_t k, double p_lse,
+                          const float *q_logits, int32_t n_vocab, double q_lse, double *kl);
 
 #ifdef __cplusplus
 }

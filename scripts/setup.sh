@@ -5,7 +5,7 @@
 # packages are present.
 set -euo pipefail
 
-PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev libcmocka-dev libpcre2-dev libutf8proc-dev)
+PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev libcmocka-dev libpcre2-dev libutf8proc-dev libjansson-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do

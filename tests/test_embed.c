@@ -36,7 +36,7 @@ typedef struct jv jv;
 struct jv {
     enum jtype t;
     double num;
-    char *str; /* J_STR (NUL-terminated; len bytes) */
+    char *str;  /* J_STR (NUL-terminated; len bytes) */
     size_t len; /* J_STR bytes; J_ARR/J_OBJ items */
     jv *items;
     char **keys;
@@ -93,8 +93,12 @@ static char *jstr(size_t *len) {
             }
             jutf8(o, &n, cp);
         } else {
-            o[n++] = c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' : c == 'b' ? '\b'
-                                                                : c == 'f' ? '\f' : c;
+            o[n++] = c == 'n'   ? '\n'
+                     : c == 't' ? '\t'
+                     : c == 'r' ? '\r'
+                     : c == 'b' ? '\b'
+                     : c == 'f' ? '\f'
+                                : c;
         }
     }
     js++;
@@ -296,14 +300,12 @@ static void test_wpm_reference(void **state) {
             if (n != ids->len) fail_msg("%s: %zu ids, want %zu", pid, n, ids->len);
             for (size_t j = 0; j < n; j++) {
                 if (got[j] != (int32_t)ids->items[j].num)
-                    fail_msg("%s: id %zu is %d, want %d", pid, j, got[j],
-                             (int)ids->items[j].num);
+                    fail_msg("%s: id %zu is %d, want %d", pid, j, got[j], (int)ids->items[j].num);
                 char buf[256];
                 size_t pl = tok_wpm_piece(t, got[j], true, buf, sizeof buf);
                 const jv *want = &pieces->items[j];
                 if (pl != want->len || memcmp(buf, want->str, pl))
-                    fail_msg("%s: piece %zu is '%.*s', want '%s'", pid, j, (int)pl, buf,
-                             want->str);
+                    fail_msg("%s: piece %zu is '%.*s', want '%s'", pid, j, (int)pl, buf, want->str);
             }
             checked++;
         }
@@ -351,8 +353,8 @@ static void check_reference(const char *model, double min_cos, double max_diff) 
         worst_cos = fmin(worst_cos, cs);
         worst_diff = fmax(worst_diff, md);
     }
-    print_message("%s: min cos %.8f, max |delta| %.2e (thresholds %.5f, %.0e)\n", model,
-                  worst_cos, worst_diff, min_cos, max_diff);
+    print_message("%s: min cos %.8f, max |delta| %.2e (thresholds %.5f, %.0e)\n", model, worst_cos,
+                  worst_diff, min_cos, max_diff);
     assert_true(worst_cos >= min_cos);
     assert_true(worst_diff <= max_diff);
     kiln_embeddings_free(res);
@@ -373,10 +375,10 @@ static void test_ref_bert(void **state) {
 
 /* ---- batch invariance ---- */
 
-static const char *const words[] = {"the",   "cat",    "sat",  "on",      "a",     "mat",
-                                    "quick", "brown",  "fox",  "jumps",   "over",  "lazy",
-                                    "dog",   "search", "ranks", "vectors", "of",   "text",
-                                    "rain",  "in",     "spain", "falls",  "mainly", "plain"};
+static const char *const words[] = {"the",   "cat",    "sat",   "on",      "a",      "mat",
+                                    "quick", "brown",  "fox",   "jumps",   "over",   "lazy",
+                                    "dog",   "search", "ranks", "vectors", "of",     "text",
+                                    "rain",  "in",     "spain", "falls",   "mainly", "plain"};
 
 /* 64 texts of 1 to ~60 words, deterministic; text k is at index k. */
 static char **mixed_texts(int n, uint64_t seed) {
@@ -475,7 +477,8 @@ static void test_synth_bert(void **state) {
             assert_int_equal(r->dim, 64);
             for (int i = 0; i < 2; i++) {
                 double ss = 0;
-                for (int j = 0; j < 64; j++) ss += (double)r->data[i * 64 + j] * r->data[i * 64 + j];
+                for (int j = 0; j < 64; j++)
+                    ss += (double)r->data[i * 64 + j] * r->data[i * 64 + j];
                 assert_true(fabs(ss - 1) < 1e-5);
             }
             assert_true(max_abs_diff(r->data, r->data + 64, 64) > 1e-3);
@@ -665,9 +668,9 @@ static void test_find_batch(void **state) {
     int32_t best;
     kiln_embed_params p = kiln_embed_default_params();
     p.n_threads = 2;
-    assert_int_equal(kiln_embed_find_batch(m, &p, (const char *const *)t, NULL, 32, sizes, 3, pts,
-                                           &best),
-                     KILN_OK);
+    assert_int_equal(
+        kiln_embed_find_batch(m, &p, (const char *const *)t, NULL, 32, sizes, 3, pts, &best),
+        KILN_OK);
     assert_true(best >= 0 && best < 3);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(pts[i].status, KILN_OK);
@@ -680,11 +683,11 @@ static void test_find_batch(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wpm_vocab_pairs),  cmocka_unit_test(test_wpm_reference),
-        cmocka_unit_test(test_ref_nomic),        cmocka_unit_test(test_ref_bert),
-        cmocka_unit_test(test_invariance_data),  cmocka_unit_test(test_synth_bert),
-        cmocka_unit_test(test_pooling_and_dim),  cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_halving),          cmocka_unit_test(test_find_batch),
+        cmocka_unit_test(test_wpm_vocab_pairs), cmocka_unit_test(test_wpm_reference),
+        cmocka_unit_test(test_ref_nomic),       cmocka_unit_test(test_ref_bert),
+        cmocka_unit_test(test_invariance_data), cmocka_unit_test(test_synth_bert),
+        cmocka_unit_test(test_pooling_and_dim), cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_halving),         cmocka_unit_test(test_find_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

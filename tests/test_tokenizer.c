@@ -687,11 +687,67 @@ static void test_tiny_vocab(void **state) {
     assert_non_null(strstr(kiln_last_error(), "no-such-pre"));
 }
 
+/* ---- (e) every pre-tokenizer compiles and splits (no data) ------------------------------------
+ */
+
+/* Splits UTF-8 text with pre-tokenizer name; returns the words joined by '|'. */
+static void split_words(const char *name, const char *text, char *out, size_t cap) {
+    kiln_status st;
+    pretok *p = pretok_create(name, strlen(name), NULL, &st);
+    if (!p) print_message("  %s: %s\n", name, kiln_last_error());
+    assert_non_null(p);
+    uint32_t cp[256];
+    size_t n = 0, ends[256], nw, w = 0;
+    for (const unsigned char *s = (const unsigned char *)text; *s && n < 256; n++) {
+        size_t l = *s < 0x80 ? 1 : *s < 0xe0 ? 2 : *s < 0xf0 ? 3 : 4;
+        uint32_t c = l == 1 ? *s : (uint32_t)(*s & (0x3f >> (l - 1)));
+        for (size_t k = 1; k < l; k++) c = (c << 6) | (s[k] & 0x3fu);
+        cp[n] = c;
+        s += l;
+    }
+    assert_int_equal(pretok_split(p, cp, n, ends, &nw), KILN_OK);
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t k = 0, start = 0; k < nw; start = ends[k++]) {
+        assert_true(ends[k] > start && ends[k] <= n);
+        if (k && w + 1 < cap) out[w++] = '|';
+        for (size_t i = start; i < ends[k]; i++) {
+            size_t l = *s < 0x80 ? 1 : *s < 0xe0 ? 2 : *s < 0xf0 ? 3 : 4;
+            for (size_t j = 0; j < l && w + 1 < cap; j++) out[w++] = (char)s[j];
+            s += l;
+        }
+    }
+    assert_true(nw == 0 || ends[nw - 1] == n);
+    out[w] = 0;
+    pretok_free(p);
+}
+
+static void test_pretokenizers(void **state) {
+    (void)state;
+    static const char *const names[] = {
+        "default",     "llama3",       "llama-bpe",      "falcon3",      "dbrx",      "smaug-bpe",
+        "chatglm-bpe", "deepseek-llm", "deepseek-coder", "falcon",       "starcoder", "refact",
+        "codeshell",   "exaone",       "minerva-7b",     "command-r",    "smollm",    "gpt-2",
+        "phi-2",       "mpt",          "olmo",           "jais",         "qwen2",     "stablelm2",
+        "megrez",      "poro-chat",    "bloom",          "gpt3-finnish", "viking",    "tekken",
+        "chameleon"};
+    const char *text = "Hello world! I'm 12345 caf\xc3\xa9\xe3\x80\x80x  \n\n  y";
+    char out[512];
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        split_words(names[i], text, out, sizeof out);
+    /* known answers, from the regexes' semantics */
+    split_words("llama3", "Hello world! I'm 12345  \n\n  y", out, sizeof out);
+    assert_string_equal(out, "Hello| world|!| I|'m| |123|45|  \n\n| | y");
+    split_words("qwen2", "I'M 123", out, sizeof out);
+    assert_string_equal(out, "I|'M| |1|2|3");
+    split_words("gpt-2", "I'M 123", out, sizeof out);
+    assert_string_equal(out, "I|'|M| 123");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_vocab), cmocka_unit_test(test_vocab_files),
         cmocka_unit_test(test_reference),  cmocka_unit_test(test_edge_cases),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads),    cmocka_unit_test(test_pretokenizers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,5 +11,7 @@ int cmd_bench_kernels(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+int cmd_bench_model(int argc, char **argv);
 
 #endif

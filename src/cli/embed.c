@@ -215,10 +215,10 @@ static void print_summary(const kiln_embed_stats *s, double t_load, int32_t n_th
             "       batch size %d tokens (%d passes, at most %d texts per pass), %d threads, "
             "%d halvings on allocation failure\n"
             "       load %.0f ms, tokenize %.1f ms, forward %.1f ms, pool %.1f ms\n",
-            s->n_texts, (long long)s->n_tokens, s->t_total, s->n_texts / t,
-            (double)s->n_tokens / t, 1e3 * t / (s->n_texts ? s->n_texts : 1), s->batch_tokens,
-            s->n_batches, s->max_batch_texts, n_threads, s->n_halvings, 1e3 * t_load,
-            1e3 * s->t_tokenize, 1e3 * s->t_forward, 1e3 * s->t_pool);
+            s->n_texts, (long long)s->n_tokens, s->t_total, s->n_texts / t, (double)s->n_tokens / t,
+            1e3 * t / (s->n_texts ? s->n_texts : 1), s->batch_tokens, s->n_batches,
+            s->max_batch_texts, n_threads, s->n_halvings, 1e3 * t_load, 1e3 * s->t_tokenize,
+            1e3 * s->t_forward, 1e3 * s->t_pool);
 }
 
 static double now_s(void) {

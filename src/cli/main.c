@@ -19,6 +19,8 @@ static const struct command commands[] = {
     {"info", cmd_info, "show a GGUF model's metadata, tensors and memory needs"},
     {"quantize", cmd_quantize, "convert a GGUF model's weights to another type"},
     {"synth", cmd_synth, "write a random-weight model of a named architecture and shape"},
+    {"perplexity", cmd_perplexity, "perplexity of a text; dump or compare top-k logits (KL)"},
+    {"bench-model", cmd_bench_model, "prompt/generation tokens/s or embedding docs/s vs limits"},
     {"bench-kernels", cmd_bench_kernels, "measure kernel GB/s and GFLOP/s against machine peaks"},
 };
 

@@ -9,14 +9,20 @@
  * shifting only the upper half (a masked shift): in every type the upper
  * half's elements sit a fixed number of bits above the lower half's.
  *
- * Products: _mm512_maddubs_epi16 (unsigned weight x signed activation, pairs
- * summed to int16; largest pair 2*63*127 cannot saturate) followed by VNNI
- * _mm512_dpwssd_epi32, which multiplies the pair sums by the sub-block scale
- * (int16 per lane, built with an in-lane byte shuffle of the unpacked scales)
- * and accumulates into int32. Signed weights are offset to unsigned (Q3_K +4,
- * Q6_K +32) and the offset is removed with the Q8_K block sums, as are the
- * mins of Q2_K/Q4_K/Q5_K. IQ4_XS uses _mm512_dpbusd_epi32 on its levels + 128
- * (sums of four, no int16 stage) and multiplies by the scale in int32.
+ * Products (Zen 5 runs the multiplies and shuffles at two per cycle, the
+ * logic at four, so the count of the former sets the speed): VNNI
+ * _mm512_dpbusd_epi32 (unsigned weight x signed activation) sums four
+ * products into int32; for every type but IQ4_XS those sums fit int16
+ * (|sum| <= 4*63*127), so two vectors of them are packed to int16
+ * (_mm512_packs_epi32) and one _mm512_dpwssd_epi32 multiplies them by the
+ * sub-block scales (int16 per lane, laid out in the pack's order by an in-lane
+ * byte shuffle of the unpacked scales) and accumulates into int32. Signed
+ * weights are offset to unsigned (Q3_K +4, Q6_K +32) and the offset is removed
+ * with the Q8_K block sums, as are the mins of Q2_K/Q4_K/Q5_K. IQ4_XS looks up
+ * its levels + 128 (sums of four reach 4*241*127, too big for int16) and
+ * multiplies by the scale in int32. Q4_K/Q5_K vec_dot do the float work of
+ * two blocks at once.
+ *
  * Integer sums are exact; only the per-block float combination differs from
  * the scalar reference in rounding order. Scale bytes are unpacked in
  * registers (never stored and reloaded: that would stall store forwarding). */

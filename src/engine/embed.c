@@ -23,10 +23,10 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#define MAX_HALVINGS        3
-#define DEFAULT_BUDGET      (512ull << 20)
-#define BATCH_MIN           64
-#define BATCH_MAX           2048
+#define MAX_HALVINGS   3
+#define DEFAULT_BUDGET (512ull << 20)
+#define BATCH_MIN      64
+#define BATCH_MAX      2048
 
 struct kiln_embed_ctx {
     const kiln_model *m;
@@ -100,8 +100,7 @@ static kiln_status check_params(const kiln_embed_params *p, uint32_t n_embd) {
         return kiln_fail(KILN_ERR_INVALID_ARG, "embed: unknown pooling %d", (int)p->pooling);
     if (p->dim < 0 || (uint32_t)p->dim > n_embd)
         return kiln_fail(KILN_ERR_INVALID_ARG,
-                         "embed: dimension %d is not between 1 and the model's %u", p->dim,
-                         n_embd);
+                         "embed: dimension %d is not between 1 and the model's %u", p->dim, n_embd);
     if (p->batch_tokens < 0 || p->n_threads < 0)
         return kiln_fail(KILN_ERR_INVALID_ARG,
                          "embed: batch size %d and threads %d must not be negative",
@@ -322,7 +321,8 @@ static void pool_text(struct call *c, int32_t i, const float *h, float *acc_buf)
     float *out = c->r->data + c->r->row[i] * e->dim;
     switch (e->pooling) {
     case KILN_POOLING_NONE:
-        for (int32_t t = 0; t < L; t++) finish_vec(e, h + (int64_t)t * d, out + (int64_t)t * e->dim);
+        for (int32_t t = 0; t < L; t++)
+            finish_vec(e, h + (int64_t)t * d, out + (int64_t)t * e->dim);
         return;
     case KILN_POOLING_CLS:
         finish_vec(e, h, out);
@@ -395,14 +395,13 @@ static kiln_status run_batches(struct call *c) {
     return s;
 }
 
-kiln_status kiln_embed(kiln_embed_ctx *e, const char *const *texts, const size_t *lens,
-                       int32_t n, kiln_embeddings **out, kiln_embed_stats *stats) {
+kiln_status kiln_embed(kiln_embed_ctx *e, const char *const *texts, const size_t *lens, int32_t n,
+                       kiln_embeddings **out, kiln_embed_stats *stats) {
     kiln_embed_stats local;
     struct call c = {.e = e, .st = stats ? stats : &local, .n = n};
     memset(c.st, 0, sizeof *c.st);
     *out = NULL;
-    if (n <= 0 || !texts)
-        return kiln_fail(KILN_ERR_INVALID_ARG, "embed: no inputs (%d texts)", n);
+    if (n <= 0 || !texts) return kiln_fail(KILN_ERR_INVALID_ARG, "embed: no inputs (%d texts)", n);
     double t0 = kiln_now_s();
     kiln_status s = alloc_result(&c);
     if (!s) s = tokenize_all(&c, texts, lens);
@@ -467,8 +466,7 @@ kiln_status kiln_embed_find_batch(const kiln_model *m, const kiln_embed_params *
     if (!n_ok) {
         char why[256];
         snprintf(why, sizeof why, "%s", kiln_last_error());
-        return kiln_fail(last ? last : KILN_ERR_NOMEM, "embed: no batch size could run (%s)",
-                         why);
+        return kiln_fail(last ? last : KILN_ERR_NOMEM, "embed: no batch size could run (%s)", why);
     }
     return KILN_OK;
 }

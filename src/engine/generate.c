@@ -15,6 +15,7 @@
 #include "kiln.h"
 #include "model/gguf.h"
 #include "engine/embed.h"
+#include "engine/eval.h"
 #include "model/llama.h"
 #include "text/sampler.h"
 #include "model/vocab.h"
@@ -43,6 +44,9 @@ const bert_model *engine_model_bert(const kiln_model *m) {
 const tok_wpm *engine_model_wpm(const kiln_model *m) {
     return m->wpm;
 }
+const gguf_file *engine_model_gguf(const kiln_model *m) {
+    return m->f;
+}
 
 struct kiln_ctx {
     const kiln_model *m;
@@ -61,11 +65,10 @@ kiln_model *kiln_model_load(const char *path, kiln_status *st) {
     }
     if (!(m->f = gguf_open(path, &s))) goto fail;
     if (embed_arch_is_encoder(m->f)) { /* the embeddings engine's model (embed.c) */
-        if (!(m->bm = bert_model_load(m->f, &s)) || !(m->wpm = vocab_load_wpm(m->f, &s)))
-            goto fail;
+        if (!(m->bm = bert_model_load(m->f, &s)) || !(m->wpm = vocab_load_wpm(m->f, &s))) goto fail;
         if (tok_wpm_n_vocab(m->wpm) != (int32_t)m->bm->hp->n_vocab) {
-            s = kiln_fail(KILN_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model %u",
-                          path, tok_wpm_n_vocab(m->wpm), m->bm->hp->n_vocab);
+            s = kiln_fail(KILN_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model %u", path,
+                          tok_wpm_n_vocab(m->wpm), m->bm->hp->n_vocab);
             goto fail;
         }
         if (st) *st = KILN_OK;

@@ -48,11 +48,10 @@ static kiln_status check_kernels(const gguf_file *f, const struct bert_w *w, boo
                         : vdt != KILN_TYPE_COUNT && k->vec_dot[w->type] &&
                               (vdt == KILN_TYPE_F32 || k->from_float[vdt]);
     if (!ok)
-        return kiln_fail(KILN_ERR_UNSUPPORTED,
-                         "%s: tensor '%s' has type %s, which the %s kernels cannot %s yet",
-                         gguf_path(f), w->name,
-                         kiln_type_name(w->type) ? kiln_type_name(w->type) : "?",
-                         kiln_isa_name(k->isa), rows_only ? "convert to F32" : "multiply");
+        return kiln_fail(
+            KILN_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s, which the %s kernels cannot %s yet",
+            gguf_path(f), w->name, kiln_type_name(w->type) ? kiln_type_name(w->type) : "?",
+            kiln_isa_name(k->isa), rows_only ? "convert to F32" : "multiply");
     return KILN_OK;
 }
 
@@ -179,12 +178,12 @@ struct bert_ctx {
     kiln_matmul_ctx *mm;
     int n_threads;
     bool avx512;
-    int32_t cap;                              /* tokens the buffers hold (columns) */
-    int32_t n_qkv, lpad;                      /* q+k+v row width; context padded to 16 */
-    float *x, *qkv, *att, *tmp, *ff, *gate;   /* per-token activations */
-    int32_t *pos;                             /* position of each token in its sequence */
-    float *rope;                              /* n_ctx rows of n_rot floats: cos, sin pairs */
-    float *scratch;                           /* per thread: K^T (head_dim x lpad), scores */
+    int32_t cap;                            /* tokens the buffers hold (columns) */
+    int32_t n_qkv, lpad;                    /* q+k+v row width; context padded to 16 */
+    float *x, *qkv, *att, *tmp, *ff, *gate; /* per-token activations */
+    int32_t *pos;                           /* position of each token in its sequence */
+    float *rope;                            /* n_ctx rows of n_rot floats: cos, sin pairs */
+    float *scratch;                         /* per thread: K^T (head_dim x lpad), scores */
     size_t scratch_stride;
 };
 
@@ -196,8 +195,8 @@ static size_t work_size(const bert_model *m, int32_t nb) {
     size_t best = 0;
     for (uint32_t il = 0; il < m->hp->n_layer; il++) {
         const struct bert_layer *L = &m->layers[il];
-        const struct bert_w *ws[] = {&L->wq, &L->wk,   &L->wv,  &L->wqkv,
-                                     &L->wo, &L->gate, &L->up,  &L->down};
+        const struct bert_w *ws[] = {&L->wq, &L->wk,   &L->wv, &L->wqkv,
+                                     &L->wo, &L->gate, &L->up, &L->down};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
             if (!ws[i]->data) continue;
             size_t w = kiln_matmul_work_size(ws[i]->type, ws[i]->n_in, nb);
@@ -333,8 +332,8 @@ kiln_status bert_ctx_reserve(bert_ctx *c, int32_t n_tokens, uint64_t max_bytes) 
 /* ---- element-wise operations: scalar reference ---- */
 
 /* y = LN(a + b + bias) * w + wb for one row of d floats (b, bias may be NULL). */
-static void ln_row_ref(float *y, const float *a, const float *b, const float *bias,
-                       const float *w, const float *wb, int64_t d, float eps) {
+static void ln_row_ref(float *y, const float *a, const float *b, const float *bias, const float *w,
+                       const float *wb, int64_t d, float eps) {
     float sum = 0;
     for (int64_t i = 0; i < d; i++) {
         float v = b ? (bias ? b[i] + bias[i] : b[i]) + a[i] : a[i];
@@ -476,8 +475,8 @@ static AVX512 void swiglu_row_avx512(float *gate, const float *up, int64_t n) {
  * a broadcast q element with a row of K^T; the output row is a sum of V
  * rows scaled by the softmax weights. */
 static AVX512 void attend_avx512(const float *q, const float *k, const float *v, int64_t st,
-                                 float *o, int64_t ost, int32_t L, int32_t hd, float *kt,
-                                 float *s, int32_t lpad) {
+                                 float *o, int64_t ost, int32_t L, int32_t hd, float *kt, float *s,
+                                 int32_t lpad) {
     int32_t lp = (L + 15) / 16 * 16;
     for (int32_t j = 0; j < lp; j++)
         for (int32_t d = 0; d < hd; d++) kt[(int64_t)d * lpad + j] = j < L ? k[j * st + d] : 0.0f;
@@ -513,7 +512,8 @@ static AVX512 void attend_avx512(const float *q, const float *k, const float *v,
                 acc[t] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * t), acc[t]);
         }
         __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-        for (int t = 0; t < nv; t++) _mm512_storeu_ps(o + i * ost + 16 * t, _mm512_mul_ps(acc[t], inv));
+        for (int t = 0; t < nv; t++)
+            _mm512_storeu_ps(o + i * ost + 16 * t, _mm512_mul_ps(acc[t], inv));
     }
 }
 
@@ -524,7 +524,7 @@ struct pass {
     const struct bert_layer *L;
     const int32_t *tokens, *seq_start;
     int32_t n, n_seq; /* n: columns (tokens and zero padding) */
-    atomic_int next; /* attention work items handed out */
+    atomic_int next;  /* attention work items handed out */
 };
 
 typedef void (*rows_fn)(struct pass *p, int32_t r0, int32_t r1, int ith);
@@ -549,8 +549,8 @@ static void run_rows(struct pass *p, rows_fn fn) {
         fn(p, 0, p->n, 0);
 }
 
-static void ln_rows(const bert_ctx *c, float *y, const float *a, const float *b,
-                    const float *bias, const float *w, const float *wb, int32_t r0, int32_t r1) {
+static void ln_rows(const bert_ctx *c, float *y, const float *a, const float *b, const float *bias,
+                    const float *w, const float *wb, int32_t r0, int32_t r1) {
     int64_t d = c->m->hp->n_embd;
     float eps = c->m->hp->norm_eps;
     for (int32_t r = r0; r < r1; r++) {
@@ -569,7 +569,8 @@ static void embed_rows(struct pass *p, int32_t r0, int32_t r1, int ith) {
     int64_t d = m->hp->n_embd;
     for (int32_t t = r0; t < r1; t++) {
         float *x = c->x + t * d;
-        const char *row = (const char *)m->tok_embd.data + (size_t)p->tokens[t] * m->tok_embd.row_bytes;
+        const char *row =
+            (const char *)m->tok_embd.data + (size_t)p->tokens[t] * m->tok_embd.row_bytes;
         c->kern->to_float[m->tok_embd.type](row, x, d);
         if (m->type_embd)
             for (int64_t i = 0; i < d; i++) x[i] += m->type_embd[i];
@@ -721,8 +722,8 @@ static void layer(struct pass *p, const struct bert_layer *L) {
     run_rows(p, ffn_out_rows);
 }
 
-kiln_status bert_encode(bert_ctx *c, const int32_t *tokens, const int32_t *seq_start,
-                        int32_t n_seq, const float **hidden) {
+kiln_status bert_encode(bert_ctx *c, const int32_t *tokens, const int32_t *seq_start, int32_t n_seq,
+                        const float **hidden) {
     const struct arch_hparams *hp = c->m->hp;
     if (n_seq <= 0 || seq_start[0] != 0)
         return kiln_fail(KILN_ERR_RANGE, "bert: a batch of %d sequences", n_seq);

@@ -41,10 +41,10 @@ struct bert_w {
 };
 
 struct bert_layer {
-    struct bert_w wq, wk, wv, wqkv, wo, up, gate, down; /* wqkv or wq/wk/wv; gate: SwiGLU */
+    struct bert_w wq, wk, wv, wqkv, wo, up, gate, down;  /* wqkv or wq/wk/wv; gate: SwiGLU */
     const float *bq, *bk, *bv, *bqkv, *bo, *bup, *bdown; /* NULL when absent */
-    const float *attn_norm, *attn_norm_b;               /* attn_output_norm */
-    const float *out_norm, *out_norm_b;                 /* layer_output_norm */
+    const float *attn_norm, *attn_norm_b;                /* attn_output_norm */
+    const float *out_norm, *out_norm_b;                  /* layer_output_norm */
 };
 
 typedef struct bert_model {
@@ -87,7 +87,7 @@ uint64_t bert_ctx_bytes(const bert_model *m, int32_t n_threads, int32_t n_tokens
  * *hidden receives the final hidden states, token t at (*hidden)[t * n_embd],
  * valid until the next call on c. KILN_ERR_RANGE (naming it) for a bad id,
  * an empty or over-long sequence or more tokens than the capacity. */
-kiln_status bert_encode(bert_ctx *c, const int32_t *tokens, const int32_t *seq_start,
-                        int32_t n_seq, const float **hidden);
+kiln_status bert_encode(bert_ctx *c, const int32_t *tokens, const int32_t *seq_start, int32_t n_seq,
+                        const float **hidden);
 
 #endif

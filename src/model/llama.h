@@ -4,10 +4,16 @@
  *
  * A llama_model binds a GGUF file's tensors (weights stay in the read-only
  * mapping) and is immutable: any number of contexts may share it. A
- * llama_ctx holds one sequence's state, the F32 KV cache for n_ctx
- * positions, and every scratch buffer a batch of up to n_batch tokens
- * needs, all allocated at creation: decoding never allocates. A context is
- * used by one thread at a time; its matrix products run on the borrowed pool.
+ * llama_ctx holds up to n_seq independent sequences (slots of a KV cache in
+ * F32, F16 or Q8_0, n_ctx positions each) and every scratch buffer a step
+ * of up to n_batch tokens needs, all allocated at creation: decoding never
+ * allocates. A step runs several sequences' tokens in one forward pass (the
+ * server's continuous batching): the weight products see all the step's
+ * tokens at once, attention stays within each sequence. The whole layer
+ * stack of a step is one task on the pool, its phases separated by
+ * barriers. Attention is tiled with an online softmax, so its memory does
+ * not depend on the context length. A context is used by one thread at a
+ * time.
  */
 #ifndef KILN_MODEL_LLAMA_H
 #define KILN_MODEL_LLAMA_H
@@ -16,6 +22,7 @@
 #include "kiln.h"
 #include "model/arch.h"
 #include "model/gguf.h"
+#include "model/kvcache.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -52,25 +59,73 @@ void llama_model_free(llama_model *m);
 
 typedef struct llama_ctx llama_ctx;
 
-/* A context for m with room for n_ctx positions, prefilling at most n_batch
- * tokens per step (longer inputs are split), on pool (borrowed; its size is
- * the thread count). NULL and *st on failure. */
-llama_ctx *llama_ctx_create(const llama_model *m, int32_t n_ctx, int32_t n_batch, kiln_pool *pool,
-                            kiln_status *st);
+struct llama_ctx_params {
+    int32_t n_ctx;           /* positions per sequence */
+    int32_t n_batch;         /* most tokens in one forward pass */
+    int32_t n_seq;           /* sequence slots (each with n_ctx positions) */
+    kiln_type type_k, type_v; /* KV cache element types: F32, F16 or Q8_0 */
+};
+
+/* A context for m (borrowed; it must outlive the context) on pool (borrowed;
+ * its size is the thread count; NULL: the calling thread only). Slot 0 is
+ * claimed (in use) at creation; the others are free. NULL and *st on
+ * failure: KILN_ERR_INVALID_ARG for a non-positive size or a KV type that is
+ * not F32/F16/Q8_0, KILN_ERR_UNSUPPORTED when Q8_0 does not fit the head
+ * size, KILN_ERR_NOMEM. */
+llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params *p,
+                            kiln_pool *pool, kiln_status *st);
 void llama_ctx_free(llama_ctx *c);
 
 int32_t llama_ctx_n_ctx(const llama_ctx *c);
-/* Positions already in the KV cache. */
+int32_t llama_ctx_n_batch(const llama_ctx *c);
+int32_t llama_ctx_n_seq(const llama_ctx *c);
+/* The context's KV cache (slots, fill levels, types). */
+const struct kv_cache *llama_ctx_kv(const llama_ctx *c);
+/* Bytes allocated: KV cache and compute buffers (activations, matmul
+ * workspace, attention tiles, logits). */
+void llama_ctx_memory(const llama_ctx *c, uint64_t *kv_bytes, uint64_t *compute_bytes);
+
+/* Sequences: ids are slot indices in [0, n_seq). claim: the lowest free one
+ * (KILN_ERR_RANGE when none); release: frees it and empties its cache;
+ * truncate: keeps the first n positions (n <= n_past; KILN_ERR_RANGE
+ * otherwise); n_past: positions filled, -1 for an id not in use. Errors for
+ * an id out of range or not in use are KILN_ERR_INVALID_ARG naming it. */
+kiln_status llama_seq_claim(llama_ctx *c, int32_t *seq);
+kiln_status llama_seq_release(llama_ctx *c, int32_t seq);
+kiln_status llama_seq_truncate(llama_ctx *c, int32_t seq, int32_t n);
+int32_t llama_seq_n_past(const llama_ctx *c, int32_t seq);
+
+/* Positions already in slot 0's cache; llama_ctx_reset empties slot 0
+ * (claiming it again when it was released). */
 int32_t llama_ctx_n_past(const llama_ctx *c);
-/* Empties the KV cache (the next token is at position 0). */
 void llama_ctx_reset(llama_ctx *c);
 
-/* Runs tokens[0..n) at positions n_past .. n_past + n - 1, appending them to
- * the KV cache, and writes the logits of the last token (all == false:
- * n_vocab floats) or of every token (all: n * n_vocab floats, token i at
- * logits + i * n_vocab). logits may be NULL to only fill the cache.
- * KILN_ERR_RANGE when the tokens do not fit in the context or an id is out
- * of the vocabulary (nothing is changed then). */
+/* One sequence's part of a batched step. */
+struct llama_batch_item {
+    int32_t seq;
+    const int32_t *tokens;
+    int32_t n;
+    float *logits; /* NULL: none; else the last token's (n_vocab floats), or with
+                      all every token's (n * n_vocab floats, token i at i * n_vocab) */
+    bool all;
+};
+
+/* One forward pass over every item's tokens at once: item i's tokens go at
+ * its sequence's positions n_past .. n_past + n - 1 and are appended to its
+ * cache; weight products run over all the step's tokens together, attention
+ * within each sequence. Checks everything before computing anything
+ * (nothing changes on error): KILN_ERR_INVALID_ARG for a sequence id out of
+ * range, not in use or given twice, a NULL token array or n <= 0;
+ * KILN_ERR_RANGE when the step has more than n_batch tokens, when an item
+ * does not fit in its sequence's context, or for a token id outside the
+ * vocabulary - each message names the item and the numbers. */
+kiln_status llama_decode_batch(llama_ctx *c, const struct llama_batch_item *items, int32_t n_items);
+
+/* Slot 0: runs tokens[0..n) in chunks of n_batch (llama_decode_batch), with
+ * the logits of the last token (all == false: n_vocab floats) or of every
+ * token (all: n * n_vocab floats); logits may be NULL. KILN_ERR_RANGE when
+ * the tokens do not fit in the context or an id is out of the vocabulary
+ * (nothing is changed then). */
 kiln_status llama_decode(llama_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all);
 
 #endif

@@ -188,8 +188,7 @@ bool vocab_is_bpe(const gguf_file *f) {
 }
 
 /* The merge strings of tokenizer.ggml.merges as pointer/length arrays. */
-static kiln_status bpe_merges(const gguf_file *f, const char ***text, uint32_t **len,
-                              int64_t *n) {
+static kiln_status bpe_merges(const gguf_file *f, const char ***text, uint32_t **len, int64_t *n) {
     const gguf_value *mv;
     kiln_status s = gguf_get_arr(f, "tokenizer.ggml.merges", GGUF_VT_STRING, &mv);
     if (s) return s;

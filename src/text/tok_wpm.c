@@ -102,8 +102,7 @@ tok_wpm *tok_wpm_create(const struct tok_wpm_vocab *v, kiln_status *st) {
     if (st) *st = KILN_OK;
     return t;
 nomem:
-    s = kiln_fail(KILN_ERR_NOMEM, "wordpiece: out of memory for a %d-token vocabulary",
-                  v->n_vocab);
+    s = kiln_fail(KILN_ERR_NOMEM, "wordpiece: out of memory for a %d-token vocabulary", v->n_vocab);
 fail:
     tok_wpm_free(t);
     if (st) *st = s;
@@ -295,8 +294,7 @@ kiln_status tok_wpm_encode(const tok_wpm *t, const char *text, size_t len, bool 
     free(w.start);
     *n_ids = n;
     if (n > cap)
-        return kiln_fail(KILN_ERR_RANGE, "wordpiece: the text needs %zu ids, room for %zu", n,
-                         cap);
+        return kiln_fail(KILN_ERR_RANGE, "wordpiece: the text needs %zu ids, room for %zu", n, cap);
     return KILN_OK;
 }
 

@@ -41,10 +41,10 @@ struct tok_wpm_vocab {
     int32_t n_vocab;
     const char *const *text; /* token i: text[i][0..len[i]) in the convention above */
     const uint32_t *len;
-    const uint8_t *type;    /* enum tok_type (tok_spm.h) or NULL; control tokens render only
-                               when asked */
-    int32_t unk, cls, sep;  /* -1: none (cls/sep then not added) */
-    bool uncased;           /* lowercase and strip accents (see step 1) */
+    const uint8_t *type;   /* enum tok_type (tok_spm.h) or NULL; control tokens render only
+                              when asked */
+    int32_t unk, cls, sep; /* -1: none (cls/sep then not added) */
+    bool uncased;          /* lowercase and strip accents (see step 1) */
 };
 
 /* Builds a tokenizer, copying the vocabulary. NULL and *st (when st is not
