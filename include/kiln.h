@@ -134,11 +134,17 @@ kiln_status kiln_tokenize(const kiln_model *m, const char *text, size_t len, int
 size_t kiln_token_to_piece(const kiln_model *m, int32_t id, int special, char *buf, size_t cap);
 
 typedef struct kiln_ctx_params {
-    int32_t n_ctx;     /* positions in the KV cache; 0: min(training context, 4096) */
-    int32_t n_batch;   /* most tokens per prefill step; 0: 512 */
+    int32_t n_ctx;     /* positions in the KV cache (per sequence); 0: min(training context, 4096) */
+    int32_t n_batch;   /* most tokens per forward pass (prefill chunk, batched step); 0: 512 */
     int32_t n_threads; /* 0: the physical cores */
+    /* KV cache element types: KILN_TYPE_F16 (kiln_ctx_default_params),
+     * KILN_TYPE_F32 or KILN_TYPE_Q8_0 (head size a multiple of 32). Note that
+     * KILN_TYPE_F32 is 0, so a zero-initialised struct asks for F32. */
+    kiln_type type_k, type_v;
+    int32_t n_seq_max; /* independent sequences, each with n_ctx positions; 0: 1 */
 } kiln_ctx_params;
 
+/* n_ctx 0, n_batch 0, n_threads 0 (the defaults above), F16 K and V, 1 sequence. */
 kiln_ctx_params kiln_ctx_default_params(void);
 
 /* A context on m (borrowed; it must outlive the context). NULL and *st on
@@ -148,17 +154,76 @@ void kiln_ctx_free(kiln_ctx *c);
 
 int32_t kiln_ctx_n_ctx(const kiln_ctx *c);
 int32_t kiln_ctx_n_threads(const kiln_ctx *c);
-/* Positions filled so far; kiln_ctx_reset empties the KV cache. */
+/* Positions filled so far in sequence 0; kiln_ctx_reset empties sequence 0
+ * (creating it again if it was freed). */
 int32_t kiln_ctx_n_past(const kiln_ctx *c);
 void kiln_ctx_reset(kiln_ctx *c);
 
-/* Low level: runs tokens[0..n) at the next positions, appending them to the
- * KV cache, and writes the logits of the last token (all_logits == 0:
- * n_vocab floats) or of every token (n * n_vocab floats, token i at
- * logits + i * n_vocab); logits may be NULL. KILN_ERR_RANGE when the tokens
- * do not fit in the context or an id is outside the vocabulary. */
+/* Low level: runs tokens[0..n) at the next positions of sequence 0 (in
+ * chunks of n_batch), appending them to the KV cache, and writes the logits
+ * of the last token (all_logits == 0: n_vocab floats) or of every token
+ * (n * n_vocab floats, token i at logits + i * n_vocab); logits may be NULL.
+ * KILN_ERR_RANGE when the tokens do not fit in the context or an id is
+ * outside the vocabulary (nothing changes then). */
 kiln_status kiln_decode(kiln_ctx *c, const int32_t *tokens, int32_t n, float *logits,
                         int all_logits);
+
+/* Memory the context allocated, in bytes: its KV cache (every sequence) and
+ * its compute buffers (activations, workspace, attention tiles, logits).
+ * Either pointer may be NULL. */
+void kiln_ctx_memory(const kiln_ctx *c, uint64_t *kv_cache, uint64_t *compute);
+/* The KV cache's K element type, and the context's batch and sequence counts. */
+kiln_type kiln_ctx_type_k(const kiln_ctx *c);
+kiln_type kiln_ctx_type_v(const kiln_ctx *c);
+int32_t kiln_ctx_n_batch(const kiln_ctx *c);
+int32_t kiln_ctx_n_seq_max(const kiln_ctx *c);
+
+/* ---- several sequences in one context (continuous batching) ----
+ *
+ * A context has n_seq_max sequence slots, ids 0 .. n_seq_max - 1, each with
+ * its own region of the KV cache (n_ctx positions) and its own position.
+ * Sequence 0 exists from creation: it is the one kiln_decode,
+ * kiln_generate, kiln_ctx_n_past and kiln_ctx_reset use. A step runs tokens
+ * of several sequences in one forward pass: the weight products see all of
+ * the step's tokens at once, attention stays within each sequence, and each
+ * sequence's results equal what it would get alone. Steps may mix a chunk
+ * of one sequence's prompt with single decode tokens of others. Same
+ * threading rule as the context: one thread at a time. */
+
+/* Claims the lowest free sequence id into *seq; it starts empty.
+ * KILN_ERR_RANGE when all n_seq_max are in use. */
+kiln_status kiln_seq_create(kiln_ctx *c, int32_t *seq);
+/* Frees a sequence (its cache is emptied; the id may be claimed again).
+ * KILN_ERR_INVALID_ARG, naming the id, for an id out of range or not in use. */
+kiln_status kiln_seq_free(kiln_ctx *c, int32_t seq);
+/* Positions the sequence holds, or -1 for an id out of range or not in use. */
+int32_t kiln_seq_n_past(const kiln_ctx *c, int32_t seq);
+/* Keeps the first n positions of a sequence's cache and drops the rest, so
+ * a prompt sharing a prefix with what the sequence holds continues after
+ * it. KILN_ERR_RANGE when n is outside 0..n_past; KILN_ERR_INVALID_ARG for
+ * a bad id. */
+kiln_status kiln_seq_truncate(kiln_ctx *c, int32_t seq, int32_t n);
+
+/* One sequence's part of a step. */
+typedef struct kiln_seq_batch {
+    int32_t seq;           /* a sequence in use */
+    const int32_t *tokens; /* n_tokens ids (> 0), borrowed for the call */
+    int32_t n_tokens;
+    /* NULL: no logits; else the last token's (n_vocab floats), or with
+     * all_logits every token's (n_tokens * n_vocab floats, token i at
+     * logits + i * n_vocab). Filled when the call returns KILN_OK. */
+    float *logits;
+    int all_logits;
+} kiln_seq_batch;
+
+/* Runs one step: each item's tokens at its sequence's next positions,
+ * appended to its cache. Everything is checked before anything runs
+ * (nothing changes on error): KILN_ERR_INVALID_ARG for a sequence id out of
+ * range, not in use or repeated, or an item without tokens; KILN_ERR_RANGE
+ * when the step holds more than n_batch tokens, when an item does not fit
+ * in its sequence's context, or for a token outside the vocabulary; each
+ * message names the sequence and the numbers. */
+kiln_status kiln_decode_batch(kiln_ctx *c, const kiln_seq_batch *items, int32_t n_items);
 
 /* A bias added to one token's logit before sampling; -INFINITY bans it. */
 typedef struct kiln_logit_bias {
@@ -231,10 +296,11 @@ typedef int (*kiln_token_fn)(void *user, int32_t id, const char *text, size_t le
 kiln_status kiln_generate(kiln_ctx *c, const char *prompt, size_t len, const kiln_gen_params *p,
                           kiln_token_fn on_token, void *user, kiln_gen_stats *stats);
 
-/* Generates from token ids[0..n) on c, reusing the KV cache: when the
- * tokens c holds (everything decoded since the last reset) are a prefix of
- * ids shorter than n, only the rest is prefilled (stats->n_cached says how
- * many were reused); otherwise the cache is reset and all of ids prefilled.
+/* Generates from token ids[0..n) on sequence 0 of c, reusing the KV cache:
+ * the longest common prefix of the tokens c holds (everything decoded since
+ * the last reset) and ids is kept - at most n - 1 tokens, so the last one is
+ * run again for its logits - the cache is truncated after it, and only the
+ * rest of ids is prefilled (stats->n_cached says how many were reused).
  * Then samples and decodes as kiln_generate (the penalties' window starts
  * with ids); the generated tokens stay in the cache, so a follow-up prompt
  * that extends ids with them continues without recomputing. Sets

@@ -57,6 +57,9 @@ struct result {
     double mv_gbs, mv_us;
     double mm_gops;
     int int8; /* matmul compared with the VNNI peak (else FMA) */
+    /* kernel ceilings: one thread, data in L1/L2 (no memory traffic) */
+    double dot_gbs;   /* vec_dot, GB/s of weight bytes */
+    double tile_gops; /* gemm 8x8 tiles (vec_dot when no gemm), GOPS */
 };
 
 /* ---- machine peaks (compute/peaks.c) ------------------------------------------------------ */
@@ -91,31 +94,170 @@ static void mv_fn(void *arg, int ith, int nth) {
     }
 }
 
-/* Fills count matrices of rows x cols of type t: 64 distinct quantized rows,
- * repeated (the values do not change the kernels' speed; the memory does). */
+/* Bytes of each block that hold f16/f32 scales (kept from a real quantized
+ * row so every value is finite); the rest of the block is random bits. */
+struct scale_bytes {
+    int off, len;
+};
+static struct scale_bytes scale_bytes_of(kiln_type t) {
+    switch (t) {
+    case KILN_TYPE_Q4_0:
+    case KILN_TYPE_Q5_0:
+    case KILN_TYPE_Q8_0:
+    case KILN_TYPE_IQ4_NL:
+    case KILN_TYPE_IQ4_XS:
+        return (struct scale_bytes){0, 2};
+    case KILN_TYPE_Q4_1:
+    case KILN_TYPE_Q5_1:
+    case KILN_TYPE_Q4_K:
+    case KILN_TYPE_Q5_K:
+        return (struct scale_bytes){0, 4};
+    case KILN_TYPE_Q2_K:
+        return (struct scale_bytes){80, 4};
+    case KILN_TYPE_Q3_K:
+        return (struct scale_bytes){108, 2};
+    case KILN_TYPE_Q6_K:
+        return (struct scale_bytes){208, 2};
+    default:
+        return (struct scale_bytes){-1, 0};
+    }
+}
+
+static uint64_t xorshift(uint64_t *z) {
+    *z ^= *z << 13, *z ^= *z >> 7, *z ^= *z << 17;
+    return *z;
+}
+
+/* Fills count matrices of rows x cols of type t with content that differs in
+ * every page: random quantized values (or random floats of moderate size)
+ * under scales taken from real quantized rows. Copies of one matrix would
+ * not do: the hypervisor of a VM may merge identical pages, and reads of a
+ * merged page come from cache, inflating GB/s beyond the memory's. */
 static int fill_weights(kiln_type t, char *dst, int64_t rows, int64_t cols, int count) {
     const struct kiln_kernels *scalar = kiln_kernels_get(KILN_ISA_SCALAR);
-    size_t rs = kiln_row_size(t, cols);
-    int64_t distinct = rows < 64 ? rows : 64;
-    float *f = malloc(sizeof(float) * (size_t)cols);
-    if (!f) return -1;
+    const struct kiln_type_info *ti = kiln_type_info(t);
+    size_t rs = kiln_row_size(t, cols), total = rs * (size_t)rows * (size_t)count;
     uint64_t z = 0x9e3779b97f4a7c15ull;
-    for (int64_t r = 0; r < distinct; r++) {
-        for (int64_t i = 0; i < cols; i++) {
-            z ^= z << 13, z ^= z >> 7, z ^= z << 17;
-            f[i] = ((float)(z >> 40) / (float)(1 << 24) - 0.5f) * 0.2f;
+    if (t == KILN_TYPE_F32 || t == KILN_TYPE_F16 || t == KILN_TYPE_BF16) {
+        for (size_t i = 0; i + 8 <= total; i += 8) {
+            uint64_t v = xorshift(&z);
+            if (t == KILN_TYPE_F32) /* +-[2^-7, 2^-6) */
+                v = (v & 0x807FFFFF807FFFFFull) | 0x3C0000003C000000ull;
+            else if (t == KILN_TYPE_F16)
+                v = (v & 0x83FF83FF83FF83FFull) | 0x2000200020002000ull;
+            else
+                v = (v & 0x807F807F807F807Full) | 0x3C003C003C003C00ull;
+            memcpy(dst + i, &v, 8);
         }
-        if (t == KILN_TYPE_F32)
-            memcpy(dst + (size_t)r * rs, f, rs);
-        else
-            scalar->from_float[t](f, dst + (size_t)r * rs, cols);
+        return 0;
+    }
+    struct scale_bytes sb = scale_bytes_of(t);
+    int64_t distinct = rows < 64 ? rows : 64;
+    char *tmpl = malloc(rs * (size_t)distinct);
+    float *f = malloc(sizeof(float) * (size_t)cols);
+    if (!f || !tmpl) {
+        free(f);
+        free(tmpl);
+        return -1;
+    }
+    for (int64_t r = 0; r < distinct; r++) {
+        for (int64_t i = 0; i < cols; i++)
+            f[i] = ((float)(xorshift(&z) >> 40) / (float)(1 << 24) - 0.5f) * 0.2f;
+        scalar->from_float[t](f, tmpl + (size_t)r * rs, cols);
     }
     free(f);
-    for (int64_t r = distinct; r < rows; r++)
-        memcpy(dst + (size_t)r * rs, dst + (size_t)(r % distinct) * rs, rs);
-    size_t msize = rs * (size_t)rows;
-    for (int m = 1; m < count; m++) memcpy(dst + (size_t)m * msize, dst, msize);
+    for (size_t i = 0; i + 8 <= total; i += 8) {
+        uint64_t v = xorshift(&z);
+        memcpy(dst + i, &v, 8);
+    }
+    size_t nb = rs / ti->size;
+    for (int64_t r = 0; r < rows * count; r++) {
+        char *row = dst + (size_t)r * rs;
+        const char *src = tmpl + (size_t)(r % distinct) * rs;
+        if (sb.off < 0) /* unknown layout: the quantized row as it is */
+            memcpy(row, src, rs);
+        else
+            for (size_t b = 0; b < nb; b++)
+                memcpy(row + b * ti->size + sb.off, src + b * ti->size + sb.off, (size_t)sb.len);
+    }
+    free(tmpl);
     return 0;
+}
+
+/* Best seconds of fn over reps of at least ~20 ms. */
+struct ceil_args {
+    const struct kiln_kernels *k;
+    kiln_type t;
+    const char *w, *xq;
+    size_t rs, xs;
+    int64_t n, rows;
+    float *y;
+    int tiles;
+};
+
+static void ceil_once(struct ceil_args *a) {
+    if (a->tiles && a->k->gemm[a->t]) {
+        for (int64_t r = 0; r + KILN_GEMM_MAX_R <= a->rows; r += KILN_GEMM_MAX_R)
+            a->k->gemm[a->t](a->n, a->w + (size_t)r * a->rs, a->rs, KILN_GEMM_MAX_R, a->xq, a->xs,
+                             KILN_GEMM_MAX_C, a->y + r, (size_t)a->rows);
+    } else {
+        int nc = a->tiles ? KILN_GEMM_MAX_C : 1;
+        for (int64_t r = 0; r < a->rows; r++)
+            for (int c = 0; c < nc; c++)
+                a->y[c * a->rows + r] =
+                    a->k->vec_dot[a->t](a->n, a->w + (size_t)r * a->rs, a->xq + (size_t)c * a->xs);
+    }
+}
+
+static double ceil_time(struct ceil_args *a) {
+    ceil_once(a);
+    int reps = 1;
+    for (;;) {
+        int64_t t0 = kiln_now_ns();
+        for (int i = 0; i < reps; i++) ceil_once(a);
+        double s = (double)(kiln_now_ns() - t0) * 1e-9;
+        if (s > 0.02) break;
+        reps *= 2;
+    }
+    double best = 1e30;
+    for (int k = 0; k < 5; k++) {
+        int64_t t0 = kiln_now_ns();
+        for (int i = 0; i < reps; i++) ceil_once(a);
+        double s = (double)(kiln_now_ns() - t0) * 1e-9 / reps;
+        if (s < best) best = s;
+    }
+    return best;
+}
+
+/* What the kernels do on one thread when memory is not the limit: 32 rows
+ * (in L2) against activations already converted. Tells whether a matvec
+ * below the bandwidth is the kernel's fault. */
+static void kernel_ceilings(const struct kiln_kernels *k, kiln_type t, const char *w, size_t rs,
+                            const struct options *o, const float *x, struct result *res) {
+    kiln_type vdt = kiln_vec_dot_type(t);
+    int64_t rows = o->rows < 32 ? o->rows : 32;
+    size_t xs =
+        vdt == KILN_TYPE_F32 ? (size_t)o->cols * sizeof(float) : kiln_row_size(vdt, o->cols);
+    char *xq = kiln_aligned_alloc(64, xs * KILN_GEMM_MAX_C);
+    float *y = malloc(sizeof(float) * (size_t)rows * KILN_GEMM_MAX_C);
+    if (!xq || !y || o->batch < KILN_GEMM_MAX_C) goto done;
+    for (int c = 0; c < KILN_GEMM_MAX_C; c++) {
+        if (vdt == KILN_TYPE_F32)
+            memcpy(xq + (size_t)c * xs, x + c * o->cols, xs);
+        else
+            k->from_float[vdt](x + c * o->cols, xq + (size_t)c * xs, o->cols);
+    }
+    struct ceil_args a = {k, t, w, xq, rs, xs, o->cols, rows, y, 0};
+    res->dot_gbs = (double)rs * (double)rows / ceil_time(&a) * 1e-9;
+    a.tiles = 1;
+    rows = rows / KILN_GEMM_MAX_R * KILN_GEMM_MAX_R;
+    a.rows = rows;
+    if (rows)
+        res->tile_gops =
+            2.0 * (double)rows * (double)o->cols * KILN_GEMM_MAX_C / ceil_time(&a) * 1e-9;
+done:
+    kiln_aligned_free(xq);
+    free(y);
 }
 
 static void bench_one(kiln_pool *pool, const struct options *o, struct result *res, char *wbuf,
@@ -193,6 +335,7 @@ static void bench_one(kiln_pool *pool, const struct options *o, struct result *r
         if (s < best) best = s;
     }
     res->mm_gops = 2.0 * (double)o->rows * (double)o->cols * (double)o->batch / best * 1e-9;
+    kernel_ceilings(k, t, wbuf, rs, o, x, res);
 done:
     kiln_aligned_free(y);
     free(ops);
@@ -359,6 +502,21 @@ static void print_table(const struct options *o, const struct machine *m, const 
                pct(x->mv_gbs, m->bw_gbs), m->bw_gbs, x->mv_us, x->mm_gops, pct(x->mm_gops, peak),
                peak, x->int8 ? "vnni" : "fma");
     }
+    /* The kernels' own ceilings: a matvec cannot beat threads x vec_dot
+     * speed, nor a matmul threads x tile speed. */
+    printf("\nkernel ceilings (1 thread, weights and activations in L2; compare x%d threads with "
+           "the limits):\n",
+           o->threads);
+    printf("%-8s %-7s | %14s %14s | %14s %12s\n", "type", "isa", "vec_dot GB/s", "x threads",
+           "tile GOPS", "% of 1 core");
+    for (int i = 0; i < nres; i++) {
+        const struct result *x = &r[i];
+        if (x->skip) continue;
+        double core_peak = (x->int8 ? m->vnni_gops : m->fma_gflops) / o->threads;
+        printf("%-8s %-7s | %14.1f %14.1f | %14.1f %11.0f%%\n", kiln_type_name(x->type),
+               kiln_isa_name(x->isa), x->dot_gbs, x->dot_gbs * o->threads, x->tile_gops,
+               pct(x->tile_gops, core_peak));
+    }
 }
 
 static int write_json(const char *path, const struct options *o, const struct machine *m,
@@ -392,9 +550,11 @@ static int write_json(const char *path, const struct options *o, const struct ma
         fprintf(f,
                 ", \"gemm\": %s, \"matvec_gbs\": %.2f, \"matvec_pct_bw\": %.1f, "
                 "\"matvec_us\": %.1f, \"matmul_gops\": %.2f, \"matmul_peak\": \"%s\", "
-                "\"matmul_pct_peak\": %.1f}",
+                "\"matmul_pct_peak\": %.1f, \"vec_dot_l2_gbs_1t\": %.2f, "
+                "\"tile_l2_gops_1t\": %.2f}",
                 x->has_gemm ? "true" : "false", x->mv_gbs, pct(x->mv_gbs, m->bw_gbs), x->mv_us,
-                x->mm_gops, x->int8 ? "vnni" : "fma", pct(x->mm_gops, peak));
+                x->mm_gops, x->int8 ? "vnni" : "fma", pct(x->mm_gops, peak), x->dot_gbs,
+                x->tile_gops);
     }
     fprintf(f, "\n  ]\n}\n");
     if (fclose(f)) {

@@ -21,6 +21,8 @@ void cli_gen_usage(FILE *out) {
         "  -n, --n-predict N       most tokens to generate (default 128)\n"
         "  -c, --ctx N             context size (default: the model's, at most 4096)\n"
         "  -t, --threads N         threads (default: physical cores)\n"
+        "      --kv-type T         KV cache type: f16 (default), f32 or q8_0\n"
+        "  -b, --batch N           most tokens per prefill step (default 512)\n"
         "      --temp T            temperature; 0 = greedy (default 0.8)\n"
         "      --top-k K           keep the K most likely tokens; 0 = off (default 40)\n"
         "      --top-p P           nucleus sampling; 1 = off (default 0.95)\n"
@@ -89,6 +91,14 @@ int cli_gen_opt(struct cli_gen_opts *o, const char *cmd, const char *a, const ch
         ok = parse_long(v, 1, 1L << 24, &l) && ((o->ctx.n_ctx = (int32_t)l), true);
     else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
         ok = parse_long(v, 1, 1024, &l) && ((o->ctx.n_threads = (int32_t)l), true);
+    else if (!strcmp(a, "-b") || !strcmp(a, "--batch"))
+        ok = parse_long(v, 1, 1L << 20, &l) && ((o->ctx.n_batch = (int32_t)l), true);
+    else if (!strcmp(a, "--kv-type")) {
+        kiln_type t;
+        ok = kiln_type_from_name(v, &t) == KILN_OK &&
+             (t == KILN_TYPE_F16 || t == KILN_TYPE_F32 || t == KILN_TYPE_Q8_0);
+        if (ok) o->ctx.type_k = o->ctx.type_v = t;
+    }
     else if (!strcmp(a, "--top-k"))
         ok = parse_long(v, 0, 1L << 30, &l) && ((sp->top_k = (int32_t)l), true);
     else if (!strcmp(a, "--repeat-last-n"))

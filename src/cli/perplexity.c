@@ -39,9 +39,9 @@
 #include <string.h>
 #include <time.h>
 
-#define PPL_DEFAULT_CTX 512
+#define PPL_DEFAULT_CTX  512
 #define PPL_DEFAULT_TOPK 20
-#define PPL_MAX_TOPK 1024
+#define PPL_MAX_TOPK     1024
 
 struct ppl_opts {
     const char *model, *text, *tokens, *dump, *compare;
@@ -301,7 +301,8 @@ static int read_dump(const char *path, struct ref_dump *r) {
         return -1;
     }
     json_t *model = json_object_get(root, "model");
-    snprintf(r->model, sizeof r->model, "%s", json_is_string(model) ? json_string_value(model) : "?");
+    snprintf(r->model, sizeof r->model, "%s",
+             json_is_string(model) ? json_string_value(model) : "?");
     int64_t n_vocab, n_ctx, top_k;
     if (!json_int_field(root, "n_vocab", 1, INT32_MAX, &n_vocab) ||
         !json_int_field(root, "n_ctx", 4, INT32_MAX, &n_ctx) ||
@@ -452,8 +453,8 @@ static int score(struct eval *e, size_t pos, const float *row) {
         }
         size_t k = (size_t)r->top_k, i = e->ref_i++;
         double kl;
-        if (kiln_kl_top_k(r->ids + i * k, r->logits + i * k, r->top_k, r->lse[i], row,
-                          e->n_vocab, lse, &kl) != KILN_OK) {
+        if (kiln_kl_top_k(r->ids + i * k, r->logits + i * k, r->top_k, r->lse[i], row, e->n_vocab,
+                          lse, &kl) != KILN_OK) {
             fprintf(stderr, "kiln perplexity: %s: entry %zu: %s\n", e->o->compare, i,
                     kiln_last_error());
             return -1;

@@ -99,6 +99,11 @@ static void print_summary(const struct run_opts *o, const kiln_ctx *c, double t_
     int n_fwd = s->n_gen > 0 ? s->n_gen - 1 : 0;
     fprintf(stderr, "\n--- kiln run: %s, context %d, %d threads, seed %llu\n", o->model,
             kiln_ctx_n_ctx(c), kiln_ctx_n_threads(c), (unsigned long long)o->g.gen.sampling.seed);
+    uint64_t kv = 0, compute = 0;
+    kiln_ctx_memory(c, &kv, &compute);
+    fprintf(stderr, "memory      KV cache %s %.2f MiB, compute buffers %.2f MiB\n",
+            kiln_type_name(kiln_ctx_type_k(c)), (double)kv / (1 << 20),
+            (double)compute / (1 << 20));
     fprintf(stderr, "load        %10.2f ms\n", t_load * 1e3);
     fprintf(stderr, "prompt      %6d tokens in %9.2f ms  %10.1f tokens/s\n", s->n_prompt,
             s->t_prefill * 1e3, per_s(s->n_prompt, s->t_prefill));

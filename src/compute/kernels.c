@@ -65,6 +65,7 @@ static void build_tables(void) {
     kern_float_register_scalar(k);
     kern_legacy_register_scalar(k);
     kern_kquant_register_scalar(k);
+    kern_attn_register_scalar(k);
 #if defined(__x86_64__)
     tables[KILN_ISA_AVX2] = tables[KILN_ISA_SCALAR];
     k = &tables[KILN_ISA_AVX2];
@@ -72,12 +73,14 @@ static void build_tables(void) {
     kern_float_register_avx2(k);
     kern_legacy_register_avx2(k);
     kern_kquant_register_avx2(k);
+    kern_attn_register_avx2(k);
     tables[KILN_ISA_AVX512] = tables[KILN_ISA_AVX2];
     k = &tables[KILN_ISA_AVX512];
     k->isa = KILN_ISA_AVX512;
     kern_float_register_avx512(k);
     kern_legacy_register_avx512(k);
     kern_kquant_register_avx512(k);
+    kern_attn_register_avx512(k);
 #endif
 }
 

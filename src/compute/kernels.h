@@ -37,6 +37,10 @@ typedef float (*kiln_vec_dot_fn)(int64_t n, const void *w, const void *x);
 typedef void (*kiln_gemm_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *x,
                              size_t x_stride, int nc, float *out, size_t out_stride);
 
+/* o[0..n) += w * (the n elements of the row at x); n a multiple of the
+ * type's block size. Attention's accumulation of V rows (kern_attn*.c). */
+typedef void (*kiln_axpy_fn)(int64_t n, float *o, const void *x, float w);
+
 #define KILN_GEMM_MAX_R 8
 #define KILN_GEMM_MAX_C 8
 
@@ -46,6 +50,7 @@ struct kiln_kernels {
     kiln_from_float_fn from_float[KILN_TYPE_COUNT];
     kiln_vec_dot_fn vec_dot[KILN_TYPE_COUNT];
     kiln_gemm_fn gemm[KILN_TYPE_COUNT]; /* NULL: callers loop over vec_dot */
+    kiln_axpy_fn axpy[KILN_TYPE_COUNT]; /* KV cache types (F32, F16, Q8_0); else NULL */
 };
 
 const char *kiln_isa_name(enum kiln_isa isa);
@@ -71,5 +76,8 @@ void kern_legacy_register_avx512(struct kiln_kernels *k);
 void kern_kquant_register_scalar(struct kiln_kernels *k);
 void kern_kquant_register_avx2(struct kiln_kernels *k);
 void kern_kquant_register_avx512(struct kiln_kernels *k);
+void kern_attn_register_scalar(struct kiln_kernels *k);
+void kern_attn_register_avx2(struct kiln_kernels *k);
+void kern_attn_register_avx512(struct kiln_kernels *k);
 
 #endif

@@ -144,7 +144,12 @@ size_t kiln_token_to_piece(const kiln_model *m, int32_t id, int special, char *b
 /* ---- contexts ---- */
 
 kiln_ctx_params kiln_ctx_default_params(void) {
-    return (kiln_ctx_params){.n_ctx = 0, .n_batch = 0, .n_threads = 0};
+    return (kiln_ctx_params){.n_ctx = 0,
+                             .n_batch = 0,
+                             .n_threads = 0,
+                             .type_k = KILN_TYPE_F16,
+                             .type_v = KILN_TYPE_F16,
+                             .n_seq_max = 1};
 }
 
 kiln_ctx *kiln_ctx_create(const kiln_model *m, const kiln_ctx_params *p, kiln_status *st) {
@@ -155,15 +160,16 @@ kiln_ctx *kiln_ctx_create(const kiln_model *m, const kiln_ctx_params *p, kiln_st
         s = kiln_fail(KILN_ERR_NOMEM, "context: out of memory");
         goto fail;
     }
-    if (d.n_ctx < 0 || d.n_batch < 0 || d.n_threads < 0) {
+    if (d.n_ctx < 0 || d.n_batch < 0 || d.n_threads < 0 || d.n_seq_max < 0) {
         s = kiln_fail(KILN_ERR_RANGE,
-                      "context: n_ctx %d, n_batch %d and n_threads %d must not "
+                      "context: n_ctx %d, n_batch %d, n_threads %d and n_seq_max %d must not "
                       "be negative",
-                      d.n_ctx, d.n_batch, d.n_threads);
+                      d.n_ctx, d.n_batch, d.n_threads, d.n_seq_max);
         goto fail;
     }
     if (d.n_ctx == 0) d.n_ctx = kiln_model_n_ctx_train(m) < 4096 ? kiln_model_n_ctx_train(m) : 4096;
     if (d.n_batch == 0) d.n_batch = 512;
+    if (d.n_seq_max == 0) d.n_seq_max = 1;
     c->m = m;
     if (!m->lm) {
         s = kiln_fail(KILN_ERR_UNSUPPORTED,
@@ -173,7 +179,12 @@ kiln_ctx *kiln_ctx_create(const kiln_model *m, const kiln_ctx_params *p, kiln_st
         goto fail;
     }
     if (!(c->pool = kiln_pool_create(d.n_threads, &s))) goto fail;
-    if (!(c->lc = llama_ctx_create(m->lm, d.n_ctx, d.n_batch, c->pool, &s))) goto fail;
+    struct llama_ctx_params lp = {.n_ctx = d.n_ctx,
+                                  .n_batch = d.n_batch,
+                                  .n_seq = d.n_seq_max,
+                                  .type_k = d.type_k,
+                                  .type_v = d.type_v};
+    if (!(c->lc = llama_ctx_create(m->lm, &lp, c->pool, &s))) goto fail;
     c->logits = malloc((size_t)kiln_model_n_vocab(m) * sizeof *c->logits);
     c->cached = malloc((size_t)d.n_ctx * sizeof *c->cached);
     if (!c->logits || !c->cached) {
@@ -215,6 +226,68 @@ kiln_status kiln_decode(kiln_ctx *c, const int32_t *tokens, int32_t n, float *lo
     int32_t past = llama_ctx_n_past(c->lc);
     kiln_status s = llama_decode(c->lc, tokens, n, logits, all_logits != 0);
     if (!s && n > 0) memcpy(c->cached + past, tokens, (size_t)n * sizeof *tokens);
+    return s;
+}
+
+void kiln_ctx_memory(const kiln_ctx *c, uint64_t *kv_cache, uint64_t *compute) {
+    llama_ctx_memory(c->lc, kv_cache, compute);
+    if (compute) *compute += (uint64_t)kiln_model_n_vocab(c->m) * sizeof(float);
+}
+kiln_type kiln_ctx_type_k(const kiln_ctx *c) {
+    return llama_ctx_kv(c->lc)->type_k;
+}
+kiln_type kiln_ctx_type_v(const kiln_ctx *c) {
+    return llama_ctx_kv(c->lc)->type_v;
+}
+int32_t kiln_ctx_n_batch(const kiln_ctx *c) {
+    return llama_ctx_n_batch(c->lc);
+}
+int32_t kiln_ctx_n_seq_max(const kiln_ctx *c) {
+    return llama_ctx_n_seq(c->lc);
+}
+
+/* ---- sequences ---- */
+
+kiln_status kiln_seq_create(kiln_ctx *c, int32_t *seq) {
+    return llama_seq_claim(c->lc, seq);
+}
+kiln_status kiln_seq_free(kiln_ctx *c, int32_t seq) {
+    return llama_seq_release(c->lc, seq);
+}
+int32_t kiln_seq_n_past(const kiln_ctx *c, int32_t seq) {
+    return llama_seq_n_past(c->lc, seq);
+}
+kiln_status kiln_seq_truncate(kiln_ctx *c, int32_t seq, int32_t n) {
+    return llama_seq_truncate(c->lc, seq, n);
+}
+
+/* The public item and llama's differ only in types; converted on the
+ * stack in groups, so a step of any size never allocates. */
+#define SEQ_GROUP 64
+
+kiln_status kiln_decode_batch(kiln_ctx *c, const kiln_seq_batch *items, int32_t n_items) {
+    struct llama_batch_item it[SEQ_GROUP];
+    if (n_items < 0 || (n_items > 0 && !items))
+        return kiln_fail(KILN_ERR_INVALID_ARG, "decode: %d items", n_items);
+    if (n_items > SEQ_GROUP && n_items > kiln_ctx_n_seq_max(c))
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "decode: %d items, but the context has %d sequences", n_items,
+                         kiln_ctx_n_seq_max(c));
+    struct llama_batch_item *dst = it;
+    if (n_items > SEQ_GROUP && !(dst = malloc((size_t)n_items * sizeof *dst)))
+        return kiln_fail(KILN_ERR_NOMEM, "decode: out of memory for %d items", n_items);
+    for (int32_t i = 0; i < n_items; i++)
+        dst[i] = (struct llama_batch_item){.seq = items[i].seq,
+                                           .tokens = items[i].tokens,
+                                           .n = items[i].n_tokens,
+                                           .logits = items[i].logits,
+                                           .all = items[i].all_logits != 0};
+    int32_t past0 = llama_ctx_n_past(c->lc);
+    kiln_status s = llama_decode_batch(c->lc, dst, n_items);
+    for (int32_t i = 0; !s && i < n_items; i++) /* sequence 0's tokens, for prefix reuse */
+        if (items[i].seq == 0)
+            memcpy(c->cached + past0, items[i].tokens, (size_t)items[i].n_tokens * sizeof(int32_t));
+    if (dst != it) free(dst);
     return s;
 }
 
@@ -299,7 +372,8 @@ static int emit_token(struct gen *g, int32_t id, kiln_token_fn on_token, void *u
     return on_token ? on_token(user, id, g->out, w) : 0;
 }
 
-/* Prefills ids[0..n_ids) after whatever prefix of them the KV cache holds. */
+/* Prefills ids[0..n_ids) after the longest prefix of them the KV cache
+ * holds (at most n_ids - 1 tokens: the last is run for its logits). */
 static kiln_status prefill(struct gen *g) {
     kiln_ctx *c = g->c;
     int32_t past = kiln_ctx_n_past(c), n_ctx = kiln_ctx_n_ctx(c);
@@ -308,10 +382,13 @@ static kiln_status prefill(struct gen *g) {
         return kiln_fail(KILN_ERR_RANGE,
                          "generate: the prompt is %d tokens, longer than the context of %d tokens",
                          g->n_ids, n_ctx);
-    if (past >= g->n_ids || memcmp(c->cached, g->ids, (size_t)past * sizeof *g->ids)) {
-        kiln_ctx_reset(c);
-        past = 0;
-    }
+    int32_t keep = 0, lim = past < g->n_ids - 1 ? past : g->n_ids - 1;
+    while (keep < lim && c->cached[keep] == g->ids[keep]) keep++;
+    if (keep == 0)
+        kiln_ctx_reset(c); /* also claims sequence 0 again if it was freed */
+    else if (keep < past && llama_seq_truncate(c->lc, 0, keep) != KILN_OK)
+        return kiln_fail(KILN_ERR_INTERNAL, "generate: cannot keep %d cached tokens", keep);
+    past = keep;
     g->st->n_cached = past;
     g->st->n_prompt = g->n_ids - past;
     double t0 = kiln_now_s();

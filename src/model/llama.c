@@ -2,15 +2,20 @@
  *
  * Layout and invariants of a context:
  *   - activations are row-major per token: x[i * n_embd ...] is token i of
- *     the current batch (n <= n_batch tokens);
- *   - the KV cache holds, per layer, n_ctx rows of n_embd_kv floats:
- *     k_cache[(il * n_ctx + pos) * n_embd_kv + kv_head * head_dim + d]; rows
- *     [0, n_past) are valid;
+ *     the current step (n_tok <= n_batch tokens, the items' tokens one after
+ *     another); tok_slot/tok_pos give each token's sequence and position;
+ *   - the KV cache (kvcache.h) holds each sequence's rows per (layer, KV
+ *     head), consecutive by position; rows [0, n_past) of a slot are valid;
+ *   - q/k/v and gate/up share one arena (attention and FFN never overlap);
+ *     attention writes its output over q, and every block's output goes to
+ *     xn, which the next phase adds into the residual x;
  *   - every buffer is sized at creation for n_batch tokens, and the matmul
- *     workspace for the largest weight at n_batch columns, so decoding
- *     never allocates;
- *   - weights were checked against the kernel table at load time, so a
- *     matrix product cannot fail for a missing kernel mid-pass.
+ *     workspace for the largest weight at n_batch columns, so a step never
+ *     allocates; every product was checked (kiln_matmul_check) at creation,
+ *     so a step cannot fail once its items are validated;
+ *   - a step is one kiln_pool_run: each phase (norm, products, rope and
+ *     cache writes, attention, ...) splits its work by (ith, nth) and ends
+ *     with a pool barrier, so no thread reads what another is still writing.
  * The numerics follow ggml's where cheap (RMSNorm sum in double, rotation
  * angles by repeated multiplication in float, softmax sum in double), so
  * results stay close to llama.cpp's.
@@ -138,28 +143,51 @@ void llama_model_free(llama_model *m) {
 
 /* ---- context ---- */
 
+/* Keys per attention tile: the scores of a tile for each query head of a
+ * group, and the tile's K and V rows, stay in L1 while they are used. */
+#define ATT_TILE 64
+
 struct llama_ctx {
     const llama_model *m;
     const struct kiln_kernels *kern;
     kiln_pool *pool;
     kiln_matmul_ctx *mm;
-    int32_t n_ctx, n_batch, n_past, n_threads;
-    float *k_cache, *v_cache;
-    float *x, *xn, *q, *k, *v, *att, *gate, *up; /* per-token activations */
-    float *rope;                                 /* n_batch rows of n_rot floats: cos, sin pairs */
-    float *scores;                               /* n_threads rows of n_ctx floats */
+    int32_t n_ctx, n_batch, n_seq, n_threads;
+    struct kv_cache kv;
+    float *x, *xn;  /* n_batch rows of n_embd: residual stream, normed / block output */
+    float *arena;   /* attention (q, k, v) or FFN (gate, up) activations, never both */
+    float *q, *k, *v, *gate, *up; /* views into arena */
+    float *rope;    /* n_batch rows of n_rot floats: cos, sin pairs */
+    float *logits;  /* n_seq rows of n_vocab: a step's last-token logits */
+    char *tiles;    /* per thread: attention scratch of tile_bytes */
+    size_t tile_bytes;
+    int32_t *tok_id, *tok_slot, *tok_pos; /* per token of the step: id, sequence, position */
+    int32_t *out_src;            /* per logits row of the step: its token index */
+    uint32_t *stamp, step_no;    /* per slot: the last step it appeared in (duplicates) */
+    uint64_t compute_bytes;
+    /* the step being run */
+    const struct llama_batch_item *items;
+    int32_t n_items, n_tok, n_last, n_out;
 };
 
-static float *alloc_floats(uint64_t n, kiln_status *s) {
-    uint64_t bytes;
+static void *alloc_bytes(uint64_t bytes, llama_ctx *c, kiln_status *s) {
     if (*s) return NULL;
-    float *p = NULL;
-    if (kiln_mul_ok(n ? n : 1, sizeof(float), &bytes) && bytes <= SIZE_MAX)
-        p = kiln_aligned_alloc(KILN_CACHE_LINE, (size_t)bytes);
+    void *p = NULL;
+    if (bytes <= SIZE_MAX) p = kiln_aligned_alloc(KILN_CACHE_LINE, bytes ? (size_t)bytes : 1);
     if (!p)
-        *s = kiln_fail(KILN_ERR_NOMEM, "llama: cannot allocate %llu floats of context state",
-                       (unsigned long long)n);
+        *s = kiln_fail(KILN_ERR_NOMEM, "llama: cannot allocate %llu bytes of context state",
+                       (unsigned long long)bytes);
+    else
+        c->compute_bytes += bytes;
     return p;
+}
+
+static float *alloc_floats(uint64_t n, llama_ctx *c, kiln_status *s) {
+    uint64_t bytes;
+    if (!*s && !kiln_mul_ok(n, sizeof(float), &bytes))
+        *s = kiln_fail(KILN_ERR_NOMEM, "llama: %llu floats of context state overflow",
+                       (unsigned long long)n);
+    return *s ? NULL : alloc_bytes(bytes, c, s);
 }
 
 static size_t work_size(const llama_model *m, int32_t nb) {
@@ -175,50 +203,102 @@ static size_t work_size(const llama_model *m, int32_t nb) {
     return best;
 }
 
+/* Every product of a step must pass kiln_matmul_check at n_batch columns, so
+ * the pass itself cannot fail. */
+static kiln_status check_products(llama_ctx *c) {
+    const llama_model *m = c->m;
+    float dummy = 0;
+    for (uint32_t il = 0; il <= m->hp->n_layer; il++) {
+        const struct llama_layer *L = il < m->hp->n_layer ? &m->layers[il] : NULL;
+        const struct llama_w *ws[] = {&m->output, L ? &L->wq : NULL, L ? &L->wk : NULL,
+                                      L ? &L->wv : NULL, L ? &L->wo : NULL, L ? &L->gate : NULL,
+                                      L ? &L->up : NULL, L ? &L->down : NULL};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            if (!ws[i]) continue;
+            struct kiln_matmul_op op = {.type = ws[i]->type,
+                                        .w = ws[i]->data,
+                                        .w_stride = ws[i]->row_bytes,
+                                        .nr = ws[i]->n_out,
+                                        .n = ws[i]->n_in,
+                                        .x = &dummy,
+                                        .nc = c->n_batch,
+                                        .y = &dummy};
+            kiln_status s = kiln_matmul_check(c->mm, &op);
+            if (s) return s;
+        }
+    }
+    return KILN_OK;
+}
+
 static kiln_status alloc_state(llama_ctx *c) {
     const struct arch_hparams *hp = c->m->hp;
     uint64_t nb = (uint64_t)c->n_batch, d = hp->n_embd, dq = arch_n_embd_q(hp);
     uint64_t dkv = arch_n_embd_kv(hp), ff = hp->n_ff;
-    uint64_t cache = (uint64_t)hp->n_layer * (uint64_t)c->n_ctx * dkv;
+    uint64_t attn = nb * (dq + 2 * dkv), ffn = 2 * nb * ff;
     kiln_status s = KILN_OK;
-    c->k_cache = alloc_floats(cache, &s);
-    c->v_cache = alloc_floats(cache, &s);
-    c->x = alloc_floats(nb * d, &s);
-    c->xn = alloc_floats(nb * (d > dq ? d : dq), &s);
-    c->q = alloc_floats(nb * dq, &s);
-    c->k = alloc_floats(nb * dkv, &s);
-    c->v = alloc_floats(nb * dkv, &s);
-    c->att = alloc_floats(nb * dq, &s);
-    c->gate = alloc_floats(nb * ff, &s);
-    c->up = alloc_floats(nb * ff, &s);
-    c->rope = alloc_floats(nb * hp->n_rot, &s);
-    c->scores = alloc_floats((uint64_t)c->n_threads * (uint64_t)c->n_ctx, &s);
-    return s;
+    c->x = alloc_floats(nb * d, c, &s);
+    c->xn = alloc_floats(nb * d, c, &s);
+    c->arena = alloc_floats(attn > ffn ? attn : ffn, c, &s);
+    c->rope = alloc_floats(nb * hp->n_rot, c, &s);
+    c->logits = alloc_floats((uint64_t)c->n_seq * hp->n_vocab, c, &s);
+    c->tile_bytes = llama_attend_scratch((int32_t)hp->head_dim, (int32_t)(hp->n_head / hp->n_head_kv));
+    c->tiles = alloc_bytes((uint64_t)c->n_threads * c->tile_bytes, c, &s);
+    c->tok_id = alloc_bytes(nb * sizeof(int32_t), c, &s);
+    c->tok_slot = alloc_bytes(nb * sizeof(int32_t), c, &s);
+    c->tok_pos = alloc_bytes(nb * sizeof(int32_t), c, &s);
+    c->out_src = alloc_bytes(nb * sizeof(int32_t), c, &s);
+    c->stamp = alloc_bytes((uint64_t)c->n_seq * sizeof(uint32_t), c, &s);
+    if (s) return s;
+    memset(c->stamp, 0, (size_t)c->n_seq * sizeof(uint32_t));
+    c->q = c->arena;
+    c->k = c->q + nb * dq;
+    c->v = c->k + nb * dkv;
+    c->gate = c->arena;
+    c->up = c->gate + nb * ff;
+    return KILN_OK;
 }
 
-llama_ctx *llama_ctx_create(const llama_model *m, int32_t n_ctx, int32_t n_batch, kiln_pool *pool,
-                            kiln_status *st) {
+llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params *p,
+                            kiln_pool *pool, kiln_status *st) {
     kiln_status s = KILN_OK;
+    const struct arch_hparams *hp = m->hp;
     llama_ctx *c = calloc(1, sizeof *c);
     if (!c) {
         s = kiln_fail(KILN_ERR_NOMEM, "llama: out of memory for a context");
         goto fail;
     }
-    if (n_ctx <= 0 || n_batch <= 0) {
-        s = kiln_fail(KILN_ERR_INVALID_ARG, "llama: context %d and batch %d must be positive",
-                      n_ctx, n_batch);
+    if (p->n_ctx <= 0 || p->n_batch <= 0 || p->n_seq <= 0) {
+        s = kiln_fail(KILN_ERR_INVALID_ARG,
+                      "llama: context %d, batch %d and sequences %d must be positive", p->n_ctx,
+                      p->n_batch, p->n_seq);
         goto fail;
     }
     c->m = m;
     c->pool = pool;
     c->n_threads = pool ? kiln_pool_size(pool) : 1;
-    c->n_ctx = n_ctx;
-    c->n_batch = n_batch < n_ctx ? n_batch : n_ctx;
+    c->n_ctx = p->n_ctx;
+    c->n_seq = p->n_seq;
+    c->n_batch = p->n_batch;
     c->kern = kiln_kernels_best();
-    KILN_ASSERT(c->kern->vec_dot[KILN_TYPE_F32]); /* attention's dot products */
+    if ((s = kv_init(&c->kv, p->type_k, p->type_v, (int32_t)hp->n_layer, (int32_t)hp->n_head_kv,
+                     (int32_t)hp->head_dim, p->n_ctx, p->n_seq)))
+        goto fail;
+    kiln_type qt = kiln_vec_dot_type(p->type_k);
+    if (!c->kern->vec_dot[p->type_k] || !c->kern->from_float[qt] ||
+        !c->kern->from_float[p->type_k] || !c->kern->from_float[p->type_v] ||
+        !c->kern->axpy[p->type_v]) {
+        s = kiln_fail(KILN_ERR_UNSUPPORTED, "llama: the %s kernels lack a KV cache kernel for %s/%s",
+                      kiln_isa_name(c->kern->isa), kiln_type_name(p->type_k),
+                      kiln_type_name(p->type_v));
+        goto fail;
+    }
     if ((s = alloc_state(c))) goto fail;
-    c->mm = kiln_matmul_ctx_create(pool, c->kern, work_size(m, c->n_batch), &s);
+    size_t ws = work_size(m, c->n_batch);
+    c->mm = kiln_matmul_ctx_create(pool, c->kern, ws, &s);
     if (!c->mm) goto fail;
+    c->compute_bytes += ws;
+    if ((s = check_products(c))) goto fail;
+    kv_slot_claim_at(&c->kv, 0);
     if (st) *st = KILN_OK;
     return c;
 fail:
@@ -230,8 +310,9 @@ fail:
 void llama_ctx_free(llama_ctx *c) {
     if (!c) return;
     kiln_matmul_ctx_destroy(c->mm);
-    float *bufs[] = {c->k_cache, c->v_cache, c->x,    c->xn, c->q,    c->k,
-                     c->v,       c->att,     c->gate, c->up, c->rope, c->scores};
+    kv_free(&c->kv);
+    void *bufs[] = {c->x,     c->xn,       c->arena,   c->rope,    c->logits,
+                    c->tiles, c->tok_id,   c->tok_slot, c->tok_pos, c->out_src, c->stamp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kiln_aligned_free(bufs[i]);
     free(c);
 }
@@ -239,45 +320,90 @@ void llama_ctx_free(llama_ctx *c) {
 int32_t llama_ctx_n_ctx(const llama_ctx *c) {
     return c->n_ctx;
 }
+int32_t llama_ctx_n_batch(const llama_ctx *c) {
+    return c->n_batch;
+}
+int32_t llama_ctx_n_seq(const llama_ctx *c) {
+    return c->n_seq;
+}
+const struct kv_cache *llama_ctx_kv(const llama_ctx *c) {
+    return &c->kv;
+}
+void llama_ctx_memory(const llama_ctx *c, uint64_t *kv_bytes_out, uint64_t *compute_bytes) {
+    if (kv_bytes_out) *kv_bytes_out = kv_bytes(&c->kv);
+    if (compute_bytes) *compute_bytes = c->compute_bytes;
+}
+
+kiln_status llama_seq_claim(llama_ctx *c, int32_t *seq) {
+    return kv_slot_claim(&c->kv, seq);
+}
+kiln_status llama_seq_release(llama_ctx *c, int32_t seq) {
+    kiln_status s = kv_slot_check(&c->kv, seq, "free sequence");
+    if (!s) kv_slot_release(&c->kv, seq);
+    return s;
+}
+kiln_status llama_seq_truncate(llama_ctx *c, int32_t seq, int32_t n) {
+    kiln_status s = kv_slot_check(&c->kv, seq, "truncate sequence");
+    if (s) return s;
+    if (n < 0 || n > c->kv.n_past[seq])
+        return kiln_fail(KILN_ERR_RANGE, "truncate sequence: %d is outside 0..%d (sequence %d)",
+                         n, c->kv.n_past[seq], seq);
+    c->kv.n_past[seq] = n;
+    return KILN_OK;
+}
+int32_t llama_seq_n_past(const llama_ctx *c, int32_t seq) {
+    if (seq < 0 || seq >= c->n_seq || !c->kv.used[seq]) return -1;
+    return c->kv.n_past[seq];
+}
 int32_t llama_ctx_n_past(const llama_ctx *c) {
-    return c->n_past;
+    return c->kv.used[0] ? c->kv.n_past[0] : 0;
 }
 void llama_ctx_reset(llama_ctx *c) {
-    c->n_past = 0;
+    c->kv.used[0] = true;
+    c->kv.n_past[0] = 0;
 }
 
-/* ---- operations ---- */
+/* ---- operations (each on the part of the step one thread owns) ---- */
 
-/* y[i] = x[i] / rms(x) * w[i] for each of n rows of d floats. */
-static void rmsnorm_rows(float *y, const float *x, const float *w, int32_t n, int64_t d,
-                         float eps) {
-    for (int32_t r = 0; r < n; r++) {
-        const float *xr = x + r * d;
-        float *yr = y + r * d;
-        double ss = 0;
-        for (int64_t i = 0; i < d; i++) ss += (double)(xr[i] * xr[i]);
-        float scale = 1.0f / sqrtf((float)(ss / (double)d) + eps);
-        for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * w[i];
+static void barrier(const llama_ctx *c) {
+    if (c->pool) kiln_pool_barrier(c->pool);
+}
+
+/* [lo, hi) of count items for thread ith of nth. */
+static void split(int64_t count, int ith, int nth, int64_t *lo, int64_t *hi) {
+    *lo = count * ith / nth;
+    *hi = count * (ith + 1) / nth;
+}
+
+/* y = x / rms(x) * w over d floats. */
+static void rmsnorm(float *y, const float *x, const float *w, int64_t d, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < d; i++) ss += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(ss / (double)d) + eps);
+    for (int64_t i = 0; i < d; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+/* For this thread's rows: x += xn (when add), then xn = rmsnorm(x) * w. */
+static void add_norm_part(llama_ctx *c, const float *w, bool add, int ith, int nth) {
+    const struct arch_hparams *hp = c->m->hp;
+    int64_t d = hp->n_embd, lo, hi;
+    split(c->n_tok, ith, nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++) {
+        float *x = c->x + r * d, *xn = c->xn + r * d;
+        if (add)
+            for (int64_t i = 0; i < d; i++) x[i] += xn[i];
+        rmsnorm(xn, x, w, d, hp->norm_eps);
     }
 }
 
-static void add_rows(float *y, const float *x, int64_t count) {
-    for (int64_t i = 0; i < count; i++) y[i] += x[i];
-}
-
-static void add_bias(float *y, const float *b, int32_t n, int64_t d) {
-    if (!b) return;
-    for (int32_t r = 0; r < n; r++) add_rows(y + r * d, b, d);
-}
-
-/* gate = silu(gate) * up. */
-static void swiglu(float *gate, const float *up, int64_t count) {
-    for (int64_t i = 0; i < count; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
-}
-
-/* y = W x for n tokens (columns). */
-static void matmul(llama_ctx *c, const struct llama_w *w, const float *x, int32_t n, float *y,
-                   int64_t y_stride) {
+/* y = W x for the step's n columns. prev: the product just before in this
+ * phase on the same x (its converted activations are reused when the
+ * partner types agree; otherwise this waits for it before converting). */
+static void mm(llama_ctx *c, const struct llama_w *w, const float *x, int32_t n, float *y,
+               int64_t y_stride, const struct llama_w *prev, int ith, int nth) {
+    kiln_type vdt = kiln_vec_dot_type(w->type);
+    bool reuse = prev && kiln_vec_dot_type(prev->type) == vdt;
+    if (prev && !reuse) barrier(c);
     struct kiln_matmul_op op = {.type = w->type,
                                 .w = w->data,
                                 .w_stride = w->row_bytes,
@@ -286,26 +412,30 @@ static void matmul(llama_ctx *c, const struct llama_w *w, const float *x, int32_
                                 .x = x,
                                 .nc = n,
                                 .y = y,
-                                .y_stride = y_stride};
-    kiln_status s = kiln_matmul_run(c->mm, &op);
-    KILN_ASSERT(s == KILN_OK); /* shapes and kernels were checked at load */
+                                .y_stride = y_stride,
+                                .reuse_x = reuse};
+    kiln_matmul_task(c->mm, &op, ith, nth);
 }
 
-static void embed(llama_ctx *c, const int32_t *tokens, int32_t n) {
+static void embed_part(llama_ctx *c, const int32_t *tokens, int ith, int nth) {
     const struct llama_w *e = &c->m->tok_embd;
-    for (int32_t i = 0; i < n; i++) {
+    int64_t lo, hi;
+    split(c->n_tok, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
         const char *row = (const char *)e->data + (size_t)tokens[i] * e->row_bytes;
-        c->kern->to_float[e->type](row, c->x + (int64_t)i * e->n_in, e->n_in);
+        c->kern->to_float[e->type](row, c->x + i * e->n_in, e->n_in);
     }
 }
 
-/* cos/sin of each rotated pair for positions pos0 .. pos0 + n - 1. */
-static void rope_table(llama_ctx *c, int32_t pos0, int32_t n) {
+/* cos/sin of each rotated pair at each token's position. */
+static void rope_part(llama_ctx *c, int ith, int nth) {
     const struct arch_hparams *hp = c->m->hp;
     int32_t half = (int32_t)hp->n_rot / 2;
     float theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
-    for (int32_t i = 0; i < n; i++) {
-        float *cs = c->rope + (int64_t)i * hp->n_rot, theta = (float)(pos0 + i);
+    int64_t lo, hi;
+    split(c->n_tok, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        float *cs = c->rope + i * hp->n_rot, theta = (float)c->tok_pos[i];
         for (int32_t j = 0; j < half; j++) {
             cs[2 * j] = cosf(theta);
             cs[2 * j + 1] = sinf(theta);
@@ -314,164 +444,371 @@ static void rope_table(llama_ctx *c, int32_t pos0, int32_t n) {
     }
 }
 
-/* Rotates the first n_rot dims of each of n_heads heads of every token:
- * pairs (2j, 2j+1) (NORM) or (j, j + n_rot/2) (NEOX). */
-static void rope_apply(const llama_ctx *c, float *v, int32_t n, uint32_t n_heads) {
-    const struct arch_hparams *hp = c->m->hp;
+/* Rotates the first n_rot dims of one head: pairs (2j, 2j+1) (NORM) or
+ * (j, j + n_rot/2) (NEOX). */
+static void rope_head(const struct arch_hparams *hp, float *x, const float *cs) {
     bool neox = hp->arch->flags & ARCH_F_ROPE_NEOX;
-    int32_t half = (int32_t)hp->n_rot / 2, hd = (int32_t)hp->head_dim;
-    for (int32_t i = 0; i < n; i++) {
-        const float *cs = c->rope + (int64_t)i * hp->n_rot;
-        for (uint32_t h = 0; h < n_heads; h++) {
-            float *x = v + ((int64_t)i * n_heads + h) * hd;
-            for (int32_t j = 0; j < half; j++) {
-                int32_t i0 = neox ? j : 2 * j, i1 = neox ? j + half : 2 * j + 1;
-                float x0 = x[i0], x1 = x[i1], co = cs[2 * j], si = cs[2 * j + 1];
-                x[i0] = x0 * co - x1 * si;
-                x[i1] = x0 * si + x1 * co;
-            }
-        }
+    int32_t half = (int32_t)hp->n_rot / 2;
+    for (int32_t j = 0; j < half; j++) {
+        int32_t i0 = neox ? j : 2 * j, i1 = neox ? j + half : 2 * j + 1;
+        float x0 = x[i0], x1 = x[i1], co = cs[2 * j], si = cs[2 * j + 1];
+        x[i0] = x0 * co - x1 * si;
+        x[i1] = x0 * si + x1 * co;
     }
 }
 
-/* o += w * v; unrolled by 8 so the compiler's straight-line vectorizer takes it. */
-static void axpy(float *restrict o, const float *restrict v, float w, int64_t n) {
-    int64_t d = 0;
-    for (; d + 8 <= n; d += 8)
-        for (int j = 0; j < 8; j++) o[d + j] += w * v[d + j];
-    for (; d < n; d++) o[d] += w * v[d];
+static void add_vec(float *y, const float *b, int64_t n) {
+    if (b)
+        for (int64_t i = 0; i < n; i++) y[i] += b[i];
 }
 
-struct attn_task {
-    llama_ctx *c;
-    int32_t il, n, pos0;
+/* Biases and rotation of each (token, head) of q and k, and the new k and v
+ * rows into their sequences' caches. */
+static void qkv_part(llama_ctx *c, int32_t il, int ith, int nth) {
+    const struct arch_hparams *hp = c->m->hp;
+    const struct llama_layer *L = &c->m->layers[il];
+    const struct kiln_kernels *kern = c->kern;
+    int64_t hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, per = nh + nkv, lo, hi;
+    int64_t dq = nh * hd, dkv = nkv * hd;
+    split(c->n_tok * per, ith, nth, &lo, &hi);
+    for (int64_t it = lo; it < hi; it++) {
+        int64_t j = it / per, h = it % per;
+        const float *cs = c->rope + j * hp->n_rot;
+        if (h < nh) {
+            float *q = c->q + j * dq + h * hd;
+            add_vec(q, L->bq ? L->bq + h * hd : NULL, hd);
+            rope_head(hp, q, cs);
+            continue;
+        }
+        h -= nh;
+        float *k = c->k + j * dkv + h * hd, *v = c->v + j * dkv + h * hd;
+        add_vec(k, L->bk ? L->bk + h * hd : NULL, hd);
+        add_vec(v, L->bv ? L->bv + h * hd : NULL, hd);
+        rope_head(hp, k, cs);
+        int32_t slot = c->tok_slot[j], pos = c->tok_pos[j];
+        kern->from_float[c->kv.type_k](
+            k, kv_k_rows(&c->kv, slot, il, (int32_t)h) + (size_t)pos * c->kv.row_k, hd);
+        kern->from_float[c->kv.type_v](
+            v, kv_v_rows(&c->kv, slot, il, (int32_t)h) + (size_t)pos * c->kv.row_v, hd);
+    }
+}
+
+/* Scratch layout for n_q heads: the queries in K's partner type, n_q
+ * tiles of scores, n_q accumulators, and n_q running maxima and sums. */
+struct att_scratch {
+    char *qc;
+    float *s, *o;
+    double *max, *sum;
 };
 
-/* One (token, head) pair: softmax(q . K / sqrt(d)) V over positions 0..pos. */
-static void attend_one(const llama_ctx *c, int32_t il, int32_t i, uint32_t h, int32_t pos,
-                       float *s) {
-    const struct arch_hparams *hp = c->m->hp;
-    int64_t hd = hp->head_dim, dq = arch_n_embd_q(hp), dkv = arch_n_embd_kv(hp);
-    int64_t kvh = h / (hp->n_head / hp->n_head_kv);
-    const float *q = c->q + i * dq + h * hd;
-    const float *kb = c->k_cache + (int64_t)il * c->n_ctx * dkv + kvh * hd;
-    const float *vb = c->v_cache + (int64_t)il * c->n_ctx * dkv + kvh * hd;
-    kiln_vec_dot_fn dot = c->kern->vec_dot[KILN_TYPE_F32];
-    float scale = 1.0f / sqrtf((float)hd), max = -INFINITY;
-    for (int32_t t = 0; t <= pos; t++) {
-        s[t] = dot(hd, kb + t * dkv, q) * scale;
-        if (s[t] > max) max = s[t];
+static struct att_scratch att_layout(void *scratch, int64_t hd, int64_t n_q, size_t *size) {
+    uint64_t off = 0, qb = kiln_align_up((uint64_t)(n_q * hd) * 4, KILN_CACHE_LINE);
+    uint64_t sb = kiln_align_up((uint64_t)(n_q * ATT_TILE) * 4, KILN_CACHE_LINE);
+    uint64_t ob = kiln_align_up((uint64_t)(n_q * hd) * 4, KILN_CACHE_LINE);
+    uint64_t mb = kiln_align_up((uint64_t)n_q * 8, KILN_CACHE_LINE);
+    char *b = scratch;
+    struct att_scratch a = {0};
+    if (b) {
+        a.qc = b;
+        a.s = (float *)(b + (off += qb));
+        a.o = (float *)(b + (off += sb));
+        a.max = (double *)(b + (off += ob));
+        a.sum = (double *)(b + (off += mb));
     }
-    double sum = 0;
-    for (int32_t t = 0; t <= pos; t++) {
-        s[t] = expf(s[t] - max);
-        sum += s[t];
-    }
-    float inv = (float)(1.0 / sum), *o = c->att + i * dq + h * hd;
-    memset(o, 0, (size_t)hd * sizeof *o);
-    for (int32_t t = 0; t <= pos; t++) axpy(o, vb + t * dkv, s[t] * inv, hd);
+    *size = (size_t)(qb + sb + ob + 2 * mb);
+    return a;
 }
 
-static void attn_worker(void *arg, int ith, int nth) {
-    const struct attn_task *t = arg;
-    const llama_ctx *c = t->c;
-    uint32_t n_head = c->m->hp->n_head;
-    int64_t items = (int64_t)t->n * n_head;
-    int64_t lo = items * ith / nth, hi = items * (ith + 1) / nth;
-    float *s = c->scores + (int64_t)ith * c->n_ctx;
-    for (int64_t it = lo; it < hi; it++) {
-        int32_t i = (int32_t)(it / n_head);
-        attend_one(c, t->il, i, (uint32_t)(it % n_head), t->pos0 + i, s);
+size_t llama_attend_scratch(int32_t head_dim, int32_t n_q) {
+    size_t size;
+    att_layout(NULL, head_dim, n_q, &size);
+    return size;
+}
+
+/* Keys are taken ATT_TILE at a time with a running maximum and sum per
+ * head, so the scores of the whole context never exist at once; a head's
+ * accumulated output is rescaled whenever a tile raises its maximum. The n_q
+ * heads share each tile's K and V rows while they are in L1; V rows are
+ * accumulated straight from the cache's type (the axpy kernels). */
+void llama_attend(const struct kiln_kernels *kern, kiln_type type_k, kiln_type type_v,
+                  int32_t head_dim, int32_t n_q, const float *q, const char *k_rows,
+                  const char *v_rows, int32_t n_keys, float *out, void *scratch) {
+    int64_t hd = head_dim;
+    size_t row_k = kiln_row_size(type_k, hd), row_v = kiln_row_size(type_v, hd), unused;
+    kiln_type qt = kiln_vec_dot_type(type_k);
+    size_t qrow = kiln_row_size(qt, hd);
+    kiln_vec_dot_fn dot = kern->vec_dot[type_k];
+    kiln_axpy_fn axpy = kern->axpy[type_v];
+    struct att_scratch a = att_layout(scratch, hd, n_q, &unused);
+    for (int32_t i = 0; i < n_q; i++) {
+        if (qt == KILN_TYPE_F32)
+            memcpy(a.qc + (size_t)i * qrow, q + i * hd, qrow);
+        else
+            kern->from_float[qt](q + i * hd, a.qc + (size_t)i * qrow, hd);
+        a.max[i] = -INFINITY;
+        a.sum[i] = 0;
     }
+    memset(a.o, 0, (size_t)(n_q * hd) * sizeof(float));
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int32_t t0 = 0; t0 < n_keys; t0 += ATT_TILE) {
+        int32_t nt = n_keys - t0 < ATT_TILE ? n_keys - t0 : ATT_TILE;
+        const char *kt = k_rows + (size_t)t0 * row_k;
+        for (int32_t i = 0; i < n_q; i++) {
+            float *s = a.s + i * ATT_TILE, tmax = -INFINITY;
+            const char *qc = a.qc + (size_t)i * qrow;
+            for (int32_t t = 0; t < nt; t++) {
+                s[t] = dot(hd, kt + (size_t)t * row_k, qc) * scale;
+                if (s[t] > tmax) tmax = s[t];
+            }
+            float max = (float)a.max[i];
+            if (tmax > max) { /* rescale what was accumulated under the old maximum */
+                float corr = expf(max - tmax), *o = a.o + i * hd;
+                for (int64_t d = 0; d < hd; d++) o[d] *= corr;
+                a.sum[i] *= corr;
+                a.max[i] = max = tmax;
+            }
+            double sum = 0;
+            for (int32_t t = 0; t < nt; t++) {
+                s[t] = expf(s[t] - max);
+                sum += s[t];
+            }
+            a.sum[i] += sum;
+        }
+        for (int32_t t = 0; t < nt; t++) {
+            const char *vr = v_rows + (size_t)(t0 + t) * row_v;
+            for (int32_t i = 0; i < n_q; i++) axpy(hd, a.o + i * hd, vr, a.s[i * ATT_TILE + t]);
+        }
+    }
+    for (int32_t i = 0; i < n_q; i++) {
+        float inv = (float)(1.0 / a.sum[i]);
+        for (int64_t d = 0; d < hd; d++) out[i * hd + d] = a.o[i * hd + d] * inv;
+    }
+}
+
+/* Heads per attention work item: a KV head's whole group of query heads
+ * (they share its K and V tiles), split further when the step has too few
+ * (token, KV head) pairs to keep every thread busy. */
+static int32_t att_heads_per_item(const llama_ctx *c) {
+    const struct arch_hparams *hp = c->m->hp;
+    int32_t group = (int32_t)(hp->n_head / hp->n_head_kv);
+    int64_t pairs = (int64_t)c->n_tok * hp->n_head_kv, want = 4 * (int64_t)c->n_threads;
+    if (pairs >= want) return group;
+    int64_t parts = (want + pairs - 1) / pairs;
+    int32_t per = (int32_t)((group + parts - 1) / parts);
+    return per < 1 ? 1 : per;
+}
+
+/* Work items (token, KV head, run of query heads), interleaved over the
+ * threads so that later (longer) positions of a prompt are shared out
+ * evenly. */
+static void attn_part(llama_ctx *c, int32_t il, int ith, int nth) {
+    const struct arch_hparams *hp = c->m->hp;
+    int64_t hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, group = nh / nkv;
+    int32_t per = att_heads_per_item(c);
+    int64_t runs = (group + per - 1) / per, items = (int64_t)c->n_tok * nkv * runs;
+    char *scratch = c->tiles + (size_t)ith * c->tile_bytes;
+    for (int64_t it = ith; it < items; it += nth) {
+        int64_t j = it / (nkv * runs), g = it / runs % nkv, h0 = g * group + it % runs * per;
+        int32_t n_q = (int32_t)(g * group + group - h0 < per ? g * group + group - h0 : per);
+        int32_t slot = c->tok_slot[j];
+        float *q = c->q + (j * nh + h0) * hd;
+        llama_attend(c->kern, c->kv.type_k, c->kv.type_v, (int32_t)hd, n_q, q,
+                     kv_k_rows(&c->kv, slot, il, (int32_t)g), kv_v_rows(&c->kv, slot, il, (int32_t)g),
+                     c->tok_pos[j] + 1, q, scratch);
+    }
+}
+
+/* gate = silu(gate) * up over this thread's share. */
+static void swiglu_part(llama_ctx *c, int ith, int nth) {
+    int64_t lo, hi;
+    split((int64_t)c->n_tok * c->m->hp->n_ff, ith, nth, &lo, &hi);
+    float *g = c->gate;
+    const float *u = c->up;
+    for (int64_t i = lo; i < hi; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 /* ---- the pass ---- */
 
-static void attention_block(llama_ctx *c, int32_t il, int32_t n, int32_t pos0) {
-    const struct arch_hparams *hp = c->m->hp;
+static void layer(llama_ctx *c, int32_t il, int ith, int nth) {
     const struct llama_layer *L = &c->m->layers[il];
-    int64_t d = hp->n_embd, dq = arch_n_embd_q(hp), dkv = arch_n_embd_kv(hp);
-
-    rmsnorm_rows(c->xn, c->x, L->attn_norm, n, d, hp->norm_eps);
-    matmul(c, &L->wq, c->xn, n, c->q, 0);
-    matmul(c, &L->wk, c->xn, n, c->k, 0);
-    matmul(c, &L->wv, c->xn, n, c->v, 0);
-    add_bias(c->q, L->bq, n, dq);
-    add_bias(c->k, L->bk, n, dkv);
-    add_bias(c->v, L->bv, n, dkv);
-    rope_apply(c, c->q, n, hp->n_head);
-    rope_apply(c, c->k, n, hp->n_head_kv);
-
-    size_t row0 = ((size_t)il * (size_t)c->n_ctx + (size_t)pos0) * (size_t)dkv;
-    memcpy(c->k_cache + row0, c->k, (size_t)n * (size_t)dkv * sizeof(float));
-    memcpy(c->v_cache + row0, c->v, (size_t)n * (size_t)dkv * sizeof(float));
-
-    struct attn_task task = {c, il, n, pos0};
-    if (c->pool)
-        kiln_pool_run(c->pool, attn_worker, &task);
-    else
-        attn_worker(&task, 0, 1);
-
-    matmul(c, &L->wo, c->att, n, c->xn, 0);
-    add_rows(c->x, c->xn, n * d);
+    int32_t n = c->n_tok;
+    /* attention: the previous layer's FFN output joins the residual first */
+    add_norm_part(c, L->attn_norm, il > 0, ith, nth);
+    barrier(c);
+    mm(c, &L->wq, c->xn, n, c->q, 0, NULL, ith, nth);
+    mm(c, &L->wk, c->xn, n, c->k, 0, &L->wq, ith, nth);
+    mm(c, &L->wv, c->xn, n, c->v, 0, &L->wk, ith, nth);
+    barrier(c);
+    qkv_part(c, il, ith, nth);
+    barrier(c);
+    attn_part(c, il, ith, nth);
+    barrier(c);
+    mm(c, &L->wo, c->q, n, c->xn, 0, NULL, ith, nth);
+    barrier(c);
+    /* FFN */
+    add_norm_part(c, L->ffn_norm, true, ith, nth);
+    barrier(c);
+    mm(c, &L->gate, c->xn, n, c->gate, 0, NULL, ith, nth);
+    mm(c, &L->up, c->xn, n, c->up, 0, &L->gate, ith, nth);
+    barrier(c);
+    swiglu_part(c, ith, nth);
+    barrier(c);
+    mm(c, &L->down, c->gate, n, c->xn, 0, NULL, ith, nth);
+    barrier(c);
 }
 
-static void ffn_block(llama_ctx *c, int32_t il, int32_t n) {
+/* The final residual, norm and output projection of the rows that want
+ * logits: rows [0, n_last) into the context's buffer, then each item that
+ * wants every token's logits straight into its own buffer. */
+static void output_part(llama_ctx *c, int ith, int nth) {
     const struct arch_hparams *hp = c->m->hp;
-    const struct llama_layer *L = &c->m->layers[il];
-    int64_t d = hp->n_embd;
-
-    rmsnorm_rows(c->xn, c->x, L->ffn_norm, n, d, hp->norm_eps);
-    matmul(c, &L->gate, c->xn, n, c->gate, 0);
-    matmul(c, &L->up, c->xn, n, c->up, 0);
-    swiglu(c->gate, c->up, n * (int64_t)hp->n_ff);
-    matmul(c, &L->down, c->gate, n, c->xn, 0);
-    add_rows(c->x, c->xn, n * d);
-}
-
-/* Final norm and output projection: every token's logits or the last one's. */
-static void output_block(llama_ctx *c, int32_t n, float *logits, bool all) {
-    const struct arch_hparams *hp = c->m->hp;
-    int64_t d = hp->n_embd;
-    const float *x = all ? c->x : c->x + (int64_t)(n - 1) * d;
-    int32_t rows = all ? n : 1;
-    rmsnorm_rows(c->xn, x, c->m->output_norm, rows, d, hp->norm_eps);
-    matmul(c, &c->m->output, c->xn, rows, logits, 0);
-}
-
-/* One batch of n <= n_batch tokens that fits in the cache. */
-static void forward(llama_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all) {
-    int32_t pos0 = c->n_past;
-    embed(c, tokens, n);
-    rope_table(c, pos0, n);
-    for (int32_t il = 0; il < (int32_t)c->m->hp->n_layer; il++) {
-        attention_block(c, il, n, pos0);
-        ffn_block(c, il, n);
+    int64_t d = hp->n_embd, lo, hi;
+    split((int64_t)c->n_tok * d, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) c->x[i] += c->xn[i];
+    barrier(c);
+    split(c->n_out, ith, nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++)
+        rmsnorm(c->xn + r * d, c->x + (int64_t)c->out_src[r] * d, c->m->output_norm, d,
+                hp->norm_eps);
+    barrier(c);
+    bool first = true;
+    if (c->n_last) {
+        mm(c, &c->m->output, c->xn, c->n_last, c->logits, hp->n_vocab, NULL, ith, nth);
+        first = false;
     }
-    c->n_past += n;
-    if (logits) output_block(c, n, logits, all);
+    int32_t row = c->n_last;
+    for (int32_t i = 0; i < c->n_items; i++) {
+        const struct llama_batch_item *it = &c->items[i];
+        if (!it->logits || !it->all) continue;
+        if (!first) barrier(c); /* the workspace is converted anew */
+        mm(c, &c->m->output, c->xn + (int64_t)row * d, it->n, it->logits, hp->n_vocab, NULL, ith,
+           nth);
+        first = false;
+        row += it->n;
+    }
+}
+
+static void step_task(void *arg, int ith, int nth) {
+    llama_ctx *c = arg;
+    embed_part(c, c->tok_id, ith, nth);
+    rope_part(c, ith, nth);
+    barrier(c);
+    for (int32_t il = 0; il < (int32_t)c->m->hp->n_layer; il++) layer(c, il, ith, nth);
+    if (c->n_out) output_part(c, ith, nth);
+}
+
+/* ---- steps ---- */
+
+static kiln_status check_item(llama_ctx *c, const struct llama_batch_item *it, int32_t i) {
+    int32_t n_vocab = (int32_t)c->m->hp->n_vocab;
+    kiln_status s = kv_slot_check(&c->kv, it->seq, "decode");
+    if (s) return s;
+    if (c->stamp[it->seq] == c->step_no)
+        return kiln_fail(KILN_ERR_INVALID_ARG, "decode: sequence %d appears twice in the step",
+                         it->seq);
+    c->stamp[it->seq] = c->step_no;
+    if (!it->tokens || it->n <= 0)
+        return kiln_fail(KILN_ERR_INVALID_ARG, "decode: item %d (sequence %d) has no tokens", i,
+                         it->seq);
+    int32_t past = c->kv.n_past[it->seq];
+    if (it->n > c->n_ctx - past)
+        return kiln_fail(KILN_ERR_RANGE,
+                         "decode: %d tokens at position %d do not fit in the context of %d "
+                         "(sequence %d)",
+                         it->n, past, c->n_ctx, it->seq);
+    for (int32_t t = 0; t < it->n; t++)
+        if (it->tokens[t] < 0 || it->tokens[t] >= n_vocab)
+            return kiln_fail(KILN_ERR_RANGE,
+                             "decode: token %d at index %d is outside the vocabulary of %d "
+                             "(sequence %d)",
+                             it->tokens[t], t, n_vocab, it->seq);
+    return KILN_OK;
+}
+
+kiln_status llama_decode_batch(llama_ctx *c, const struct llama_batch_item *items,
+                               int32_t n_items) {
+    if (n_items < 0 || (n_items > 0 && !items))
+        return kiln_fail(KILN_ERR_INVALID_ARG, "decode: %d items", n_items);
+    if (++c->step_no == 0) { /* wrapped: forget old stamps */
+        memset(c->stamp, 0, (size_t)c->n_seq * sizeof *c->stamp);
+        c->step_no = 1;
+    }
+    int64_t total = 0;
+    for (int32_t i = 0; i < n_items; i++) {
+        kiln_status s = check_item(c, &items[i], i);
+        if (s) return s;
+        total += items[i].n;
+    }
+    if (total > c->n_batch)
+        return kiln_fail(KILN_ERR_RANGE,
+                         "decode: the step has %lld tokens, more than the batch of %d",
+                         (long long)total, c->n_batch);
+    if (total == 0) return KILN_OK;
+    /* the step's tokens, their sequences and positions, and the logits rows:
+     * first each last-token row, then every row of the all-logits items */
+    int32_t j = 0, n_last = 0;
+    for (int32_t i = 0; i < n_items; i++) {
+        const struct llama_batch_item *it = &items[i];
+        memcpy(c->tok_id + j, it->tokens, (size_t)it->n * sizeof *it->tokens);
+        for (int32_t t = 0; t < it->n; t++, j++) {
+            c->tok_slot[j] = it->seq;
+            c->tok_pos[j] = c->kv.n_past[it->seq] + t;
+        }
+        if (it->logits && !it->all) c->out_src[n_last++] = j - 1;
+    }
+    int32_t n_out = n_last;
+    j = 0;
+    for (int32_t i = 0; i < n_items; i++) {
+        if (items[i].logits && items[i].all)
+            for (int32_t t = 0; t < items[i].n; t++) c->out_src[n_out++] = j + t;
+        j += items[i].n;
+    }
+    c->items = items;
+    c->n_items = n_items;
+    c->n_tok = (int32_t)total;
+    c->n_last = n_last;
+    c->n_out = n_out;
+    if (c->pool)
+        kiln_pool_run(c->pool, step_task, c);
+    else
+        step_task(c, 0, 1);
+    int32_t r = 0;
+    for (int32_t i = 0; i < n_items; i++) {
+        const struct llama_batch_item *it = &items[i];
+        c->kv.n_past[it->seq] += it->n;
+        if (it->logits && !it->all)
+            memcpy(it->logits, c->logits + (size_t)r++ * c->m->hp->n_vocab,
+                   (size_t)c->m->hp->n_vocab * sizeof(float));
+    }
+    c->items = NULL;
+    return KILN_OK;
 }
 
 kiln_status llama_decode(llama_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all) {
-    int32_t n_vocab = (int32_t)c->m->hp->n_vocab;
-    if (n < 0 || n > c->n_ctx - c->n_past)
+    if (n < 0 || (n > 0 && !tokens))
+        return kiln_fail(KILN_ERR_INVALID_ARG, "decode: %d tokens", n);
+    if (!c->kv.used[0])
+        return kiln_fail(KILN_ERR_INVALID_ARG, "decode: sequence 0 was freed (kiln_ctx_reset "
+                                               "claims it again)");
+    int32_t n_vocab = (int32_t)c->m->hp->n_vocab, past = c->kv.n_past[0];
+    if (n > c->n_ctx - past)
         return kiln_fail(KILN_ERR_RANGE,
                          "decode: %d tokens at position %d do not fit in the context of %d", n,
-                         c->n_past, c->n_ctx);
+                         past, c->n_ctx);
     for (int32_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
             return kiln_fail(KILN_ERR_RANGE,
-                             "decode: token %d at index %d is outside the "
-                             "vocabulary of %d",
+                             "decode: token %d at index %d is outside the vocabulary of %d",
                              tokens[i], i, n_vocab);
     for (int32_t off = 0; off < n; off += c->n_batch) {
         int32_t nb = n - off < c->n_batch ? n - off : c->n_batch;
-        float *out = NULL;
+        struct llama_batch_item it = {.seq = 0, .tokens = tokens + off, .n = nb, .all = all};
         if (logits && all)
-            out = logits + (int64_t)off * n_vocab;
+            it.logits = logits + (int64_t)off * n_vocab;
         else if (logits && off + nb == n)
-            out = logits;
-        forward(c, tokens + off, nb, out, all);
+            it.logits = logits;
+        kiln_status s = llama_decode_batch(c, &it, 1);
+        KILN_ASSERT(s == KILN_OK); /* everything was checked above */
     }
     return KILN_OK;
 }

@@ -18,6 +18,7 @@
 #ifndef KILN_MODEL_LLAMA_H
 #define KILN_MODEL_LLAMA_H
 
+#include "compute/kernels.h"
 #include "compute/threadpool.h"
 #include "kiln.h"
 #include "model/arch.h"
@@ -127,5 +128,19 @@ kiln_status llama_decode_batch(llama_ctx *c, const struct llama_batch_item *item
  * the tokens do not fit in the context or an id is out of the vocabulary
  * (nothing is changed then). */
 kiln_status llama_decode(llama_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all);
+
+/* The attention of n_q query heads that share one KV head: for each head i,
+ * out_i = softmax(q_i . K / sqrt(head_dim)) V over n_keys >= 1 rows of K
+ * (type_k, head_dim elements each, consecutive from k_rows) and V (type_v,
+ * from v_rows), tiled with an online softmax so memory does not depend on
+ * n_keys. q and out hold n_q heads of head_dim floats one after another;
+ * out may be q. Each query is converted to K's vec_dot partner type first
+ * (F16 or Q8_0 for those caches). scratch: llama_attend_scratch(head_dim,
+ * n_q) bytes, 64-byte aligned, owned by the calling thread. Exposed for
+ * tests and other decoders. */
+size_t llama_attend_scratch(int32_t head_dim, int32_t n_q);
+void llama_attend(const struct kiln_kernels *kern, kiln_type type_k, kiln_type type_v,
+                  int32_t head_dim, int32_t n_q, const float *q, const char *k_rows,
+                  const char *v_rows, int32_t n_keys, float *out, void *scratch);
 
 #endif

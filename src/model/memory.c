@@ -33,14 +33,17 @@ static kiln_status kv_bytes(const struct arch_hparams *hp, const struct mem_para
 
 static uint64_t compute_bytes(const struct arch_hparams *hp, const struct mem_params *p) {
     const uint64_t f = 4, nb = p->n_batch, embd = hp->n_embd;
-    bool causal = hp->arch->flags & ARCH_F_CAUSAL;
-    uint64_t kv_len = causal ? p->n_ctx : (p->n_batch < p->n_ctx ? p->n_batch : p->n_ctx);
+    uint64_t ffn = nb * hp->n_ff * f * ((hp->arch->flags & ARCH_F_GATED_FFN) ? 2 : 1);
+    if (hp->arch->flags & ARCH_F_CAUSAL) { /* tiled attention: no scores */
+        uint64_t attn = nb * (arch_n_embd_q(hp) + 2ull * arch_n_embd_kv(hp)) * f;
+        return 2 * nb * embd * f + max_u64(attn, ffn) + nb * hp->n_rot * f +
+               nb * max_u64(embd, hp->n_ff) * 2 + (uint64_t)p->n_seq * hp->n_vocab * f;
+    }
+    uint64_t kv_len = p->n_batch < p->n_ctx ? p->n_batch : p->n_ctx;
     uint64_t attn = nb * (arch_n_embd_q(hp) + 2ull * arch_n_embd_kv(hp) + embd) * f +
                     (uint64_t)hp->n_head * nb * kv_len * f;
-    uint64_t ffn = nb * hp->n_ff * f * ((hp->arch->flags & ARCH_F_GATED_FFN) ? 2 : 1);
     uint64_t quant = nb * max_u64(embd, hp->n_ff) * f;
-    uint64_t outputs = causal ? (uint64_t)p->n_seq * hp->n_vocab * f : nb * embd * f;
-    return 2 * nb * embd * f + max_u64(attn, ffn) + quant + outputs;
+    return 2 * nb * embd * f + max_u64(attn, ffn) + quant + nb * embd * f;
 }
 
 kiln_status mem_estimate(const struct arch_hparams *hp, uint64_t weight_bytes,

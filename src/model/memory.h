@@ -2,17 +2,25 @@
  * at a context size, sequence count and cache element type, and a compute
  * buffer for one forward pass over a batch of tokens.
  *
- * The compute estimate is a planning figure, not an allocator's exact size:
+ * The compute estimate is a planning figure, not an allocator's exact size.
+ * Decoders (model/llama.c; attention is tiled, so no scores are kept):
  *   residual stream and its normed copy     2 * n_batch * n_embd * 4
+ *   + the larger of
+ *       attention: q, k and v rows           n_batch * (n_q + 2*n_kv) * 4
+ *       FFN:       hidden rows               n_batch * n_ff * 4 * (2 if gated else 1)
+ *   + rotation table                         n_batch * n_rot * 4
+ *   + converted activations                  n_batch * max(n_embd, n_ff) * 2
+ *     (F16's size; the int8 partners of quantized weights take about half)
+ *   + logits, one row per sequence           n_seq * n_vocab * 4
+ * Encoders (no KV cache; attention within the batch, n_kv_len =
+ * min(n_batch, n_ctx)):
+ *   2 * n_batch * n_embd * 4
  *   + the larger of
  *       attention: q, k, v and output rows   n_batch * (n_q + 2*n_kv + n_embd) * 4
  *                  scores                    n_head * n_batch * n_kv_len * 4
- *       FFN:       hidden rows               n_batch * n_ff * 4 * (2 if gated else 1)
+ *       FFN:       hidden rows               as above
  *   + quantized activations                  n_batch * max(n_embd, n_ff) * 4
- *   + outputs: decoders, one row of logits per sequence (n_seq * n_vocab * 4);
- *              encoders, per-token embeddings (n_batch * n_embd * 4)
- * where n_kv_len is n_ctx for decoders (a step attends over the whole cache)
- * and min(n_batch, n_ctx) for encoders. Encoders keep no KV cache.
+ *   + per-token embeddings                   n_batch * n_embd * 4
  * All functions are pure and thread-safe. */
 #ifndef KILN_MODEL_MEMORY_H
 #define KILN_MODEL_MEMORY_H
