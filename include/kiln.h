@@ -94,11 +94,12 @@ int kiln_type_supported(kiln_type t);
  *
  * A kiln_model is a loaded GGUF model: weights mapped read-only from the file
  * and its tokenizer. It is immutable and may be shared by any number of
- * threads and contexts. A kiln_ctx is one sequence's state on a model: the
- * KV cache, scratch buffers and a thread pool, all allocated at creation. A
- * context is used by one thread at a time; different contexts may run
- * concurrently. Today's engine supports llama-family decoders (llama, qwen2)
- * with SentencePiece ("llama") tokenizers. */
+ * threads and contexts. A kiln_ctx is the state of one or more sequences on
+ * a model (see "several sequences" below): the KV cache (F16 by default),
+ * scratch buffers and a thread pool, all allocated at creation; decoding
+ * does not allocate. A context is used by one thread at a time; different
+ * contexts may run concurrently. Today's engine supports llama-family
+ * decoders (llama, qwen2) with SentencePiece and byte-level BPE tokenizers. */
 
 typedef struct kiln_model kiln_model;
 typedef struct kiln_ctx kiln_ctx;
@@ -134,8 +135,8 @@ kiln_status kiln_tokenize(const kiln_model *m, const char *text, size_t len, int
 size_t kiln_token_to_piece(const kiln_model *m, int32_t id, int special, char *buf, size_t cap);
 
 typedef struct kiln_ctx_params {
-    int32_t n_ctx;     /* positions in the KV cache (per sequence); 0: min(training context, 4096) */
-    int32_t n_batch;   /* most tokens per forward pass (prefill chunk, batched step); 0: 512 */
+    int32_t n_ctx;   /* positions in the KV cache (per sequence); 0: min(training context, 4096) */
+    int32_t n_batch; /* most tokens per forward pass (prefill chunk, batched step); 0: 512 */
     int32_t n_threads; /* 0: the physical cores */
     /* KV cache element types: KILN_TYPE_F16 (kiln_ctx_default_params),
      * KILN_TYPE_F32 or KILN_TYPE_Q8_0 (head size a multiple of 32). Note that

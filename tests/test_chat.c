@@ -381,9 +381,11 @@ static void test_model_chat(void **state) {
     assert_int_equal(st.n_cached + st.n_prompt, (int32_t)n2);
     assert_int_equal(kiln_generate_tokens(fresh, p2, (int32_t)n2, &gp, collect, &b, &st), KILN_OK);
     assert_string_equal(a.text, b.text);
-    /* a prompt that does not extend the cache starts over */
+    /* a prompt that shares only a prefix with the cache keeps that prefix (the
+     * longest common one, less the last prompt token, which runs for its logits) */
     assert_int_equal(kiln_generate_tokens(c, p1, (int32_t)n1, &gp, NULL, NULL, &st), KILN_OK);
-    assert_int_equal(st.n_cached, 0);
+    assert_int_equal(st.n_cached, (int32_t)n1 - 1);
+    assert_int_equal(st.n_prompt, 1);
 
     /* stop strings: the text ends before the stop string, finish says why */
     gp.n_predict = 32;

@@ -75,7 +75,8 @@ static kiln_ctx *ctx(kiln_model *m, int32_t n_ctx, int32_t n_batch, int32_t n_se
 /* Deterministic token ids in [3, n_vocab). */
 static void fill_tokens(int32_t *t, int32_t n, int32_t n_vocab, uint64_t seed) {
     uint64_t s = seed;
-    for (int32_t i = 0; i < n; i++) t[i] = 3 + (int32_t)(test_rand_u64(&s) % (uint64_t)(n_vocab - 3));
+    for (int32_t i = 0; i < n; i++)
+        t[i] = 3 + (int32_t)(test_rand_u64(&s) % (uint64_t)(n_vocab - 3));
 }
 
 /* max |a - b| / max(1, max |b|). */
@@ -194,8 +195,8 @@ static void test_truncate(void **state) {
     assert_int_equal(kiln_decode_batch(c, &it, 1), KILN_OK);
     assert_int_equal(kiln_seq_truncate(c, s1, 12), KILN_OK);
     assert_int_equal(kiln_seq_n_past(c, s1), 12);
-    it = (kiln_seq_batch){.seq = s1, .tokens = b + 12, .n_tokens = 16, .logits = la,
-                          .all_logits = 1};
+    it = (kiln_seq_batch){
+        .seq = s1, .tokens = b + 12, .n_tokens = 16, .logits = la, .all_logits = 1};
     assert_int_equal(kiln_decode_batch(c, &it, 1), KILN_OK);
     /* fresh: sequence 0 of the same context, b[0..28) */
     assert_int_equal(kiln_decode(c, b, 28, lb, 1), KILN_OK);
@@ -227,36 +228,58 @@ static void test_truncate(void **state) {
 
 /* ---- tiled attention ---- */
 
-/* Every ISA's axpy kernels against the scalar reference. */
-static void test_axpy_kernels(void **state) {
+/* Every ISA's attention kernels (axpy, exp_sum) against the scalar reference. */
+static void test_attention_kernels(void **state) {
     (void)state;
     static const kiln_type types[] = {KILN_TYPE_F32, KILN_TYPE_F16, KILN_TYPE_Q8_0};
     static const int64_t ns[] = {32, 37, 64, 96, 128, 200};
     const struct kiln_kernels *ref = kiln_kernels_get(KILN_ISA_SCALAR);
-    float x[256], o_ref[256], o[256];
-    char row[1024];
+    static const int64_t rows[] = {1, 3, 64};
+    float x[256], o_ref[256], o[256], w[64];
+    char *row = malloc(64 * 1024);
     uint64_t rs = 3;
     for (int i = 0; i < 256; i++) x[i] = test_rand_normal(&rs);
+    for (int i = 0; i < 64; i++) w[i] = 0.1f + (float)(i % 5) * 0.2f;
     for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
         const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
         if (!k) continue;
         double worst = 0;
         for (size_t ti = 0; ti < 3; ti++)
-            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
-                kiln_type t = types[ti];
-                int64_t n = ns[ni];
-                if (n % kiln_type_info(t)->blck) continue;
-                assert_non_null(k->axpy[t]);
-                ref->from_float[t](x, row, n);
-                for (int64_t i = 0; i < n; i++) o_ref[i] = o[i] = 0.25f * (float)i - 3.0f;
-                ref->axpy[t](n, o_ref, row, 0.7f);
-                k->axpy[t](n, o, row, 0.7f);
-                worst = fmax(worst, rel_diff(o, o_ref, (size_t)n));
-            }
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                for (size_t ri = 0; ri < 3; ri++) {
+                    kiln_type t = types[ti];
+                    int64_t n = ns[ni], nr = rows[ri];
+                    if (n % kiln_type_info(t)->blck) continue;
+                    assert_non_null(k->axpy[t]);
+                    size_t stride = kiln_row_size(t, n) + 8; /* rows need not be adjacent */
+                    for (int64_t r = 0; r < nr; r++)
+                        ref->from_float[t](x + (r * 7) % 50, row + (size_t)r * stride, n);
+                    for (int64_t i = 0; i < n; i++) o_ref[i] = o[i] = 0.25f * (float)i - 3.0f;
+                    ref->axpy[t](n, o_ref, row, stride, w, nr);
+                    k->axpy[t](n, o, row, stride, w, nr);
+                    worst = fmax(worst, rel_diff(o, o_ref, (size_t)n));
+                }
         print_message("  axpy %s vs scalar: max relative difference %.3g\n",
                       kiln_isa_name((enum kiln_isa)isa), worst);
         assert_true(worst <= 1e-6);
+        /* exp_sum over scores reaching far below the maximum, odd lengths included */
+        double worst_e = 0, worst_s = 0;
+        for (int64_t n = 1; n <= 70; n += 3) {
+            float se[70], sr[70], max = -1e30f;
+            for (int64_t i = 0; i < n; i++) {
+                se[i] = sr[i] = (float)(i % 7) * 3.1f - 4.0f * (float)i + x[i];
+                max = fmaxf(max, se[i]);
+            }
+            float a = k->exp_sum(se, n, max), b = ref->exp_sum(sr, n, max);
+            for (int64_t i = 0; i < n; i++)
+                worst_e = fmax(worst_e, fabs((double)se[i] - sr[i]) / fmax(1e-30, fabs(sr[i])));
+            worst_s = fmax(worst_s, fabs((double)a - b) / b);
+        }
+        print_message("  exp_sum %s vs scalar: max relative difference %.3g (values), %.3g (sum)\n",
+                      kiln_isa_name((enum kiln_isa)isa), worst_e, worst_s);
+        assert_true(worst_e <= 4e-7 && worst_s <= 1e-6);
     }
+    free(row);
 }
 
 /* softmax(q.K/sqrt(hd)) V in double over float rows. */
@@ -446,10 +469,9 @@ static void test_memory_estimate(void **state) {
         double ratio = (double)(kv + compute) / (double)(est.kv_cache + est.compute);
         print_message("  ctx %d batch %d seq %d %s: KV %llu (estimate %llu), compute %llu "
                       "(estimate %llu), total/estimate %.3f\n",
-                      cases[i].n_ctx, cases[i].n_batch, cases[i].n_seq,
-                      kiln_type_name(cases[i].kv), (unsigned long long)kv,
-                      (unsigned long long)est.kv_cache, (unsigned long long)compute,
-                      (unsigned long long)est.compute, ratio);
+                      cases[i].n_ctx, cases[i].n_batch, cases[i].n_seq, kiln_type_name(cases[i].kv),
+                      (unsigned long long)kv, (unsigned long long)est.kv_cache,
+                      (unsigned long long)compute, (unsigned long long)est.compute, ratio);
         assert_true(kv == est.kv_cache);
         assert_true(ratio > 0.95 && ratio < 1.05);
         kiln_ctx_free(c);
@@ -533,10 +555,10 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_axpy_kernels),     cmocka_unit_test(test_tiled_attention),  cmocka_unit_test(test_batched_equals_alone),
-        cmocka_unit_test(test_truncate),         cmocka_unit_test(test_kv_types_synth),
-        cmocka_unit_test(test_kv_types_shared),  cmocka_unit_test(test_memory_estimate),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_attention_kernels),    cmocka_unit_test(test_tiled_attention),
+        cmocka_unit_test(test_batched_equals_alone), cmocka_unit_test(test_truncate),
+        cmocka_unit_test(test_kv_types_synth),       cmocka_unit_test(test_kv_types_shared),
+        cmocka_unit_test(test_memory_estimate),      cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

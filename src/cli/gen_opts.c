@@ -98,8 +98,7 @@ int cli_gen_opt(struct cli_gen_opts *o, const char *cmd, const char *a, const ch
         ok = kiln_type_from_name(v, &t) == KILN_OK &&
              (t == KILN_TYPE_F16 || t == KILN_TYPE_F32 || t == KILN_TYPE_Q8_0);
         if (ok) o->ctx.type_k = o->ctx.type_v = t;
-    }
-    else if (!strcmp(a, "--top-k"))
+    } else if (!strcmp(a, "--top-k"))
         ok = parse_long(v, 0, 1L << 30, &l) && ((sp->top_k = (int32_t)l), true);
     else if (!strcmp(a, "--repeat-last-n"))
         ok = parse_long(v, 0, 1L << 20, &l) && ((sp->repeat_last_n = (int32_t)l), true);

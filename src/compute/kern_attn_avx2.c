@@ -1,45 +1,110 @@
 /* kern_attn_avx2.c - AVX2 variants of the attention kernels (kern_attn.c):
- * axpy over F32, F16 (F16C) and Q8_0 rows, 8 lanes per step with fused
- * multiply-adds; tails fall back to scalar code. */
+ * axpy over F32, F16 (F16C) and Q8_0 rows, keeping 32 floats of the output
+ * in four registers while every row adds into them, with fused multiply-adds
+ * (tails in scalar code); and exp_sum with a polynomial exp. */
 #include "base/fp16.h"
 #include "compute/blocks.h"
 #include "compute/kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
 
-static void f32_axpy(int64_t n, float *o, const void *x, float w) {
-    const float *v = x;
-    __m256 vw = _mm256_set1_ps(w);
+/* o is taken 32 floats (four registers) at a time; every row adds into them.
+ * A tail of fewer than 32 floats (F32 and F16 only) is done in scalar code. */
+static void f32_axpy(int64_t n, float *o, const void *x, size_t xs, const float *w, int64_t nr) {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(o + i, _mm256_fmadd_ps(vw, _mm256_loadu_ps(v + i), _mm256_loadu_ps(o + i)));
-    for (; i < n; i++) o[i] += w * v[i];
+    for (; i + 32 <= n; i += 32) {
+        __m256 acc[4];
+        for (int k = 0; k < 4; k++) acc[k] = _mm256_loadu_ps(o + i + 8 * k);
+        for (int64_t r = 0; r < nr; r++) {
+            const float *v = (const float *)((const char *)x + (size_t)r * xs) + i;
+            __m256 vw = _mm256_set1_ps(w[r]);
+            for (int k = 0; k < 4; k++)
+                acc[k] = _mm256_fmadd_ps(vw, _mm256_loadu_ps(v + 8 * k), acc[k]);
+        }
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + i + 8 * k, acc[k]);
+    }
+    for (int64_t r = 0; r < nr && i < n; r++) {
+        const float *v = (const float *)((const char *)x + (size_t)r * xs);
+        for (int64_t t = i; t < n; t++) o[t] += w[r] * v[t];
+    }
 }
 
-static void f16_axpy(int64_t n, float *o, const void *x, float w) {
-    const kiln_f16 *v = x;
-    __m256 vw = _mm256_set1_ps(w);
+static void f16_axpy(int64_t n, float *o, const void *x, size_t xs, const float *w, int64_t nr) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 acc[4];
+        for (int k = 0; k < 4; k++) acc[k] = _mm256_loadu_ps(o + i + 8 * k);
+        for (int64_t r = 0; r < nr; r++) {
+            const kiln_f16 *v = (const kiln_f16 *)((const char *)x + (size_t)r * xs) + i;
+            __m256 vw = _mm256_set1_ps(w[r]);
+            for (int k = 0; k < 4; k++)
+                acc[k] = _mm256_fmadd_ps(
+                    vw, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 8 * k))), acc[k]);
+        }
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + i + 8 * k, acc[k]);
+    }
+    for (int64_t r = 0; r < nr && i < n; r++) {
+        const kiln_f16 *v = (const kiln_f16 *)((const char *)x + (size_t)r * xs);
+        for (int64_t t = i; t < n; t++) o[t] += w[r] * kiln_f16_to_f32(v[t]);
+    }
+}
+
+/* One block (32 floats) of o at a time. */
+static void q8_0_axpy(int64_t n, float *o, const void *x, size_t xs, const float *w, int64_t nr) {
+    for (int64_t j = 0; j < n / QK8_0; j++) {
+        __m256 acc[4];
+        for (int k = 0; k < 4; k++) acc[k] = _mm256_loadu_ps(o + j * QK8_0 + 8 * k);
+        for (int64_t r = 0; r < nr; r++) {
+            const block_q8_0 *b = (const block_q8_0 *)((const char *)x + (size_t)r * xs) + j;
+            __m256 s = _mm256_set1_ps(w[r] * kiln_f16_to_f32(b->d));
+            for (int k = 0; k < 4; k++) {
+                __m128i q = _mm_loadl_epi64((const __m128i *)(b->qs + 8 * k));
+                acc[k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), acc[k]);
+            }
+        }
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + j * QK8_0 + 8 * k, acc[k]);
+    }
+}
+
+/* exp(x) for x <= 0, as in kern_attn_avx512.c; 2^n is built in the exponent
+ * bits, so x is clamped where 2^n stays normal (exp(-87) ~ 1.6e-38). */
+static __m256 exp256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static float exp_sum(float *s, int64_t n, float max) {
+    __m256 vm = _mm256_set1_ps(max), acc = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
-        _mm256_storeu_ps(o + i, _mm256_fmadd_ps(vw, xv, _mm256_loadu_ps(o + i)));
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+        _mm256_storeu_ps(s + i, e);
+        acc = _mm256_add_ps(acc, e);
     }
-    for (; i < n; i++) o[i] += w * kiln_f16_to_f32(v[i]);
-}
-
-static void q8_0_axpy(int64_t n, float *o, const void *x, float w) {
-    const block_q8_0 *b = x;
-    for (int64_t j = 0; j < n / QK8_0; j++, o += QK8_0) {
-        __m256 s = _mm256_set1_ps(w * kiln_f16_to_f32(b[j].d));
-        for (int k = 0; k < QK8_0; k += 8) {
-            __m128i q = _mm_loadl_epi64((const __m128i *)(b[j].qs + k));
-            __m256 xv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-            _mm256_storeu_ps(o + k, _mm256_fmadd_ps(s, xv, _mm256_loadu_ps(o + k)));
-        }
-    }
+    float lanes[8], sum = 0;
+    _mm256_storeu_ps(lanes, acc);
+    for (int j = 0; j < 8; j++) sum += lanes[j];
+    for (; i < n; i++) sum += (s[i] = expf(s[i] - max));
+    return sum;
 }
 
 void kern_attn_register_avx2(struct kiln_kernels *k) {
+    k->exp_sum = exp_sum;
     k->axpy[KILN_TYPE_F32] = f32_axpy;
     k->axpy[KILN_TYPE_F16] = f16_axpy;
     k->axpy[KILN_TYPE_Q8_0] = q8_0_axpy;

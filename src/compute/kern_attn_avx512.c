@@ -1,6 +1,8 @@
 /* kern_attn_avx512.c - AVX-512 variants of the attention kernels
- * (kern_attn.c): axpy over F32, F16 (VCVTPH2PS) and Q8_0 rows, 16 lanes per
- * step with fused multiply-adds; tails use masked loads and stores. */
+ * (kern_attn.c): axpy over F32, F16 (VCVTPH2PS) and Q8_0 rows, keeping 64
+ * floats of the output in four registers while every row adds into them,
+ * with fused multiply-adds; tails use masked loads and stores; and exp_sum
+ * with a polynomial exp. */
 #include "base/fp16.h"
 #include "compute/blocks.h"
 #include "compute/kernels.h"
@@ -8,43 +10,103 @@
 #include <immintrin.h>
 
 static __mmask16 tail16(int64_t left) {
-    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
 }
 
-static void f32_axpy(int64_t n, float *o, const void *x, float w) {
-    const float *v = x;
-    __m512 vw = _mm512_set1_ps(w);
+/* o is taken 64 floats (four registers) at a time; every row adds into them. */
+static void f32_axpy(int64_t n, float *o, const void *x, size_t xs, const float *w, int64_t nr) {
+    for (int64_t i = 0; i < n; i += 64) {
+        __mmask16 m[4];
+        __m512 acc[4];
+        for (int k = 0; k < 4; k++) {
+            m[k] = tail16(n - i - 16 * k);
+            acc[k] = _mm512_maskz_loadu_ps(m[k], o + i + 16 * k);
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            const float *v = (const float *)((const char *)x + (size_t)r * xs) + i;
+            __m512 vw = _mm512_set1_ps(w[r]);
+            for (int k = 0; k < 4; k++)
+                acc[k] = _mm512_fmadd_ps(vw, _mm512_maskz_loadu_ps(m[k], v + 16 * k), acc[k]);
+        }
+        for (int k = 0; k < 4; k++) _mm512_mask_storeu_ps(o + i + 16 * k, m[k], acc[k]);
+    }
+}
+
+static void f16_axpy(int64_t n, float *o, const void *x, size_t xs, const float *w, int64_t nr) {
+    for (int64_t i = 0; i < n; i += 64) {
+        __mmask16 m[4];
+        __m512 acc[4];
+        for (int k = 0; k < 4; k++) {
+            m[k] = tail16(n - i - 16 * k);
+            acc[k] = _mm512_maskz_loadu_ps(m[k], o + i + 16 * k);
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            const kiln_f16 *v = (const kiln_f16 *)((const char *)x + (size_t)r * xs) + i;
+            __m512 vw = _mm512_set1_ps(w[r]);
+            for (int k = 0; k < 4; k++)
+                acc[k] = _mm512_fmadd_ps(
+                    vw, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m[k], v + 16 * k)), acc[k]);
+        }
+        for (int k = 0; k < 4; k++) _mm512_mask_storeu_ps(o + i + 16 * k, m[k], acc[k]);
+    }
+}
+
+/* Two blocks (64 floats) of o at a time; n is a multiple of 32. */
+static void q8_0_axpy(int64_t n, float *o, const void *x, size_t xs, const float *w, int64_t nr) {
+    for (int64_t i = 0; i < n; i += 64) {
+        int nb = n - i >= 64 ? 2 : 1;
+        __m512 acc[4];
+        for (int k = 0; k < 2 * nb; k++) acc[k] = _mm512_loadu_ps(o + i + 16 * k);
+        for (int64_t r = 0; r < nr; r++) {
+            const block_q8_0 *b =
+                (const block_q8_0 *)((const char *)x + (size_t)r * xs) + i / QK8_0;
+            for (int j = 0; j < nb; j++) {
+                __m512 s = _mm512_set1_ps(w[r] * kiln_f16_to_f32(b[j].d));
+                __m128i q0 = _mm_loadu_si128((const __m128i *)b[j].qs);
+                __m128i q1 = _mm_loadu_si128((const __m128i *)(b[j].qs + 16));
+                acc[2 * j] =
+                    _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), acc[2 * j]);
+                acc[2 * j + 1] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)),
+                                                 acc[2 * j + 1]);
+            }
+        }
+        for (int k = 0; k < 2 * nb; k++) _mm512_storeu_ps(o + i + 16 * k, acc[k]);
+    }
+}
+
+/* exp(x) for x <= 0: x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor
+ * polynomial to r^7 (relative error < 2e-8), times 2^n by VSCALEFPS, which
+ * goes to 0 smoothly far below the normal range. */
+static __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static float exp_sum(float *s, int64_t n, float max) {
+    __m512 vm = _mm512_set1_ps(max), acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = tail16(n - i);
-        __m512 r = _mm512_fmadd_ps(vw, _mm512_maskz_loadu_ps(m, v + i), _mm512_maskz_loadu_ps(m, o + i));
-        _mm512_mask_storeu_ps(o + i, m, r);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + i), vm));
+        _mm512_mask_storeu_ps(s + i, m, e);
+        acc = _mm512_mask_add_ps(acc, m, acc, e);
     }
-}
-
-static void f16_axpy(int64_t n, float *o, const void *x, float w) {
-    const kiln_f16 *v = x;
-    __m512 vw = _mm512_set1_ps(w);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 m = tail16(n - i);
-        __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v + i));
-        _mm512_mask_storeu_ps(o + i, m, _mm512_fmadd_ps(vw, xv, _mm512_maskz_loadu_ps(m, o + i)));
-    }
-}
-
-static void q8_0_axpy(int64_t n, float *o, const void *x, float w) {
-    const block_q8_0 *b = x;
-    for (int64_t j = 0; j < n / QK8_0; j++, o += QK8_0) {
-        __m512 s = _mm512_set1_ps(w * kiln_f16_to_f32(b[j].d));
-        __m128i q0 = _mm_loadu_si128((const __m128i *)b[j].qs);
-        __m128i q1 = _mm_loadu_si128((const __m128i *)(b[j].qs + 16));
-        __m512 x0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0));
-        __m512 x1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1));
-        _mm512_storeu_ps(o, _mm512_fmadd_ps(s, x0, _mm512_loadu_ps(o)));
-        _mm512_storeu_ps(o + 16, _mm512_fmadd_ps(s, x1, _mm512_loadu_ps(o + 16)));
-    }
+    return _mm512_reduce_add_ps(acc);
 }
 
 void kern_attn_register_avx512(struct kiln_kernels *k) {
+    k->exp_sum = exp_sum;
     k->axpy[KILN_TYPE_F32] = f32_axpy;
     k->axpy[KILN_TYPE_F16] = f16_axpy;
     k->axpy[KILN_TYPE_Q8_0] = q8_0_axpy;

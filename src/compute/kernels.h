@@ -37,9 +37,15 @@ typedef float (*kiln_vec_dot_fn)(int64_t n, const void *w, const void *x);
 typedef void (*kiln_gemm_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *x,
                              size_t x_stride, int nc, float *out, size_t out_stride);
 
-/* o[0..n) += w * (the n elements of the row at x); n a multiple of the
- * type's block size. Attention's accumulation of V rows (kern_attn*.c). */
-typedef void (*kiln_axpy_fn)(int64_t n, float *o, const void *x, float w);
+/* o[0..n) += sum over r < n_rows of w[r] * (the n elements of the row at
+ * x + r * x_stride bytes); n a multiple of the type's block size.
+ * Attention's weighted sum of V rows (kern_attn*.c): one call per tile,
+ * with o held in registers across the rows. */
+typedef void (*kiln_axpy_fn)(int64_t n, float *o, const void *x, size_t x_stride, const float *w,
+                             int64_t n_rows);
+/* s[i] = exp(s[i] - max) for i < n; returns their sum. max >= every s[i]
+ * (so each result is in [0, 1]). Attention's softmax over a tile of scores. */
+typedef float (*kiln_exp_sum_fn)(float *s, int64_t n, float max);
 
 #define KILN_GEMM_MAX_R 8
 #define KILN_GEMM_MAX_C 8
@@ -51,6 +57,7 @@ struct kiln_kernels {
     kiln_vec_dot_fn vec_dot[KILN_TYPE_COUNT];
     kiln_gemm_fn gemm[KILN_TYPE_COUNT]; /* NULL: callers loop over vec_dot */
     kiln_axpy_fn axpy[KILN_TYPE_COUNT]; /* KV cache types (F32, F16, Q8_0); else NULL */
+    kiln_exp_sum_fn exp_sum;
 };
 
 const char *kiln_isa_name(enum kiln_isa isa);

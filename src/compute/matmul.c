@@ -180,7 +180,9 @@ static void compute_part(const struct kiln_kernels *k, const struct kiln_matmul_
     size_t ws = op->w_stride;
     int64_t ys = op->y_stride ? op->y_stride : op->nr;
     int64_t n = op->n;
-    kiln_gemm_fn gemm = op->nc >= GEMM_MIN_COLS ? k->gemm[op->type] : NULL;
+    static int force = -1;
+    if (force < 0) force = getenv("KILN_MV_GEMM") ? atoi(getenv("KILN_MV_GEMM")) : 0;
+    kiln_gemm_fn gemm = op->nc >= GEMM_MIN_COLS || force ? k->gemm[op->type] : NULL;
     kiln_vec_dot_fn dot = k->vec_dot[op->type];
     int64_t cb = (int64_t)(XBLOCK_BYTES / xs) / KILN_GEMM_MAX_C * KILN_GEMM_MAX_C;
     if (cb < KILN_GEMM_MAX_C) cb = KILN_GEMM_MAX_C;

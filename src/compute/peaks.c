@@ -95,7 +95,12 @@ __attribute__((target("avx512f,avx512vnni"))) static float vnni_avx512(int64_t i
         REP16(STEP)
     }
     REP16(SUM)
-    return (float)_mm512_reduce_add_epi32(s);
+    /* the lanes wrap (vpdpbusd does not saturate); add them as unsigned so
+     * the sum's wrap is defined too */
+    uint32_t l[16], sum = 0;
+    _mm512_storeu_si512((void *)l, s);
+    for (int i = 0; i < 16; i++) sum += l[i];
+    return (float)sum;
 #undef DECL
 #undef STEP
 #undef SUM

@@ -3,9 +3,15 @@
  * thread pool, logits buffer) and the prompt -> tokens -> prefill ->
  * sample/decode -> detokenize loop with per-stage timings.
  *
+ * Sequences (kiln_seq_*, kiln_decode_batch) map onto llama_ctx's slots;
+ * sequence 0 is the one the single-sequence calls and generation use, and
+ * the context remembers its tokens (cached) so a new prompt reuses the
+ * longest common prefix, truncating the cache after it.
+ *
  * Invariants: a kiln_model owns its gguf_file, which outlives the tokenizer
  * and the llama bindings that borrow from it; a kiln_ctx owns its pool,
- * llama_ctx and a logits buffer of n_vocab floats. Per-generation buffers
+ * llama_ctx, a logits buffer of n_vocab floats and cached[0..n_past of
+ * sequence 0), the tokens sequence 0 holds. Per-generation buffers
  * (prompt ids, sampler, piece and text buffers) are allocated once per call,
  * never per token.
  */
@@ -54,6 +60,7 @@ struct kiln_ctx {
     llama_ctx *lc;
     float *logits;
     int32_t *cached; /* the n_past tokens in the KV cache, for prefix reuse */
+    struct llama_batch_item *items; /* n_seq_max: kiln_decode_batch's items in llama's types */
 };
 
 kiln_model *kiln_model_load(const char *path, kiln_status *st) {
@@ -187,7 +194,8 @@ kiln_ctx *kiln_ctx_create(const kiln_model *m, const kiln_ctx_params *p, kiln_st
     if (!(c->lc = llama_ctx_create(m->lm, &lp, c->pool, &s))) goto fail;
     c->logits = malloc((size_t)kiln_model_n_vocab(m) * sizeof *c->logits);
     c->cached = malloc((size_t)d.n_ctx * sizeof *c->cached);
-    if (!c->logits || !c->cached) {
+    c->items = malloc((size_t)d.n_seq_max * sizeof *c->items);
+    if (!c->logits || !c->cached || !c->items) {
         s = kiln_fail(KILN_ERR_NOMEM, "context: out of memory for logits");
         goto fail;
     }
@@ -203,6 +211,7 @@ void kiln_ctx_free(kiln_ctx *c) {
     if (!c) return;
     free(c->logits);
     free(c->cached);
+    free(c->items);
     llama_ctx_free(c->lc);
     kiln_pool_destroy(c->pool);
     free(c);
@@ -231,7 +240,10 @@ kiln_status kiln_decode(kiln_ctx *c, const int32_t *tokens, int32_t n, float *lo
 
 void kiln_ctx_memory(const kiln_ctx *c, uint64_t *kv_cache, uint64_t *compute) {
     llama_ctx_memory(c->lc, kv_cache, compute);
-    if (compute) *compute += (uint64_t)kiln_model_n_vocab(c->m) * sizeof(float);
+    if (compute) /* the logits of generation and the tokens of sequence 0 */
+        *compute += (uint64_t)kiln_model_n_vocab(c->m) * sizeof(float) +
+                    (uint64_t)kiln_ctx_n_ctx(c) * sizeof(int32_t) +
+                    (uint64_t)kiln_ctx_n_seq_max(c) * sizeof(struct llama_batch_item);
 }
 kiln_type kiln_ctx_type_k(const kiln_ctx *c) {
     return llama_ctx_kv(c->lc)->type_k;
@@ -261,33 +273,23 @@ kiln_status kiln_seq_truncate(kiln_ctx *c, int32_t seq, int32_t n) {
     return llama_seq_truncate(c->lc, seq, n);
 }
 
-/* The public item and llama's differ only in types; converted on the
- * stack in groups, so a step of any size never allocates. */
-#define SEQ_GROUP 64
-
 kiln_status kiln_decode_batch(kiln_ctx *c, const kiln_seq_batch *items, int32_t n_items) {
-    struct llama_batch_item it[SEQ_GROUP];
     if (n_items < 0 || (n_items > 0 && !items))
         return kiln_fail(KILN_ERR_INVALID_ARG, "decode: %d items", n_items);
-    if (n_items > SEQ_GROUP && n_items > kiln_ctx_n_seq_max(c))
-        return kiln_fail(KILN_ERR_INVALID_ARG,
-                         "decode: %d items, but the context has %d sequences", n_items,
-                         kiln_ctx_n_seq_max(c));
-    struct llama_batch_item *dst = it;
-    if (n_items > SEQ_GROUP && !(dst = malloc((size_t)n_items * sizeof *dst)))
-        return kiln_fail(KILN_ERR_NOMEM, "decode: out of memory for %d items", n_items);
-    for (int32_t i = 0; i < n_items; i++)
-        dst[i] = (struct llama_batch_item){.seq = items[i].seq,
-                                           .tokens = items[i].tokens,
-                                           .n = items[i].n_tokens,
-                                           .logits = items[i].logits,
-                                           .all = items[i].all_logits != 0};
+    if (n_items > kiln_ctx_n_seq_max(c)) /* some sequence would appear twice */
+        return kiln_fail(KILN_ERR_INVALID_ARG, "decode: %d items, but the context has %d sequences",
+                         n_items, kiln_ctx_n_seq_max(c));
+    for (int32_t i = 0; i < n_items; i++) /* the same fields in llama's types */
+        c->items[i] = (struct llama_batch_item){.seq = items[i].seq,
+                                                .tokens = items[i].tokens,
+                                                .n = items[i].n_tokens,
+                                                .logits = items[i].logits,
+                                                .all = items[i].all_logits != 0};
     int32_t past0 = llama_ctx_n_past(c->lc);
-    kiln_status s = llama_decode_batch(c->lc, dst, n_items);
+    kiln_status s = llama_decode_batch(c->lc, c->items, n_items);
     for (int32_t i = 0; !s && i < n_items; i++) /* sequence 0's tokens, for prefix reuse */
         if (items[i].seq == 0)
             memcpy(c->cached + past0, items[i].tokens, (size_t)items[i].n_tokens * sizeof(int32_t));
-    if (dst != it) free(dst);
     return s;
 }
 

@@ -84,8 +84,8 @@ void kv_free(struct kv_cache *kv) {
 }
 
 uint64_t kv_bytes(const struct kv_cache *kv) {
-    uint64_t rows =
-        (uint64_t)kv->n_slots * (uint64_t)kv->n_layer * (uint64_t)kv->n_head_kv * (uint64_t)kv->n_ctx;
+    uint64_t rows = (uint64_t)kv->n_slots * (uint64_t)kv->n_layer * (uint64_t)kv->n_head_kv *
+                    (uint64_t)kv->n_ctx;
     return rows * (uint64_t)(kv->row_k + kv->row_v);
 }
 

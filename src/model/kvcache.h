@@ -49,15 +49,15 @@ uint64_t kv_bytes(const struct kv_cache *kv);
 
 /* The first row of (slot, layer, head); position pos is pos rows further. */
 static inline char *kv_k_rows(const struct kv_cache *kv, int32_t slot, int32_t il, int32_t h) {
-    size_t r = (((size_t)slot * (size_t)kv->n_layer + (size_t)il) * (size_t)kv->n_head_kv +
-                (size_t)h) *
-               (size_t)kv->n_ctx;
+    size_t r =
+        (((size_t)slot * (size_t)kv->n_layer + (size_t)il) * (size_t)kv->n_head_kv + (size_t)h) *
+        (size_t)kv->n_ctx;
     return kv->k + r * kv->row_k;
 }
 static inline char *kv_v_rows(const struct kv_cache *kv, int32_t slot, int32_t il, int32_t h) {
-    size_t r = (((size_t)slot * (size_t)kv->n_layer + (size_t)il) * (size_t)kv->n_head_kv +
-                (size_t)h) *
-               (size_t)kv->n_ctx;
+    size_t r =
+        (((size_t)slot * (size_t)kv->n_layer + (size_t)il) * (size_t)kv->n_head_kv + (size_t)h) *
+        (size_t)kv->n_ctx;
     return kv->v + r * kv->row_v;
 }
 

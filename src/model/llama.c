@@ -154,16 +154,16 @@ struct llama_ctx {
     kiln_matmul_ctx *mm;
     int32_t n_ctx, n_batch, n_seq, n_threads;
     struct kv_cache kv;
-    float *x, *xn;  /* n_batch rows of n_embd: residual stream, normed / block output */
-    float *arena;   /* attention (q, k, v) or FFN (gate, up) activations, never both */
+    float *x, *xn; /* n_batch rows of n_embd: residual stream, normed / block output */
+    float *arena;  /* attention (q, k, v) or FFN (gate, up) activations, never both */
     float *q, *k, *v, *gate, *up; /* views into arena */
-    float *rope;    /* n_batch rows of n_rot floats: cos, sin pairs */
-    float *logits;  /* n_seq rows of n_vocab: a step's last-token logits */
-    char *tiles;    /* per thread: attention scratch of tile_bytes */
+    float *rope;                  /* n_batch rows of n_rot floats: cos, sin pairs */
+    float *logits;                /* n_seq rows of n_vocab: a step's last-token logits */
+    char *tiles;                  /* per thread: attention scratch of tile_bytes */
     size_t tile_bytes;
     int32_t *tok_id, *tok_slot, *tok_pos; /* per token of the step: id, sequence, position */
-    int32_t *out_src;            /* per logits row of the step: its token index */
-    uint32_t *stamp, step_no;    /* per slot: the last step it appeared in (duplicates) */
+    int32_t *out_src;                     /* per logits row of the step: its token index */
+    uint32_t *stamp, step_no;             /* per slot: the last step it appeared in (duplicates) */
     uint64_t compute_bytes;
     /* the step being run */
     const struct llama_batch_item *items;
@@ -210,8 +210,8 @@ static kiln_status check_products(llama_ctx *c) {
     float dummy = 0;
     for (uint32_t il = 0; il <= m->hp->n_layer; il++) {
         const struct llama_layer *L = il < m->hp->n_layer ? &m->layers[il] : NULL;
-        const struct llama_w *ws[] = {&m->output, L ? &L->wq : NULL, L ? &L->wk : NULL,
-                                      L ? &L->wv : NULL, L ? &L->wo : NULL, L ? &L->gate : NULL,
+        const struct llama_w *ws[] = {&m->output,        L ? &L->wq : NULL,  L ? &L->wk : NULL,
+                                      L ? &L->wv : NULL, L ? &L->wo : NULL,  L ? &L->gate : NULL,
                                       L ? &L->up : NULL, L ? &L->down : NULL};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
             if (!ws[i]) continue;
@@ -241,7 +241,8 @@ static kiln_status alloc_state(llama_ctx *c) {
     c->arena = alloc_floats(attn > ffn ? attn : ffn, c, &s);
     c->rope = alloc_floats(nb * hp->n_rot, c, &s);
     c->logits = alloc_floats((uint64_t)c->n_seq * hp->n_vocab, c, &s);
-    c->tile_bytes = llama_attend_scratch((int32_t)hp->head_dim, (int32_t)(hp->n_head / hp->n_head_kv));
+    c->tile_bytes =
+        llama_attend_scratch((int32_t)hp->head_dim, (int32_t)(hp->n_head / hp->n_head_kv));
     c->tiles = alloc_bytes((uint64_t)c->n_threads * c->tile_bytes, c, &s);
     c->tok_id = alloc_bytes(nb * sizeof(int32_t), c, &s);
     c->tok_slot = alloc_bytes(nb * sizeof(int32_t), c, &s);
@@ -258,8 +259,8 @@ static kiln_status alloc_state(llama_ctx *c) {
     return KILN_OK;
 }
 
-llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params *p,
-                            kiln_pool *pool, kiln_status *st) {
+llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params *p, kiln_pool *pool,
+                            kiln_status *st) {
     kiln_status s = KILN_OK;
     const struct arch_hparams *hp = m->hp;
     llama_ctx *c = calloc(1, sizeof *c);
@@ -278,7 +279,9 @@ llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params 
     c->n_threads = pool ? kiln_pool_size(pool) : 1;
     c->n_ctx = p->n_ctx;
     c->n_seq = p->n_seq;
-    c->n_batch = p->n_batch;
+    /* a step never holds more tokens than all the sequences have positions */
+    int64_t most = (int64_t)p->n_ctx * p->n_seq;
+    c->n_batch = p->n_batch < most ? p->n_batch : (int32_t)most;
     c->kern = kiln_kernels_best();
     if ((s = kv_init(&c->kv, p->type_k, p->type_v, (int32_t)hp->n_layer, (int32_t)hp->n_head_kv,
                      (int32_t)hp->head_dim, p->n_ctx, p->n_seq)))
@@ -286,10 +289,10 @@ llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params 
     kiln_type qt = kiln_vec_dot_type(p->type_k);
     if (!c->kern->vec_dot[p->type_k] || !c->kern->from_float[qt] ||
         !c->kern->from_float[p->type_k] || !c->kern->from_float[p->type_v] ||
-        !c->kern->axpy[p->type_v]) {
-        s = kiln_fail(KILN_ERR_UNSUPPORTED, "llama: the %s kernels lack a KV cache kernel for %s/%s",
-                      kiln_isa_name(c->kern->isa), kiln_type_name(p->type_k),
-                      kiln_type_name(p->type_v));
+        !c->kern->axpy[p->type_v] || !c->kern->exp_sum) {
+        s = kiln_fail(
+            KILN_ERR_UNSUPPORTED, "llama: the %s kernels lack a KV cache kernel for %s/%s",
+            kiln_isa_name(c->kern->isa), kiln_type_name(p->type_k), kiln_type_name(p->type_v));
         goto fail;
     }
     if ((s = alloc_state(c))) goto fail;
@@ -311,8 +314,8 @@ void llama_ctx_free(llama_ctx *c) {
     if (!c) return;
     kiln_matmul_ctx_destroy(c->mm);
     kv_free(&c->kv);
-    void *bufs[] = {c->x,     c->xn,       c->arena,   c->rope,    c->logits,
-                    c->tiles, c->tok_id,   c->tok_slot, c->tok_pos, c->out_src, c->stamp};
+    void *bufs[] = {c->x,      c->xn,       c->arena,   c->rope,    c->logits, c->tiles,
+                    c->tok_id, c->tok_slot, c->tok_pos, c->out_src, c->stamp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kiln_aligned_free(bufs[i]);
     free(c);
 }
@@ -346,8 +349,8 @@ kiln_status llama_seq_truncate(llama_ctx *c, int32_t seq, int32_t n) {
     kiln_status s = kv_slot_check(&c->kv, seq, "truncate sequence");
     if (s) return s;
     if (n < 0 || n > c->kv.n_past[seq])
-        return kiln_fail(KILN_ERR_RANGE, "truncate sequence: %d is outside 0..%d (sequence %d)",
-                         n, c->kv.n_past[seq], seq);
+        return kiln_fail(KILN_ERR_RANGE, "truncate sequence: %d is outside 0..%d (sequence %d)", n,
+                         c->kv.n_past[seq], seq);
     c->kv.n_past[seq] = n;
     return KILN_OK;
 }
@@ -567,17 +570,10 @@ void llama_attend(const struct kiln_kernels *kern, kiln_type type_k, kiln_type t
                 a.sum[i] *= corr;
                 a.max[i] = max = tmax;
             }
-            double sum = 0;
-            for (int32_t t = 0; t < nt; t++) {
-                s[t] = expf(s[t] - max);
-                sum += s[t];
-            }
-            a.sum[i] += sum;
+            a.sum[i] += kern->exp_sum(s, nt, max);
         }
-        for (int32_t t = 0; t < nt; t++) {
-            const char *vr = v_rows + (size_t)(t0 + t) * row_v;
-            for (int32_t i = 0; i < n_q; i++) axpy(hd, a.o + i * hd, vr, a.s[i * ATT_TILE + t]);
-        }
+        const char *vt = v_rows + (size_t)t0 * row_v;
+        for (int32_t i = 0; i < n_q; i++) axpy(hd, a.o + i * hd, vt, row_v, a.s + i * ATT_TILE, nt);
     }
     for (int32_t i = 0; i < n_q; i++) {
         float inv = (float)(1.0 / a.sum[i]);
@@ -613,8 +609,8 @@ static void attn_part(llama_ctx *c, int32_t il, int ith, int nth) {
         int32_t slot = c->tok_slot[j];
         float *q = c->q + (j * nh + h0) * hd;
         llama_attend(c->kern, c->kv.type_k, c->kv.type_v, (int32_t)hd, n_q, q,
-                     kv_k_rows(&c->kv, slot, il, (int32_t)g), kv_v_rows(&c->kv, slot, il, (int32_t)g),
-                     c->tok_pos[j] + 1, q, scratch);
+                     kv_k_rows(&c->kv, slot, il, (int32_t)g),
+                     kv_v_rows(&c->kv, slot, il, (int32_t)g), c->tok_pos[j] + 1, q, scratch);
     }
 }
 
@@ -785,8 +781,7 @@ kiln_status llama_decode_batch(llama_ctx *c, const struct llama_batch_item *item
 }
 
 kiln_status llama_decode(llama_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all) {
-    if (n < 0 || (n > 0 && !tokens))
-        return kiln_fail(KILN_ERR_INVALID_ARG, "decode: %d tokens", n);
+    if (n < 0 || (n > 0 && !tokens)) return kiln_fail(KILN_ERR_INVALID_ARG, "decode: %d tokens", n);
     if (!c->kv.used[0])
         return kiln_fail(KILN_ERR_INVALID_ARG, "decode: sequence 0 was freed (kiln_ctx_reset "
                                                "claims it again)");

@@ -61,9 +61,9 @@ void llama_model_free(llama_model *m);
 typedef struct llama_ctx llama_ctx;
 
 struct llama_ctx_params {
-    int32_t n_ctx;           /* positions per sequence */
-    int32_t n_batch;         /* most tokens in one forward pass */
-    int32_t n_seq;           /* sequence slots (each with n_ctx positions) */
+    int32_t n_ctx;            /* positions per sequence */
+    int32_t n_batch;          /* most tokens in one forward pass (capped at n_ctx * n_seq) */
+    int32_t n_seq;            /* sequence slots (each with n_ctx positions) */
     kiln_type type_k, type_v; /* KV cache element types: F32, F16 or Q8_0 */
 };
 
@@ -73,8 +73,8 @@ struct llama_ctx_params {
  * failure: KILN_ERR_INVALID_ARG for a non-positive size or a KV type that is
  * not F32/F16/Q8_0, KILN_ERR_UNSUPPORTED when Q8_0 does not fit the head
  * size, KILN_ERR_NOMEM. */
-llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params *p,
-                            kiln_pool *pool, kiln_status *st);
+llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params *p, kiln_pool *pool,
+                            kiln_status *st);
 void llama_ctx_free(llama_ctx *c);
 
 int32_t llama_ctx_n_ctx(const llama_ctx *c);
