@@ -27,7 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int64_t i = 0; i < gguf_kv_count(f); i++) touch_value(&gguf_kv_at(f, i)->value, &sink);
         for (int64_t i = 0; i < gguf_tensor_count(f); i++) {
             const gguf_tensor *t = gguf_tensor_at(f, i);
-            if (t->size) sink += ((const uint8_t *)t->data)[t->size - 1] + ((const uint8_t *)t->data)[0];
+            if (t->size)
+                sink += ((const uint8_t *)t->data)[t->size - 1] + ((const uint8_t *)t->data)[0];
         }
         gguf_close(f);
     }

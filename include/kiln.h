@@ -348,8 +348,8 @@ const char *kiln_model_chat_template(const kiln_model *m, size_t *len);
  * NUL to buf when *len + 1 <= cap, else KILN_ERR_RANGE; *len is always set
  * to the length needed. Thread-safe. */
 kiln_status kiln_chat_format(const kiln_model *m, const char *template_name,
-                             const kiln_chat_message *msgs, size_t n, int add_assistant,
-                             char *buf, size_t cap, size_t *len);
+                             const kiln_chat_message *msgs, size_t n, int add_assistant, char *buf,
+                             size_t cap, size_t *len);
 
 /* The family name kiln_chat_format would use for m (template_name as
  * there), or NULL with kiln_last_error() saying why. Thread-safe. */

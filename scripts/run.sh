@@ -28,5 +28,8 @@ MSG
     exit 1
 fi
 echo "kiln: using $model" >&2
-if [ $# -eq 0 ]; then set -- -p "Once upon a time" -n 64; fi
+has_prompt=0
+for a in "$@"; do case "$a" in -p|--prompt) has_prompt=1 ;; esac; done
+[ $has_prompt -eq 1 ] || set -- -p "Once upon a time" "$@"
+[ $# -gt 2 ] || set -- "$@" -n 64
 exec "$kiln" run -m "$model" "$@"

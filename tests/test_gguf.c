@@ -45,10 +45,10 @@ static void test_real_models(void **state) {
 static void test_all_shared_models_open(void **state) {
     (void)state;
     static const char *files[] = {
-        "models/TinyStories-656K-Q8_0.gguf", "models/TinyStories-656K-Q3_K_M.gguf",
-        "models/mini-bert-Q8_0.gguf",        "models/mini-llama-bpe-Q8_0.gguf",
-        "models/mini-llama-spm-Q2_K.gguf",   "models/mini-llama-spm-Q4_K_M.gguf",
-        "models/mini-nomic-bert-F16.gguf",   "models/mini-qwen2-Q8_0.gguf",
+        "models/TinyStories-656K-Q8_0.gguf",   "models/TinyStories-656K-Q3_K_M.gguf",
+        "models/mini-bert-Q8_0.gguf",          "models/mini-llama-bpe-Q8_0.gguf",
+        "models/mini-llama-spm-Q2_K.gguf",     "models/mini-llama-spm-Q4_K_M.gguf",
+        "models/mini-nomic-bert-F16.gguf",     "models/mini-qwen2-Q8_0.gguf",
         "models/quant/quant-conformance.gguf", "models/vocab/ggml-vocab-bert-bge.gguf",
         "models/vocab/ggml-vocab-gpt-2.gguf"};
     char buf[1024];
@@ -83,9 +83,8 @@ static const char *write_sample(char *path, size_t cap, uint32_t align) {
     assert_int_equal(gguf_set_arr_data(w, "a.i8", GGUF_VT_INT8, i8, 3), KILN_OK);
     /* nested: array of 2 arrays of uint16 */
     uint16_t in0[] = {1, 2}, in1[] = {3};
-    gguf_value items[2] = {
-        {.type = GGUF_VT_ARRAY, .arr = {GGUF_VT_UINT16, 2, in0, NULL}},
-        {.type = GGUF_VT_ARRAY, .arr = {GGUF_VT_UINT16, 1, in1, NULL}}};
+    gguf_value items[2] = {{.type = GGUF_VT_ARRAY, .arr = {GGUF_VT_UINT16, 2, in0, NULL}},
+                           {.type = GGUF_VT_ARRAY, .arr = {GGUF_VT_UINT16, 1, in1, NULL}}};
     gguf_value nested = {.type = GGUF_VT_ARRAY, .arr = {GGUF_VT_ARRAY, 2, NULL, items}};
     assert_int_equal(gguf_set_value(w, "a.nested", &nested), KILN_OK);
     assert_int_equal(gguf_set_i32(w, "a.i32", -8), KILN_OK); /* replaces */
@@ -163,10 +162,12 @@ static void test_roundtrip(void **state) {
         /* copy everything through the writer: the bytes must be identical */
         gguf_writer *w = gguf_writer_create();
         for (int64_t i = 0; i < gguf_kv_count(f); i++)
-            assert_int_equal(gguf_set_value(w, gguf_kv_at(f, i)->key, &gguf_kv_at(f, i)->value), KILN_OK);
+            assert_int_equal(gguf_set_value(w, gguf_kv_at(f, i)->key, &gguf_kv_at(f, i)->value),
+                             KILN_OK);
         for (int64_t i = 0; i < gguf_tensor_count(f); i++) {
             const gguf_tensor *t = gguf_tensor_at(f, i);
-            assert_int_equal(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->size), KILN_OK);
+            assert_int_equal(
+                gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->size), KILN_OK);
         }
         char copy[1024];
         test_tmp_path("copy.gguf", copy, sizeof copy);
@@ -193,10 +194,12 @@ static void test_real_model_rewrite(void **state) {
     assert_non_null(f);
     gguf_writer *w = gguf_writer_create();
     for (int64_t i = 0; i < gguf_kv_count(f); i++)
-        assert_int_equal(gguf_set_value(w, gguf_kv_at(f, i)->key, &gguf_kv_at(f, i)->value), KILN_OK);
+        assert_int_equal(gguf_set_value(w, gguf_kv_at(f, i)->key, &gguf_kv_at(f, i)->value),
+                         KILN_OK);
     for (int64_t i = 0; i < gguf_tensor_count(f); i++) {
         const gguf_tensor *t = gguf_tensor_at(f, i);
-        assert_int_equal(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->size), KILN_OK);
+        assert_int_equal(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->size),
+                         KILN_OK);
     }
     assert_int_equal(gguf_writer_write(w, test_tmp_path("rewrite.gguf", out, sizeof out)), KILN_OK);
     gguf_writer_destroy(w);
@@ -241,7 +244,8 @@ static void test_truncation(void **state) {
         kiln_status st;
         gguf_file *f = gguf_open_memory(copy, len, "cut.gguf", &st);
         /* the last tensor's padding may be cut without harm */
-        if (f) assert_true(len >= n - 32);
+        if (f)
+            assert_true(len >= n - 32);
         else {
             assert_int_equal(st, KILN_ERR_FORMAT);
             assert_non_null(strstr(kiln_last_error(), "cut.gguf"));
@@ -263,8 +267,12 @@ static void expect_fail(uint8_t *img, size_t n, const char *needle) {
     free(copy);
 }
 
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) {
+    memcpy(p, &v, 8);
+}
+static void put32(uint8_t *p, uint32_t v) {
+    memcpy(p, &v, 4);
+}
 
 static size_t find_bytes(const uint8_t *img, size_t n, const char *s) {
     size_t l = strlen(s);
@@ -354,9 +362,12 @@ static void test_bad_alignment_and_nesting(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_real_models),       cmocka_unit_test(test_all_shared_models_open),
-        cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_real_model_rewrite),
-        cmocka_unit_test(test_truncation),        cmocka_unit_test(test_corruptions),
+        cmocka_unit_test(test_real_models),
+        cmocka_unit_test(test_all_shared_models_open),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_real_model_rewrite),
+        cmocka_unit_test(test_truncation),
+        cmocka_unit_test(test_corruptions),
         cmocka_unit_test(test_bad_alignment_and_nesting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

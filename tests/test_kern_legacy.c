@@ -378,9 +378,70 @@ static void test_gemm_tiles(void **state) {
                 for (int nr = 1; nr <= KILN_GEMM_MAX_R; nr++)
                     for (int nc = 1; nc <= KILN_GEMM_MAX_C; nc++, tiles++)
                         check_gemm_tile(k, t, glen[li], nr, nc, &rng);
+            if (kiln_type_info(t)->blck > 1) continue;
+            /* float types: vector tails (F16 chunks of 16, BF16 of 32) and
+             * F16's 256-element conversion chunks with a tail */
+            static const int64_t flen[] = {1, 15, 17, 33, 100, 257, 300};
+            for (size_t li = 0; li < sizeof flen / sizeof flen[0]; li++)
+                for (int nr = 1; nr <= KILN_GEMM_MAX_R; nr++)
+                    for (int nc = 1; nc <= KILN_GEMM_MAX_C; nc++, tiles++)
+                        check_gemm_tile(k, t, flen[li], nr, nc, &rng);
         }
     }
     print_message("gemm: %d tiles checked\n", tiles);
+}
+
+/* Batch invariance: a (row, column) result must not depend on the tile it
+ * was computed in (rows 0..nr and columns 0..nc of an 8 x 8 tile against the
+ * same pair alone), bit for bit, for columns 0..max_nc. The legacy types
+ * whose AVX-512 gemm switches to the block-per-lane path for wider tiles
+ * (Q4_0, Q8_0, IQ4_NL; a different summation order) are checked for the
+ * matvec tiles (nc = 1) only. */
+static void check_tile_invariance(const struct kiln_kernels *k, kiln_type wt, int64_t n, int max_nc,
+                                  uint64_t *rng) {
+    kiln_type xt = kiln_vec_dot_type(wt);
+    size_t ws = kiln_row_size(wt, n), xs = kiln_row_size(xt, n);
+    uint8_t *w = xmalloc(ws * KILN_GEMM_MAX_R), *x = xmalloc(xs * KILN_GEMM_MAX_C);
+    for (int r = 0; r < KILN_GEMM_MAX_R; r++) {
+        void *row = random_row(wt, n, rng);
+        memcpy(w + r * ws, row, ws);
+        free(row);
+    }
+    for (int c = 0; c < KILN_GEMM_MAX_C; c++) {
+        void *row = random_row(xt, n, rng);
+        memcpy(x + c * xs, row, xs);
+        free(row);
+    }
+    float full[KILN_GEMM_MAX_R * KILN_GEMM_MAX_C];
+    for (int nc = 1; nc <= max_nc; nc++) {
+        k->gemm[wt](n, w, ws, KILN_GEMM_MAX_R, x, xs, nc, full, KILN_GEMM_MAX_R);
+        for (int r = 0; r < KILN_GEMM_MAX_R; r++)
+            for (int c = 0; c < nc; c++) {
+                float one;
+                k->gemm[wt](n, w + r * ws, ws, 1, x + c * xs, xs, 1, &one, 1);
+                if (memcmp(&one, &full[c * KILN_GEMM_MAX_R + r], sizeof one))
+                    fail_msg("gemm %s/%s n=%lld: 8x%d tile r=%d c=%d gives %.9g, alone %.9g",
+                             kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nc, r, c,
+                             (double)full[c * KILN_GEMM_MAX_R + r], (double)one);
+            }
+    }
+    free(w);
+    free(x);
+}
+
+static void test_gemm_invariance(void **state) {
+    (void)state;
+    uint64_t rng = 11;
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) continue;
+        for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
+            kiln_type t = weight_types[i];
+            if (!k->gemm[t]) continue;
+            int wide = t != KILN_TYPE_Q4_0 && t != KILN_TYPE_Q8_0 && t != KILN_TYPE_IQ4_NL;
+            check_tile_invariance(k, t, 544, wide ? KILN_GEMM_MAX_C : 1, &rng);
+        }
+    }
 }
 
 /* ---- edge cases ---- */
@@ -443,10 +504,10 @@ static void test_edge_cases(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conf_dequant),   cmocka_unit_test(test_conf_activation),
-        cmocka_unit_test(test_conf_dot),       cmocka_unit_test(test_conf_quantizer),
-        cmocka_unit_test(test_simd_vs_scalar), cmocka_unit_test(test_gemm_tiles),
-        cmocka_unit_test(test_edge_cases),
+        cmocka_unit_test(test_conf_dequant),    cmocka_unit_test(test_conf_activation),
+        cmocka_unit_test(test_conf_dot),        cmocka_unit_test(test_conf_quantizer),
+        cmocka_unit_test(test_simd_vs_scalar),  cmocka_unit_test(test_gemm_tiles),
+        cmocka_unit_test(test_gemm_invariance), cmocka_unit_test(test_edge_cases),
     };
     return cmocka_run_group_tests(tests, conf_setup, conf_teardown);
 }

@@ -43,8 +43,8 @@ static inline kiln_f16 kiln_f32_to_f16(float f) {
     if (abs >= 0x7f800000u) /* inf or nan */
         return (kiln_f16)(sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 | ((abs >> 13) & 0x3ff) : 0));
     if (abs >= 0x477ff000u) return (kiln_f16)(sign | 0x7c00); /* rounds to >= 65536: inf */
-    if (abs < 0x38800000u) {                                   /* below 2^-14: subnormal half */
-        if (abs < 0x33000000u) return (kiln_f16)sign;          /* < 2^-25 rounds to 0 */
+    if (abs < 0x38800000u) {                                  /* below 2^-14: subnormal half */
+        if (abs < 0x33000000u) return (kiln_f16)sign;         /* < 2^-25 rounds to 0 */
         uint32_t e = abs >> 23;
         uint32_t m = (abs & 0x7fffff) | 0x800000;
         uint32_t shift = 126 - e; /* 14..24 */
@@ -60,7 +60,9 @@ static inline kiln_f16 kiln_f32_to_f16(float f) {
     return (kiln_f16)(sign | r);
 }
 
-static inline float kiln_bf16_to_f32(kiln_bf16 h) { return kiln_bits_f32((uint32_t)h << 16); }
+static inline float kiln_bf16_to_f32(kiln_bf16 h) {
+    return kiln_bits_f32((uint32_t)h << 16);
+}
 
 static inline kiln_bf16 kiln_f32_to_bf16(float f) {
     uint32_t u = kiln_f32_bits(f);

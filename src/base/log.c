@@ -12,9 +12,12 @@ static int log_threshold(void) {
     if (level < 0) {
         const char *e = getenv("KILN_LOG");
         int l = KILN_LOG_INFO;
-        if (e && !strcmp(e, "error")) l = KILN_LOG_ERROR;
-        else if (e && !strcmp(e, "warn")) l = KILN_LOG_WARN;
-        else if (e && !strcmp(e, "debug")) l = KILN_LOG_DEBUG;
+        if (e && !strcmp(e, "error"))
+            l = KILN_LOG_ERROR;
+        else if (e && !strcmp(e, "warn"))
+            l = KILN_LOG_WARN;
+        else if (e && !strcmp(e, "debug"))
+            l = KILN_LOG_DEBUG;
         level = l;
     }
     return level;

@@ -10,4 +10,6 @@ void *kiln_aligned_alloc(size_t align, size_t size) {
     return p;
 }
 
-void kiln_aligned_free(void *p) { free(p); }
+void kiln_aligned_free(void *p) {
+    free(p);
+}

@@ -29,8 +29,14 @@ kiln_status kiln_fail(kiln_status st, const char *fmt, ...) {
     return st;
 }
 
-void kiln_clear_error(void) { last_error[0] = 0; }
+void kiln_clear_error(void) {
+    last_error[0] = 0;
+}
 
-const char *kiln_last_error(void) { return last_error; }
+const char *kiln_last_error(void) {
+    return last_error;
+}
 
-const char *kiln_version(void) { return KILN_VERSION; }
+const char *kiln_version(void) {
+    return KILN_VERSION;
+}

@@ -20,7 +20,7 @@ void kiln_clear_error(void);
 #define KILN_ASSERT(cond)                                                                          \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "kiln: %s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond);    \
+            fprintf(stderr, "kiln: %s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond);     \
             abort();                                                                               \
         }                                                                                          \
     } while (0)

@@ -11,6 +11,8 @@ static inline int64_t kiln_now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static inline double kiln_now_s(void) { return (double)kiln_now_ns() * 1e-9; }
+static inline double kiln_now_s(void) {
+    return (double)kiln_now_ns() * 1e-9;
+}
 
 #endif

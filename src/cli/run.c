@@ -24,7 +24,7 @@ static void run_usage(FILE *out) {
         "usage: kiln run -m MODEL.gguf -p PROMPT [options]\n\n"
         "Generates a continuation of PROMPT, streaming it to stdout; a timing summary\n"
         "goes to stderr.\n\n"
-        "  -m, --model FILE        GGUF model (llama-family, SentencePiece tokenizer)\n"
+        "  -m, --model FILE        GGUF model (llama or qwen2; SentencePiece or BPE vocabulary)\n"
         "  -p, --prompt TEXT       the prompt (BOS is added as the model asks)\n");
     cli_gen_usage(out);
 }

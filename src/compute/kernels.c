@@ -55,7 +55,9 @@ static void detect(void) {
         available[KILN_ISA_AVX2] && zmm && f && dq && bw && vl && vnni && bf16;
 }
 #else
-static void detect(void) { available[KILN_ISA_SCALAR] = 1; }
+static void detect(void) {
+    available[KILN_ISA_SCALAR] = 1;
+}
 #endif
 
 static void build_tables(void) {

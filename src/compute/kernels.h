@@ -56,6 +56,10 @@ struct kiln_kernels {
     kiln_from_float_fn from_float[KILN_TYPE_COUNT];
     kiln_vec_dot_fn vec_dot[KILN_TYPE_COUNT];
     kiln_gemm_fn gemm[KILN_TYPE_COUNT]; /* NULL: callers loop over vec_dot */
+    /* 1: for a matrix-vector product (one activation column) gemm tiles of
+     * KILN_GEMM_MAX_R rows x 1 column are faster than vec_dot row by row
+     * (measured by the kernel family that sets it); 0: use vec_dot. */
+    unsigned char gemm_matvec[KILN_TYPE_COUNT];
     kiln_axpy_fn axpy[KILN_TYPE_COUNT]; /* KV cache types (F32, F16, Q8_0); else NULL */
     kiln_exp_sum_fn exp_sum;
 };

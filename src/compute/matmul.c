@@ -23,9 +23,12 @@
  * recent Intel) for one pass over its rows. */
 #define XBLOCK_BYTES (512 * 1024)
 /* Fewer activation columns than this use vec_dot even when the table has a
- * gemm: for a matrix-vector product one weight stream per thread (vec_dot,
- * row after row) reads memory faster than a tile's KILN_GEMM_MAX_R parallel
- * row streams (measured on Zen 5: Q8_0 and Q4_K matvec 10-20% faster). */
+ * gemm, unless the table's gemm_matvec says the type's tile is faster: for
+ * a matrix-vector product one weight stream per thread (vec_dot, row after
+ * row) often reads memory faster than a tile's KILN_GEMM_MAX_R parallel row
+ * streams (measured on Zen 5: Q8_0 and Q4_K matvec 10-20% faster), but where
+ * vec_dot is compute-bound below the memory bandwidth (Q4_0, Q5_0, IQ4_NL
+ * on AVX-512) the tile, which shares the per-column work across rows, wins. */
 #define GEMM_MIN_COLS 2
 /* Below this many multiply-adds an operation runs on one thread. */
 #define MIN_PARALLEL_MACS (1 << 16)
@@ -180,9 +183,8 @@ static void compute_part(const struct kiln_kernels *k, const struct kiln_matmul_
     size_t ws = op->w_stride;
     int64_t ys = op->y_stride ? op->y_stride : op->nr;
     int64_t n = op->n;
-    static int force = -1;
-    if (force < 0) force = getenv("KILN_MV_GEMM") ? atoi(getenv("KILN_MV_GEMM")) : 0;
-    kiln_gemm_fn gemm = op->nc >= GEMM_MIN_COLS || force ? k->gemm[op->type] : NULL;
+    kiln_gemm_fn gemm =
+        op->nc >= GEMM_MIN_COLS || k->gemm_matvec[op->type] ? k->gemm[op->type] : NULL;
     kiln_vec_dot_fn dot = k->vec_dot[op->type];
     int64_t cb = (int64_t)(XBLOCK_BYTES / xs) / KILN_GEMM_MAX_C * KILN_GEMM_MAX_C;
     if (cb < KILN_GEMM_MAX_C) cb = KILN_GEMM_MAX_C;

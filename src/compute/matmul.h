@@ -12,7 +12,8 @@
  *      same line), and each thread walks its rows in tiles of up to
  *      KILN_GEMM_MAX_R rows x KILN_GEMM_MAX_C columns with the kernel table's
  *      gemm entry, or row by row with vec_dot when the table has no gemm
- *      and for nc = 1 (one sequential weight stream per thread).
+ *      and for nc = 1 (one sequential weight stream per thread) unless the
+ *      table's gemm_matvec marks the type's tile as the faster matvec.
  *      When nr is too small to give every thread rows, columns are split.
  *
  * The context owns the workspace, sized at creation or by

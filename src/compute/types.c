@@ -66,23 +66,32 @@ size_t kiln_row_size(kiln_type t, int64_t n) {
 
 kiln_type kiln_vec_dot_type(kiln_type t) {
     switch (t) {
-    case KILN_TYPE_F32: return KILN_TYPE_F32;
-    case KILN_TYPE_F16: return KILN_TYPE_F16;
-    case KILN_TYPE_BF16: return KILN_TYPE_BF16;
+    case KILN_TYPE_F32:
+        return KILN_TYPE_F32;
+    case KILN_TYPE_F16:
+        return KILN_TYPE_F16;
+    case KILN_TYPE_BF16:
+        return KILN_TYPE_BF16;
     case KILN_TYPE_Q4_0:
     case KILN_TYPE_Q5_0:
     case KILN_TYPE_Q8_0:
-    case KILN_TYPE_IQ4_NL: return KILN_TYPE_Q8_0;
+    case KILN_TYPE_IQ4_NL:
+        return KILN_TYPE_Q8_0;
     case KILN_TYPE_Q4_1:
-    case KILN_TYPE_Q5_1: return KILN_TYPE_Q8_1;
+    case KILN_TYPE_Q5_1:
+        return KILN_TYPE_Q8_1;
     case KILN_TYPE_Q2_K:
     case KILN_TYPE_Q3_K:
     case KILN_TYPE_Q4_K:
     case KILN_TYPE_Q5_K:
     case KILN_TYPE_Q6_K:
-    case KILN_TYPE_IQ4_XS: return KILN_TYPE_Q8_K;
-    default: return KILN_TYPE_COUNT;
+    case KILN_TYPE_IQ4_XS:
+        return KILN_TYPE_Q8_K;
+    default:
+        return KILN_TYPE_COUNT;
     }
 }
 
-int kiln_type_supported(kiln_type t) { return kiln_vec_dot_type(t) != KILN_TYPE_COUNT; }
+int kiln_type_supported(kiln_type t) {
+    return kiln_vec_dot_type(t) != KILN_TYPE_COUNT;
+}

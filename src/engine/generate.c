@@ -34,7 +34,7 @@ struct kiln_model {
     gguf_file *f;
     llama_model *lm;
     tok_spm *tok;
-    tok_bpe *bpe; /* byte-level BPE vocabularies: set instead of tok */
+    tok_bpe *bpe;   /* byte-level BPE vocabularies: set instead of tok */
     bert_model *bm; /* encoders (bert, nomic-bert): set instead of lm and tok */
     tok_wpm *wpm;
 };
@@ -59,7 +59,7 @@ struct kiln_ctx {
     kiln_pool *pool;
     llama_ctx *lc;
     float *logits;
-    int32_t *cached; /* the n_past tokens in the KV cache, for prefix reuse */
+    int32_t *cached;                /* the n_past tokens in the KV cache, for prefix reuse */
     struct llama_batch_item *items; /* n_seq_max: kiln_decode_batch's items in llama's types */
 };
 

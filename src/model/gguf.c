@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GGUF_MAX_DEPTH 4        /* nesting of arrays in arrays */
-#define GGUF_MAX_KEY_LEN 65535  /* spec: keys are at most 2^16-1 bytes */
+#define GGUF_MAX_DEPTH    4     /* nesting of arrays in arrays */
+#define GGUF_MAX_KEY_LEN  65535 /* spec: keys are at most 2^16-1 bytes */
 #define GGUF_MAX_NAME_LEN 65535 /* tensor names: ggml uses 64, be lenient */
 
 struct gguf_file {
@@ -39,8 +39,8 @@ struct rd {
 };
 
 static const char *const vtype_names[GGUF_VT_COUNT] = {
-    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
-    "bool",  "string", "array", "uint64", "int64", "float64"};
+    "uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
+    "bool",  "string", "array",  "uint64", "int64",  "float64"};
 
 const char *gguf_vtype_name(enum gguf_vtype t) {
     if ((unsigned)t >= GGUF_VT_COUNT) return "invalid";
@@ -70,8 +70,12 @@ static kiln_status rd_bytes(struct rd *r, void *dst, uint64_t n, const char *fie
     return KILN_OK;
 }
 
-static kiln_status rd_u32(struct rd *r, uint32_t *v, const char *f) { return rd_bytes(r, v, 4, f); }
-static kiln_status rd_u64(struct rd *r, uint64_t *v, const char *f) { return rd_bytes(r, v, 8, f); }
+static kiln_status rd_u32(struct rd *r, uint32_t *v, const char *f) {
+    return rd_bytes(r, v, 4, f);
+}
+static kiln_status rd_u64(struct rd *r, uint64_t *v, const char *f) {
+    return rd_bytes(r, v, 8, f);
+}
 
 static kiln_status rd_str(struct rd *r, gguf_str *s, uint64_t max_len, const char *field) {
     uint64_t at = r->off;
@@ -111,7 +115,8 @@ static kiln_status rd_array(struct rd *r, gguf_value *v, int depth, const char *
     kiln_status st = rd_u32(r, &et, "array element type");
     if (st) return st;
     if (et >= GGUF_VT_COUNT)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: key '%s': array element type %u at byte %llu is not a GGUF type",
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: key '%s': array element type %u at byte %llu is not a GGUF type",
                          r->name, key, et, (unsigned long long)at);
     if (et == GGUF_VT_ARRAY && depth >= GGUF_MAX_DEPTH)
         return kiln_fail(KILN_ERR_FORMAT, "%s: key '%s': arrays nested deeper than %d at byte %llu",
@@ -133,14 +138,18 @@ static kiln_status rd_array(struct rd *r, gguf_value *v, int depth, const char *
         if (et == GGUF_VT_BOOL)
             for (uint64_t i = 0; i < n; i++)
                 if (r->base[r->off + i] > 1)
-                    return kiln_fail(KILN_ERR_FORMAT, "%s: key '%s': bool element %llu at byte %llu is %u, not 0 or 1",
-                                     r->name, key, (unsigned long long)i,
-                                     (unsigned long long)(r->off + i), r->base[r->off + i]);
+                    return kiln_fail(
+                        KILN_ERR_FORMAT,
+                        "%s: key '%s': bool element %llu at byte %llu is %u, not 0 or 1", r->name,
+                        key, (unsigned long long)i, (unsigned long long)(r->off + i),
+                        r->base[r->off + i]);
         r->off += n * es;
         return KILN_OK;
     }
     v->arr.items = calloc(n ? n : 1, sizeof *v->arr.items);
-    if (!v->arr.items) return kiln_fail(KILN_ERR_NOMEM, "%s: key '%s': no memory for %llu array items", r->name, key, (unsigned long long)n);
+    if (!v->arr.items)
+        return kiln_fail(KILN_ERR_NOMEM, "%s: key '%s': no memory for %llu array items", r->name,
+                         key, (unsigned long long)n);
     for (uint64_t i = 0; i < n; i++) {
         v->arr.items[i].type = v->arr.type;
         if ((st = rd_value(r, v->arr.type, &v->arr.items[i], depth + 1, key))) {
@@ -158,30 +167,69 @@ static kiln_status rd_value(struct rd *r, enum gguf_vtype type, gguf_value *v, i
     v->type = type;
     uint64_t at = r->off;
     switch (type) {
-    case GGUF_VT_STRING: return rd_str(r, &v->str, UINT64_MAX, "string value");
-    case GGUF_VT_ARRAY: return rd_array(r, v, depth, key);
-    default: break;
+    case GGUF_VT_STRING:
+        return rd_str(r, &v->str, UINT64_MAX, "string value");
+    case GGUF_VT_ARRAY:
+        return rd_array(r, v, depth, key);
+    default:
+        break;
     }
     size_t n = gguf_vtype_size(type);
     if ((st = rd_bytes(r, b, n, "value"))) return st;
     switch (type) {
-    case GGUF_VT_UINT8: v->u64 = b[0]; break;
-    case GGUF_VT_INT8: v->i64 = (int8_t)b[0]; break;
-    case GGUF_VT_UINT16: { uint16_t x; memcpy(&x, b, 2); v->u64 = x; break; }
-    case GGUF_VT_INT16: { int16_t x; memcpy(&x, b, 2); v->i64 = x; break; }
-    case GGUF_VT_UINT32: { uint32_t x; memcpy(&x, b, 4); v->u64 = x; break; }
-    case GGUF_VT_INT32: { int32_t x; memcpy(&x, b, 4); v->i64 = x; break; }
-    case GGUF_VT_FLOAT32: { float x; memcpy(&x, b, 4); v->f64 = x; break; }
+    case GGUF_VT_UINT8:
+        v->u64 = b[0];
+        break;
+    case GGUF_VT_INT8:
+        v->i64 = (int8_t)b[0];
+        break;
+    case GGUF_VT_UINT16: {
+        uint16_t x;
+        memcpy(&x, b, 2);
+        v->u64 = x;
+        break;
+    }
+    case GGUF_VT_INT16: {
+        int16_t x;
+        memcpy(&x, b, 2);
+        v->i64 = x;
+        break;
+    }
+    case GGUF_VT_UINT32: {
+        uint32_t x;
+        memcpy(&x, b, 4);
+        v->u64 = x;
+        break;
+    }
+    case GGUF_VT_INT32: {
+        int32_t x;
+        memcpy(&x, b, 4);
+        v->i64 = x;
+        break;
+    }
+    case GGUF_VT_FLOAT32: {
+        float x;
+        memcpy(&x, b, 4);
+        v->f64 = x;
+        break;
+    }
     case GGUF_VT_BOOL:
         if (b[0] > 1)
             return kiln_fail(KILN_ERR_FORMAT, "%s: key '%s': bool at byte %llu is %u, not 0 or 1",
                              r->name, key, (unsigned long long)at, b[0]);
         v->u64 = b[0];
         break;
-    case GGUF_VT_UINT64: memcpy(&v->u64, b, 8); break;
-    case GGUF_VT_INT64: memcpy(&v->i64, b, 8); break;
-    case GGUF_VT_FLOAT64: memcpy(&v->f64, b, 8); break;
-    default: return kiln_fail(KILN_ERR_INTERNAL, "gguf: unhandled type %d", type);
+    case GGUF_VT_UINT64:
+        memcpy(&v->u64, b, 8);
+        break;
+    case GGUF_VT_INT64:
+        memcpy(&v->i64, b, 8);
+        break;
+    case GGUF_VT_FLOAT64:
+        memcpy(&v->f64, b, 8);
+        break;
+    default:
+        return kiln_fail(KILN_ERR_INTERNAL, "gguf: unhandled type %d", type);
     }
     return KILN_OK;
 }
@@ -189,10 +237,13 @@ static kiln_status rd_value(struct rd *r, enum gguf_vtype type, gguf_value *v, i
 static kiln_status read_kvs(gguf_file *f, struct rd *r, uint64_t n_kv) {
     /* each pair needs at least 8 (key length) + 4 (type) + 1 bytes */
     if (n_kv > (r->size - r->off) / 13)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: metadata count %llu at byte 16 does not fit in the file",
-                         r->name, (unsigned long long)n_kv);
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: metadata count %llu at byte 16 does not fit in the file", r->name,
+                         (unsigned long long)n_kv);
     f->kvs = calloc(n_kv ? n_kv : 1, sizeof *f->kvs);
-    if (!f->kvs) return kiln_fail(KILN_ERR_NOMEM, "%s: no memory for %llu metadata pairs", r->name, (unsigned long long)n_kv);
+    if (!f->kvs)
+        return kiln_fail(KILN_ERR_NOMEM, "%s: no memory for %llu metadata pairs", r->name,
+                         (unsigned long long)n_kv);
     kiln_status st;
     for (uint64_t i = 0; i < n_kv; i++) {
         gguf_kv *kv = &f->kvs[i];
@@ -200,20 +251,23 @@ static kiln_status read_kvs(gguf_file *f, struct rd *r, uint64_t n_kv) {
         gguf_str key;
         if ((st = rd_str(r, &key, GGUF_MAX_KEY_LEN, "metadata key"))) return st;
         if (key.len == 0 || memchr(key.ptr, 0, key.len))
-            return kiln_fail(KILN_ERR_FORMAT, "%s: metadata key %llu at byte %llu is empty or holds a NUL byte",
+            return kiln_fail(KILN_ERR_FORMAT,
+                             "%s: metadata key %llu at byte %llu is empty or holds a NUL byte",
                              r->name, (unsigned long long)i, (unsigned long long)kv->offset);
         if (!(kv->key = dup_str(key))) return kiln_fail(KILN_ERR_NOMEM, "%s: no memory", r->name);
         f->n_kv = (int64_t)i + 1;
         for (uint64_t j = 0; j < i; j++)
             if (!strcmp(f->kvs[j].key, kv->key))
-                return kiln_fail(KILN_ERR_FORMAT, "%s: metadata key '%s' at byte %llu appears twice",
-                                 r->name, kv->key, (unsigned long long)kv->offset);
+                return kiln_fail(KILN_ERR_FORMAT,
+                                 "%s: metadata key '%s' at byte %llu appears twice", r->name,
+                                 kv->key, (unsigned long long)kv->offset);
         uint32_t type;
         uint64_t tat = r->off;
         if ((st = rd_u32(r, &type, "metadata value type"))) return st;
         if (type >= GGUF_VT_COUNT)
-            return kiln_fail(KILN_ERR_FORMAT, "%s: key '%s': value type %u at byte %llu is not a GGUF type",
-                             r->name, kv->key, type, (unsigned long long)tat);
+            return kiln_fail(KILN_ERR_FORMAT,
+                             "%s: key '%s': value type %u at byte %llu is not a GGUF type", r->name,
+                             kv->key, type, (unsigned long long)tat);
         if ((st = rd_value(r, (enum gguf_vtype)type, &kv->value, 0, kv->key))) return st;
     }
     return KILN_OK;
@@ -224,11 +278,13 @@ static kiln_status read_alignment(gguf_file *f, const char *name) {
     const gguf_kv *kv = gguf_find_kv(f, "general.alignment");
     if (!kv) return KILN_OK;
     if (kv->value.type != GGUF_VT_UINT32)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: general.alignment at byte %llu has type %s, expected uint32",
-                         name, (unsigned long long)kv->offset, gguf_vtype_name(kv->value.type));
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: general.alignment at byte %llu has type %s, expected uint32", name,
+                         (unsigned long long)kv->offset, gguf_vtype_name(kv->value.type));
     uint64_t a = kv->value.u64;
     if (a == 0 || (a & (a - 1)) || a > (1u << 20))
-        return kiln_fail(KILN_ERR_FORMAT, "%s: general.alignment at byte %llu is %llu, not a power of two <= 1 MiB",
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: general.alignment at byte %llu is %llu, not a power of two <= 1 MiB",
                          name, (unsigned long long)kv->offset, (unsigned long long)a);
     f->alignment = (uint32_t)a;
     return KILN_OK;
@@ -240,7 +296,8 @@ static kiln_status read_tensor_info(gguf_file *f, struct rd *r, gguf_tensor *t, 
     gguf_str name;
     if ((st = rd_str(r, &name, GGUF_MAX_NAME_LEN, "tensor name"))) return st;
     if (name.len == 0 || memchr(name.ptr, 0, name.len))
-        return kiln_fail(KILN_ERR_FORMAT, "%s: tensor %lld at byte %llu has an empty name or a NUL byte in it",
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: tensor %lld at byte %llu has an empty name or a NUL byte in it",
                          r->name, (long long)i, (unsigned long long)t->info_offset);
     if (!(t->name = dup_str(name))) return kiln_fail(KILN_ERR_NOMEM, "%s: no memory", r->name);
     uint32_t n_dims, type;
@@ -256,8 +313,10 @@ static kiln_status read_tensor_info(gguf_file *f, struct rd *r, gguf_tensor *t, 
         at = r->off;
         if (d < t->n_dims && (st = rd_u64(r, &ne, "tensor dimension"))) return st;
         if (ne > INT64_MAX || !kiln_mul_ok(n_elems, ne, &n_elems) || n_elems > INT64_MAX)
-            return kiln_fail(KILN_ERR_FORMAT, "%s: tensor '%s': dimension %d (%llu) at byte %llu overflows the element count",
-                             r->name, t->name, d, (unsigned long long)ne, (unsigned long long)at);
+            return kiln_fail(
+                KILN_ERR_FORMAT,
+                "%s: tensor '%s': dimension %d (%llu) at byte %llu overflows the element count",
+                r->name, t->name, d, (unsigned long long)ne, (unsigned long long)at);
         t->ne[d] = (int64_t)ne;
     }
     t->n_elems = n_elems;
@@ -265,19 +324,25 @@ static kiln_status read_tensor_info(gguf_file *f, struct rd *r, gguf_tensor *t, 
     if ((st = rd_u32(r, &type, "tensor type"))) return st;
     const struct kiln_type_info *ti = kiln_type_info((kiln_type)type);
     if (!ti)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: tensor '%s': type %u at byte %llu is not a known GGML type",
-                         r->name, t->name, type, (unsigned long long)at);
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: tensor '%s': type %u at byte %llu is not a known GGML type", r->name,
+                         t->name, type, (unsigned long long)at);
     t->type = (kiln_type)type;
     if (t->ne[0] % ti->blck)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: tensor '%s': row length %lld at byte %llu is not a multiple of %s's block size %lld",
-                         r->name, t->name, (long long)t->ne[0], (unsigned long long)(t->info_offset + name.len + 12),
-                         ti->name, (long long)ti->blck);
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: tensor '%s': row length %lld at byte %llu is not a multiple of %s's "
+                         "block size %lld",
+                         r->name, t->name, (long long)t->ne[0],
+                         (unsigned long long)(t->info_offset + name.len + 12), ti->name,
+                         (long long)ti->blck);
     t->size = n_elems / (uint64_t)ti->blck * ti->size; /* cannot overflow: bounded below */
     at = r->off;
     if ((st = rd_u64(r, &t->offset, "tensor data offset"))) return st;
     if (t->offset % f->alignment)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: tensor '%s': data offset %llu at byte %llu is not a multiple of the alignment %u",
-                         r->name, t->name, (unsigned long long)t->offset, (unsigned long long)at, f->alignment);
+        return kiln_fail(
+            KILN_ERR_FORMAT,
+            "%s: tensor '%s': data offset %llu at byte %llu is not a multiple of the alignment %u",
+            r->name, t->name, (unsigned long long)t->offset, (unsigned long long)at, f->alignment);
     return KILN_OK;
 }
 
@@ -292,10 +357,12 @@ static kiln_status check_tensor_extents(gguf_file *f, const char *name) {
     for (int64_t i = 0; i < f->n_tensors; i++) {
         gguf_tensor *t = &f->tensors[i];
         if (t->size > avail || t->offset > avail - t->size)
-            return kiln_fail(KILN_ERR_FORMAT, "%s: tensor '%s' (info at byte %llu): data [%llu, +%llu) ends past the end of the file (%llu bytes of data)",
+            return kiln_fail(KILN_ERR_FORMAT,
+                             "%s: tensor '%s' (info at byte %llu): data [%llu, +%llu) ends past "
+                             "the end of the file (%llu bytes of data)",
                              name, t->name, (unsigned long long)t->info_offset,
-                             (unsigned long long)(f->data_offset + t->offset), (unsigned long long)t->size,
-                             (unsigned long long)avail);
+                             (unsigned long long)(f->data_offset + t->offset),
+                             (unsigned long long)t->size, (unsigned long long)avail);
         t->data = f->base + f->data_offset + t->offset;
     }
     if (f->n_tensors < 2) return KILN_OK;
@@ -306,9 +373,10 @@ static kiln_status check_tensor_extents(gguf_file *f, const char *name) {
     kiln_status st = KILN_OK;
     for (int64_t i = 1; i < f->n_tensors && !st; i++)
         if (order[i - 1]->offset + order[i - 1]->size > order[i]->offset)
-            st = kiln_fail(KILN_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap (data offsets %llu and %llu)",
-                           name, order[i - 1]->name, order[i]->name,
-                           (unsigned long long)order[i - 1]->offset, (unsigned long long)order[i]->offset);
+            st = kiln_fail(
+                KILN_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap (data offsets %llu and %llu)",
+                name, order[i - 1]->name, order[i]->name, (unsigned long long)order[i - 1]->offset,
+                (unsigned long long)order[i]->offset);
     free(order);
     return st;
 }
@@ -316,18 +384,22 @@ static kiln_status check_tensor_extents(gguf_file *f, const char *name) {
 static kiln_status read_tensors(gguf_file *f, struct rd *r, uint64_t n) {
     /* each info needs at least 8 + 1 + 4 + 8 + 4 + 8 bytes */
     if (n > (r->size - r->off) / 33)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: tensor count %llu at byte 8 does not fit in the file",
-                         r->name, (unsigned long long)n);
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: tensor count %llu at byte 8 does not fit in the file", r->name,
+                         (unsigned long long)n);
     f->tensors = calloc(n ? n : 1, sizeof *f->tensors);
-    if (!f->tensors) return kiln_fail(KILN_ERR_NOMEM, "%s: no memory for %llu tensors", r->name, (unsigned long long)n);
+    if (!f->tensors)
+        return kiln_fail(KILN_ERR_NOMEM, "%s: no memory for %llu tensors", r->name,
+                         (unsigned long long)n);
     kiln_status st;
     for (uint64_t i = 0; i < n; i++) {
         f->n_tensors = (int64_t)i + 1;
         if ((st = read_tensor_info(f, r, &f->tensors[i], (int64_t)i))) return st;
         for (uint64_t j = 0; j < i; j++)
             if (!strcmp(f->tensors[j].name, f->tensors[i].name))
-                return kiln_fail(KILN_ERR_FORMAT, "%s: tensor name '%s' at byte %llu appears twice", r->name,
-                                 f->tensors[i].name, (unsigned long long)f->tensors[i].info_offset);
+                return kiln_fail(KILN_ERR_FORMAT, "%s: tensor name '%s' at byte %llu appears twice",
+                                 r->name, f->tensors[i].name,
+                                 (unsigned long long)f->tensors[i].info_offset);
     }
     return KILN_OK;
 }
@@ -337,12 +409,18 @@ static kiln_status parse(gguf_file *f, const char *name) {
     uint32_t magic;
     kiln_status st;
     if (f->size < 4 || (rd_u32(&r, &magic, "magic"), magic != GGUF_MAGIC))
-        return kiln_fail(KILN_ERR_FORMAT, "%s: not a GGUF file (the first 4 bytes at byte 0 are not \"GGUF\")", name);
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: not a GGUF file (the first 4 bytes at byte 0 are not \"GGUF\")",
+                         name);
     if ((st = rd_u32(&r, &f->version, "version"))) return st;
     if (f->version == 1)
-        return kiln_fail(KILN_ERR_UNSUPPORTED, "%s: GGUF version 1 (byte 4) is not supported; convert the model with a current llama.cpp", name);
+        return kiln_fail(KILN_ERR_UNSUPPORTED,
+                         "%s: GGUF version 1 (byte 4) is not supported; convert the model with a "
+                         "current llama.cpp",
+                         name);
     if (f->version != 2 && f->version != 3)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: GGUF version %u at byte 4 is not 2 or 3", name, f->version);
+        return kiln_fail(KILN_ERR_FORMAT, "%s: GGUF version %u at byte 4 is not 2 or 3", name,
+                         f->version);
     uint64_t n_tensors, n_kv;
     if ((st = rd_u64(&r, &n_tensors, "tensor count"))) return st;
     if ((st = rd_u64(&r, &n_kv, "metadata count"))) return st;
@@ -351,8 +429,10 @@ static kiln_status parse(gguf_file *f, const char *name) {
     if ((st = read_tensors(f, &r, n_tensors))) return st;
     f->data_offset = kiln_align_up(r.off, f->alignment);
     if (f->n_tensors > 0 && f->data_offset > f->size)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: the tensor data section (byte %llu) starts past the end of the file (%llu bytes)",
-                         name, (unsigned long long)f->data_offset, (unsigned long long)f->size);
+        return kiln_fail(
+            KILN_ERR_FORMAT,
+            "%s: the tensor data section (byte %llu) starts past the end of the file (%llu bytes)",
+            name, (unsigned long long)f->data_offset, (unsigned long long)f->size);
     return check_tensor_extents(f, name);
 }
 
@@ -404,13 +484,27 @@ void gguf_close(gguf_file *f) {
     free(f);
 }
 
-const char *gguf_path(const gguf_file *f) { return f->path; }
-uint32_t gguf_version(const gguf_file *f) { return f->version; }
-uint32_t gguf_alignment(const gguf_file *f) { return f->alignment; }
-uint64_t gguf_file_size(const gguf_file *f) { return f->size; }
-uint64_t gguf_data_offset(const gguf_file *f) { return f->data_offset; }
-int64_t gguf_kv_count(const gguf_file *f) { return f->n_kv; }
-int64_t gguf_tensor_count(const gguf_file *f) { return f->n_tensors; }
+const char *gguf_path(const gguf_file *f) {
+    return f->path;
+}
+uint32_t gguf_version(const gguf_file *f) {
+    return f->version;
+}
+uint32_t gguf_alignment(const gguf_file *f) {
+    return f->alignment;
+}
+uint64_t gguf_file_size(const gguf_file *f) {
+    return f->size;
+}
+uint64_t gguf_data_offset(const gguf_file *f) {
+    return f->data_offset;
+}
+int64_t gguf_kv_count(const gguf_file *f) {
+    return f->n_kv;
+}
+int64_t gguf_tensor_count(const gguf_file *f) {
+    return f->n_tensors;
+}
 
 const gguf_kv *gguf_kv_at(const gguf_file *f, int64_t i) {
     return i >= 0 && i < f->n_kv ? &f->kvs[i] : NULL;
@@ -443,7 +537,8 @@ static bool is_signed(enum gguf_vtype t) {
 
 static kiln_status find_typed(const gguf_file *f, const char *key, const gguf_kv **kv) {
     *kv = gguf_find_kv(f, key);
-    if (!*kv) return kiln_fail(KILN_ERR_NOT_FOUND, "%s: metadata key '%s' is missing", f->path, key);
+    if (!*kv)
+        return kiln_fail(KILN_ERR_NOT_FOUND, "%s: metadata key '%s' is missing", f->path, key);
     return KILN_OK;
 }
 
@@ -493,10 +588,14 @@ kiln_status gguf_get_f32(const gguf_file *f, const char *key, float *out) {
     kiln_status st = find_typed(f, key, &kv);
     if (st) return st;
     enum gguf_vtype t = kv->value.type;
-    if (t == GGUF_VT_FLOAT32 || t == GGUF_VT_FLOAT64) *out = (float)kv->value.f64;
-    else if (is_signed(t)) *out = (float)kv->value.i64;
-    else if (is_int(t)) *out = (float)kv->value.u64;
-    else return wrong_type(f, kv, "a number");
+    if (t == GGUF_VT_FLOAT32 || t == GGUF_VT_FLOAT64)
+        *out = (float)kv->value.f64;
+    else if (is_signed(t))
+        *out = (float)kv->value.i64;
+    else if (is_int(t))
+        *out = (float)kv->value.u64;
+    else
+        return wrong_type(f, kv, "a number");
     return KILN_OK;
 }
 
@@ -525,7 +624,8 @@ kiln_status gguf_get_arr(const gguf_file *f, const char *key, enum gguf_vtype el
     if (st) return st;
     if (kv->value.type != GGUF_VT_ARRAY) return wrong_type(f, kv, "array");
     if (elem != GGUF_VT_COUNT && kv->value.arr.type != elem)
-        return kiln_fail(KILN_ERR_FORMAT, "%s: metadata key '%s' (byte %llu) is an array of %s, expected %s",
+        return kiln_fail(KILN_ERR_FORMAT,
+                         "%s: metadata key '%s' (byte %llu) is an array of %s, expected %s",
                          f->path, key, (unsigned long long)kv->offset,
                          gguf_vtype_name(kv->value.arr.type), gguf_vtype_name(elem));
     *out = &kv->value;
@@ -535,24 +635,64 @@ kiln_status gguf_get_arr(const gguf_file *f, const char *key, enum gguf_vtype el
 int64_t gguf_arr_i64(const gguf_value *arr, uint64_t i) {
     const uint8_t *p = (const uint8_t *)arr->arr.raw + i * gguf_vtype_size(arr->arr.type);
     switch (arr->arr.type) {
-    case GGUF_VT_UINT8: case GGUF_VT_BOOL: return *p;
-    case GGUF_VT_INT8: return (int8_t)*p;
-    case GGUF_VT_UINT16: { uint16_t x; memcpy(&x, p, 2); return x; }
-    case GGUF_VT_INT16: { int16_t x; memcpy(&x, p, 2); return x; }
-    case GGUF_VT_UINT32: { uint32_t x; memcpy(&x, p, 4); return x; }
-    case GGUF_VT_INT32: { int32_t x; memcpy(&x, p, 4); return x; }
-    case GGUF_VT_UINT64: case GGUF_VT_INT64: { int64_t x; memcpy(&x, p, 8); return x; }
-    case GGUF_VT_FLOAT32: case GGUF_VT_FLOAT64: return (int64_t)gguf_arr_f64(arr, i);
-    default: return 0;
+    case GGUF_VT_UINT8:
+    case GGUF_VT_BOOL:
+        return *p;
+    case GGUF_VT_INT8:
+        return (int8_t)*p;
+    case GGUF_VT_UINT16: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        return x;
+    }
+    case GGUF_VT_INT16: {
+        int16_t x;
+        memcpy(&x, p, 2);
+        return x;
+    }
+    case GGUF_VT_UINT32: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        return x;
+    }
+    case GGUF_VT_INT32: {
+        int32_t x;
+        memcpy(&x, p, 4);
+        return x;
+    }
+    case GGUF_VT_UINT64:
+    case GGUF_VT_INT64: {
+        int64_t x;
+        memcpy(&x, p, 8);
+        return x;
+    }
+    case GGUF_VT_FLOAT32:
+    case GGUF_VT_FLOAT64:
+        return (int64_t)gguf_arr_f64(arr, i);
+    default:
+        return 0;
     }
 }
 
 double gguf_arr_f64(const gguf_value *arr, uint64_t i) {
     const uint8_t *p = (const uint8_t *)arr->arr.raw + i * gguf_vtype_size(arr->arr.type);
     switch (arr->arr.type) {
-    case GGUF_VT_FLOAT32: { float x; memcpy(&x, p, 4); return x; }
-    case GGUF_VT_FLOAT64: { double x; memcpy(&x, p, 8); return x; }
-    case GGUF_VT_UINT64: { uint64_t x; memcpy(&x, p, 8); return (double)x; }
-    default: return (double)gguf_arr_i64(arr, i);
+    case GGUF_VT_FLOAT32: {
+        float x;
+        memcpy(&x, p, 4);
+        return x;
+    }
+    case GGUF_VT_FLOAT64: {
+        double x;
+        memcpy(&x, p, 8);
+        return x;
+    }
+    case GGUF_VT_UINT64: {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        return (double)x;
+    }
+    default:
+        return (double)gguf_arr_i64(arr, i);
     }
 }

@@ -20,9 +20,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GGUF_MAGIC 0x46554747u /* "GGUF" little-endian */
+#define GGUF_MAGIC             0x46554747u /* "GGUF" little-endian */
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_MAX_DIMS 4
+#define GGUF_MAX_DIMS          4
 
 enum gguf_vtype {
     GGUF_VT_UINT8 = 0,
@@ -79,10 +79,10 @@ typedef struct gguf_tensor {
     int n_dims;
     int64_t ne[GGUF_MAX_DIMS]; /* ne[0] is the row length; unused dims are 1 */
     kiln_type type;
-    uint64_t offset;    /* relative to the start of the data section */
+    uint64_t offset; /* relative to the start of the data section */
     uint64_t n_elems;
-    uint64_t size;      /* bytes */
-    const void *data;   /* into the mapping */
+    uint64_t size;        /* bytes */
+    const void *data;     /* into the mapping */
     uint64_t info_offset; /* byte offset of the tensor info in the file */
 } gguf_tensor;
 

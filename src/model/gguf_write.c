@@ -53,8 +53,12 @@ static bool buf_put(struct buf *b, const void *src, size_t n) {
     return true;
 }
 
-static bool put_u32(struct buf *b, uint32_t v) { return buf_put(b, &v, 4); }
-static bool put_u64(struct buf *b, uint64_t v) { return buf_put(b, &v, 8); }
+static bool put_u32(struct buf *b, uint32_t v) {
+    return buf_put(b, &v, 4);
+}
+static bool put_u64(struct buf *b, uint64_t v) {
+    return buf_put(b, &v, 8);
+}
 static bool put_str(struct buf *b, const char *s, size_t n) {
     return put_u64(b, n) && buf_put(b, s, n);
 }
@@ -142,7 +146,9 @@ kiln_status gguf_set_str(gguf_writer *w, const char *key, const char *v) {
 kiln_status gguf_set_arr_data(gguf_writer *w, const char *key, enum gguf_vtype elem,
                               const void *data, uint64_t n) {
     size_t es = gguf_vtype_size(elem);
-    if (!es) return kiln_fail(KILN_ERR_INVALID_ARG, "gguf writer: '%s': %s is not a fixed-size type", key, gguf_vtype_name(elem));
+    if (!es)
+        return kiln_fail(KILN_ERR_INVALID_ARG, "gguf writer: '%s': %s is not a fixed-size type",
+                         key, gguf_vtype_name(elem));
     struct buf *b = slot(w, key);
     if (!b || !put_u32(b, GGUF_VT_ARRAY) || !put_u32(b, elem) || !put_u64(b, n) ||
         !buf_put(b, data, n * es))
@@ -162,7 +168,8 @@ kiln_status gguf_set_arr_str(gguf_writer *w, const char *key, const char *const 
 /* Serializes v without its type tag. */
 static bool put_value(struct buf *b, const gguf_value *v) {
     switch (v->type) {
-    case GGUF_VT_STRING: return put_str(b, v->str.ptr, v->str.len);
+    case GGUF_VT_STRING:
+        return put_str(b, v->str.ptr, v->str.len);
     case GGUF_VT_ARRAY:
         if (!put_u32(b, v->arr.type) || !put_u64(b, v->arr.n)) return false;
         if (!v->arr.items) return buf_put(b, v->arr.raw, v->arr.n * gguf_vtype_size(v->arr.type));
@@ -173,7 +180,8 @@ static bool put_value(struct buf *b, const gguf_value *v) {
         float f = (float)v->f64;
         return buf_put(b, &f, 4);
     }
-    case GGUF_VT_FLOAT64: return buf_put(b, &v->f64, 8);
+    case GGUF_VT_FLOAT64:
+        return buf_put(b, &v->f64, 8);
     default: /* integers and bool: little-endian low bytes of u64 */
         return buf_put(b, &v->u64, gguf_vtype_size(v->type));
     }
@@ -190,7 +198,9 @@ kiln_status gguf_set_value(gguf_writer *w, const char *key, const gguf_value *v)
 kiln_status gguf_add_tensor(gguf_writer *w, const char *name, kiln_type type, int n_dims,
                             const int64_t *ne, const void *data, uint64_t size) {
     const struct kiln_type_info *ti = kiln_type_info(type);
-    if (!ti) return kiln_fail(KILN_ERR_INVALID_ARG, "gguf writer: tensor '%s': unknown type %d", name, type);
+    if (!ti)
+        return kiln_fail(KILN_ERR_INVALID_ARG, "gguf writer: tensor '%s': unknown type %d", name,
+                         type);
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS)
         return kiln_fail(KILN_ERR_INVALID_ARG, "gguf writer: tensor '%s': n_dims %d", name, n_dims);
     for (size_t i = 0; i < w->n_tensors; i++)
@@ -205,8 +215,8 @@ kiln_status gguf_add_tensor(gguf_writer *w, const char *name, kiln_type type, in
     }
     if (t.ne[0] % ti->blck || n / (uint64_t)ti->blck * ti->size != size)
         return kiln_fail(KILN_ERR_INVALID_ARG,
-                         "gguf writer: tensor '%s': %llu bytes do not match shape and type %s", name,
-                         (unsigned long long)size, ti->name);
+                         "gguf writer: tensor '%s': %llu bytes do not match shape and type %s",
+                         name, (unsigned long long)size, ti->name);
     if (w->n_tensors == w->cap_tensors) {
         size_t cap = w->cap_tensors ? w->cap_tensors * 2 : 64;
         struct wtensor *p = realloc(w->tensors, cap * sizeof *p);
@@ -290,7 +300,8 @@ kiln_status gguf_writer_write(gguf_writer *w, const char *path) {
         goto fail;
     }
     if (rename(tmp, path) != 0) {
-        st = kiln_fail(KILN_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        st = kiln_fail(KILN_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp,
+                       strerror(errno));
         remove(tmp);
     }
 fail:
