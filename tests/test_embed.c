@@ -28,168 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- a minimal JSON reader (enough for the reference files) ---- */
-
-enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
-
-typedef struct jv jv;
-struct jv {
-    enum jtype t;
-    double num;
-    char *str;  /* J_STR (NUL-terminated; len bytes) */
-    size_t len; /* J_STR bytes; J_ARR/J_OBJ items */
-    jv *items;
-    char **keys;
-};
-
-static const char *js, *je;
-
-static void jws(void) {
-    while (js < je && (*js == ' ' || *js == '\n' || *js == '\r' || *js == '\t')) js++;
-}
-
-static unsigned jhex(void) {
-    unsigned v = 0;
-    for (int i = 0; i < 4 && js < je; i++, js++)
-        v = v * 16 + (unsigned)(*js <= '9' ? *js - '0' : (*js | 32) - 'a' + 10);
-    return v;
-}
-
-static void jutf8(char *o, size_t *n, unsigned c) {
-    if (c < 0x80) {
-        o[(*n)++] = (char)c;
-    } else if (c < 0x800) {
-        o[(*n)++] = (char)(0xc0 | c >> 6);
-        o[(*n)++] = (char)(0x80 | (c & 63));
-    } else if (c < 0x10000) {
-        o[(*n)++] = (char)(0xe0 | c >> 12);
-        o[(*n)++] = (char)(0x80 | (c >> 6 & 63));
-        o[(*n)++] = (char)(0x80 | (c & 63));
-    } else {
-        o[(*n)++] = (char)(0xf0 | c >> 18);
-        o[(*n)++] = (char)(0x80 | (c >> 12 & 63));
-        o[(*n)++] = (char)(0x80 | (c >> 6 & 63));
-        o[(*n)++] = (char)(0x80 | (c & 63));
-    }
-}
-
-static char *jstr(size_t *len) {
-    const char *q = ++js;
-    while (q < je && *q != '"') q += *q == '\\' ? 2 : 1;
-    char *o = malloc((size_t)(q - js) + 1);
-    size_t n = 0;
-    while (js < je && *js != '"') {
-        char c = *js++;
-        if (c != '\\') {
-            o[n++] = c;
-            continue;
-        }
-        c = *js++;
-        if (c == 'u') {
-            unsigned cp = jhex();
-            if (cp >= 0xd800 && cp < 0xdc00 && js + 1 < je && js[0] == '\\' && js[1] == 'u') {
-                js += 2;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (jhex() - 0xdc00);
-            }
-            jutf8(o, &n, cp);
-        } else {
-            o[n++] = c == 'n'   ? '\n'
-                     : c == 't' ? '\t'
-                     : c == 'r' ? '\r'
-                     : c == 'b' ? '\b'
-                     : c == 'f' ? '\f'
-                                : c;
-        }
-    }
-    js++;
-    o[n] = 0;
-    *len = n;
-    return o;
-}
-
-static void jparse(jv *v) {
-    jws();
-    memset(v, 0, sizeof *v);
-    if (js >= je) return;
-    if (*js == '{' || *js == '[') {
-        bool obj = *js++ == '{';
-        size_t cap = 0;
-        v->t = obj ? J_OBJ : J_ARR;
-        for (;;) {
-            jws();
-            if (*js == '}' || *js == ']') {
-                js++;
-                return;
-            }
-            if (v->len == cap) {
-                cap = cap ? cap * 2 : 8;
-                v->items = realloc(v->items, cap * sizeof *v->items);
-                if (obj) v->keys = realloc(v->keys, cap * sizeof *v->keys);
-            }
-            if (obj) {
-                size_t kl;
-                v->keys[v->len] = jstr(&kl);
-                jws();
-                js++; /* ':' */
-            }
-            jparse(&v->items[v->len++]);
-            jws();
-            if (*js == ',') js++;
-        }
-    } else if (*js == '"') {
-        v->t = J_STR;
-        v->str = jstr(&v->len);
-    } else if (*js == 't' || *js == 'f' || *js == 'n') {
-        v->t = *js == 'n' ? J_NULL : J_BOOL;
-        v->num = *js == 't';
-        while (js < je && *js >= 'a' && *js <= 'z') js++;
-    } else {
-        char *end;
-        v->t = J_NUM;
-        v->num = strtod(js, &end);
-        js = end;
-    }
-}
-
-static void jfree(jv *v) {
-    for (size_t i = 0; (v->t == J_ARR || v->t == J_OBJ) && i < v->len; i++) {
-        jfree(&v->items[i]);
-        if (v->t == J_OBJ) free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    free(v->str);
-}
-
-static const jv *jget(const jv *o, const char *key) {
-    for (size_t i = 0; o && o->t == J_OBJ && i < o->len; i++)
-        if (!strcmp(o->keys[i], key)) return &o->items[i];
-    return NULL;
-}
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    *len = fread(b, 1, (size_t)n, f);
-    b[*len] = 0;
-    fclose(f);
-    return b;
-}
-
-static bool load_json(const char *path, jv *root) {
-    size_t n;
-    char *b = read_file(path, &n);
-    if (!b) return false;
-    js = b, je = b + n;
-    jparse(root);
-    free(b);
-    return true;
-}
-
 /* ---- helpers ---- */
 
 static kiln_model *load_model(const char *path) {
@@ -238,7 +76,7 @@ static void test_wpm_vocab_pairs(void **state) {
     assert_non_null(t);
     gguf_close(f);
     size_t ni, no;
-    char *inp = read_file(q, &ni), *out = read_file(r, &no);
+    char *inp = test_read_file(q, &ni), *out = test_read_file(r, &no);
     assert_non_null(inp);
     assert_non_null(out);
     const char *sep = "\n__ggml_vocab_test__\n";
@@ -272,47 +110,55 @@ static void test_wpm_reference(void **state) {
     char p[512], v[512];
     TEST_DATA_OR_SKIP("reference/tokenizer.json", p);
     TEST_DATA_OR_SKIP("models/vocab/ggml-vocab-bert-bge.gguf", v);
-    jv root;
-    assert_true(load_json(p, &root));
+    json_t *root = test_load_json("reference/tokenizer.json");
+    assert_non_null(root);
     kiln_status st;
     gguf_file *f = gguf_open(v, &st);
     assert_non_null(f);
     tok_wpm *t = vocab_load_wpm(f, &st);
     assert_non_null(t);
     gguf_close(f);
-    const jv *toks = jget(&root, "tokenizers"), *prompts = jget(&root, "prompts");
+    const json_t *toks = json_object_get(root, "tokenizers");
+    const json_t *prompts = json_object_get(root, "prompts");
     int checked = 0;
-    for (size_t i = 0; i < toks->len; i++) {
-        const jv *tk = &toks->items[i];
-        if (strcmp(jget(tk, "vocab_type")->str, "wpm")) continue;
-        const jv *res = jget(tk, "results");
-        for (size_t k = 0; k < res->len; k++) {
-            const jv *e = &res->items[k], *ids = jget(e, "ids"), *pieces = jget(e, "pieces");
-            const char *pid = jget(e, "prompt")->str;
-            const jv *text = NULL;
-            for (size_t j = 0; j < prompts->len; j++)
-                if (!strcmp(jget(&prompts->items[j], "id")->str, pid))
-                    text = jget(&prompts->items[j], "text");
+    for (size_t i = 0; i < json_array_size(toks); i++) {
+        const json_t *tk = json_array_get(toks, i);
+        if (strcmp(json_string_value(json_object_get(tk, "vocab_type")), "wpm")) continue;
+        const json_t *res = json_object_get(tk, "results");
+        for (size_t k = 0; k < json_array_size(res); k++) {
+            const json_t *e = json_array_get(res, k), *ids = json_object_get(e, "ids");
+            const json_t *pieces = json_object_get(e, "pieces");
+            const char *pid = json_string_value(json_object_get(e, "prompt"));
+            const json_t *text = NULL;
+            for (size_t j = 0; j < json_array_size(prompts); j++) {
+                const json_t *pr = json_array_get(prompts, j);
+                if (!strcmp(json_string_value(json_object_get(pr, "id")), pid))
+                    text = json_object_get(pr, "text");
+            }
             assert_non_null(text);
             int32_t got[1024];
             size_t n;
-            assert_int_equal(tok_wpm_encode(t, text->str, text->len, true, got, 1024, &n), 0);
-            if (n != ids->len) fail_msg("%s: %zu ids, want %zu", pid, n, ids->len);
+            assert_int_equal(tok_wpm_encode(t, json_string_value(text), json_string_length(text),
+                                            true, got, 1024, &n),
+                             0);
+            if (n != json_array_size(ids))
+                fail_msg("%s: %zu ids, want %zu", pid, n, json_array_size(ids));
             for (size_t j = 0; j < n; j++) {
-                if (got[j] != (int32_t)ids->items[j].num)
-                    fail_msg("%s: id %zu is %d, want %d", pid, j, got[j], (int)ids->items[j].num);
+                int32_t wid = (int32_t)json_number_value(json_array_get(ids, j));
+                if (got[j] != wid) fail_msg("%s: id %zu is %d, want %d", pid, j, got[j], (int)wid);
                 char buf[256];
                 size_t pl = tok_wpm_piece(t, got[j], true, buf, sizeof buf);
-                const jv *want = &pieces->items[j];
-                if (pl != want->len || memcmp(buf, want->str, pl))
-                    fail_msg("%s: piece %zu is '%.*s', want '%s'", pid, j, (int)pl, buf, want->str);
+                const json_t *want = json_array_get(pieces, j);
+                if (pl != json_string_length(want) || memcmp(buf, json_string_value(want), pl))
+                    fail_msg("%s: piece %zu is '%.*s', want '%s'", pid, j, (int)pl, buf,
+                             json_string_value(want));
             }
             checked++;
         }
     }
     assert_int_equal(checked, 12);
     tok_wpm_free(t);
-    jfree(&root);
+    json_decref(root);
 }
 
 /* ---- reference embeddings ---- */
@@ -323,29 +169,32 @@ static void check_reference(const char *model, double min_cos, double max_diff) 
     TEST_DATA_OR_SKIP(rel, p);
     snprintf(rel, sizeof rel, "reference/embeddings/%s.json", model);
     TEST_DATA_OR_SKIP(rel, r);
-    jv root;
-    assert_true(load_json(r, &root));
-    const jv *sent = jget(&root, "sentences");
+    json_t *root = test_load_json(rel);
+    assert_non_null(root);
+    const json_t *sent = json_object_get(root, "sentences");
     kiln_model *m = load_model(p);
     kiln_embed_ctx *e = make_ctx(m, kiln_embed_default_params());
     const char *texts[64];
-    int n = (int)sent->len;
-    for (int i = 0; i < n; i++) texts[i] = jget(&sent->items[i], "text")->str;
+    int n = (int)json_array_size(sent);
+    for (int i = 0; i < n; i++)
+        texts[i] = json_string_value(json_object_get(json_array_get(sent, (size_t)i), "text"));
     kiln_embeddings *res = embed_ok(e, texts, n);
     double worst_cos = 1, worst_diff = 0;
     for (int i = 0; i < n; i++) {
-        const jv *ids = jget(&sent->items[i], "ids"), *emb = jget(&sent->items[i], "embedding");
+        const json_t *si = json_array_get(sent, (size_t)i);
+        const json_t *ids = json_object_get(si, "ids"), *emb = json_object_get(si, "embedding");
         int32_t got[1024];
         size_t nt;
         assert_int_equal(kiln_tokenize(m, texts[i], strlen(texts[i]), 1, got, 1024, &nt), 0);
-        assert_int_equal(nt, ids->len);
+        assert_int_equal(nt, json_array_size(ids));
         assert_int_equal(res->n_tokens[i], (int32_t)nt);
-        for (size_t j = 0; j < nt; j++) assert_int_equal(got[j], (int32_t)ids->items[j].num);
-        assert_int_equal(emb->len, res->dim);
+        for (size_t j = 0; j < nt; j++)
+            assert_int_equal(got[j], (int32_t)json_number_value(json_array_get(ids, j)));
+        assert_int_equal(json_array_size(emb), res->dim);
         const float *v = res->data + res->row[i] * res->dim;
         double dot = 0, na = 0, nb = 0, md = 0;
         for (int k = 0; k < res->dim; k++) {
-            double a = v[k], b = emb->items[k].num;
+            double a = v[k], b = json_number_value(json_array_get(emb, (size_t)k));
             dot += a * b, na += a * a, nb += b * b;
             md = fmax(md, fabs(a - b));
         }
@@ -360,7 +209,7 @@ static void check_reference(const char *model, double min_cos, double max_diff) 
     kiln_embeddings_free(res);
     kiln_embed_ctx_free(e);
     kiln_model_free(m);
-    jfree(&root);
+    json_decref(root);
 }
 
 static void test_ref_nomic(void **state) {

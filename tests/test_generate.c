@@ -11,8 +11,7 @@
  *     quantized ones greedy tokens are compared up to the first near-tie
  *     step, after which the teacher-forced checks take over).
  * Data-dependent tests skip, saying why, when KILN_TEST_DATA is absent.
- * The JSON is read with a small parser below (the project has no JSON
- * library yet).
+ * JSON is read with jansson (testutil.h).
  */
 #include "testutil.h"
 
@@ -29,227 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- a minimal JSON reader ---------------------------------------------------------------- */
-
-enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
-
-typedef struct jv jv;
-struct jv {
-    enum jtype t;
-    double num; /* J_NUM, J_BOOL */
-    char *str;  /* J_STR: bytes (may contain NUL), len below */
-    size_t len; /* J_STR bytes; J_ARR/J_OBJ items */
-    jv *items;
-    char **keys; /* J_OBJ */
-};
-
-struct jparser {
-    const char *s, *end;
-    bool bad;
-};
-
-static void jskip(struct jparser *p) {
-    while (p->s < p->end && (*p->s == ' ' || *p->s == '\n' || *p->s == '\r' || *p->s == '\t'))
-        p->s++;
-}
-
-static void jput_utf8(char *out, size_t *n, unsigned cp) {
-    if (cp < 0x80) {
-        out[(*n)++] = (char)cp;
-    } else if (cp < 0x800) {
-        out[(*n)++] = (char)(0xc0 | (cp >> 6));
-        out[(*n)++] = (char)(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        out[(*n)++] = (char)(0xe0 | (cp >> 12));
-        out[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[(*n)++] = (char)(0x80 | (cp & 0x3f));
-    } else {
-        out[(*n)++] = (char)(0xf0 | (cp >> 18));
-        out[(*n)++] = (char)(0x80 | ((cp >> 12) & 0x3f));
-        out[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[(*n)++] = (char)(0x80 | (cp & 0x3f));
-    }
-}
-
-static unsigned jhex4(struct jparser *p) {
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p->s < p->end ? *p->s++ : 0;
-        v = v * 16 + (unsigned)(c >= '0' && c <= '9'   ? c - '0'
-                                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                       : (p->bad = true, 0));
-    }
-    return v;
-}
-
-static char *jstring(struct jparser *p, size_t *len) {
-    const char *q = ++p->s; /* after the quote */
-    while (q < p->end && *q != '"') q += (*q == '\\') ? 2 : 1;
-    char *out = malloc((size_t)(q - p->s) + 1);
-    size_t n = 0;
-    while (p->s < p->end && *p->s != '"') {
-        char c = *p->s++;
-        if (c != '\\') {
-            out[n++] = c;
-            continue;
-        }
-        c = *p->s++;
-        switch (c) {
-        case 'n':
-            out[n++] = '\n';
-            break;
-        case 't':
-            out[n++] = '\t';
-            break;
-        case 'r':
-            out[n++] = '\r';
-            break;
-        case 'b':
-            out[n++] = '\b';
-            break;
-        case 'f':
-            out[n++] = '\f';
-            break;
-        case 'u': {
-            unsigned cp = jhex4(p);
-            if (cp >= 0xd800 && cp < 0xdc00 && p->s + 1 < p->end && p->s[0] == '\\' &&
-                p->s[1] == 'u') {
-                p->s += 2;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (jhex4(p) - 0xdc00);
-            }
-            jput_utf8(out, &n, cp);
-            break;
-        }
-        default:
-            out[n++] = c;
-        }
-    }
-    p->s++;
-    out[n] = 0;
-    *len = n;
-    return out;
-}
-
-static void jparse(struct jparser *p, jv *v);
-
-static void jlist(struct jparser *p, jv *v, bool obj) {
-    size_t cap = 0;
-    p->s++;
-    for (;;) {
-        jskip(p);
-        if (p->s >= p->end) {
-            p->bad = true;
-            return;
-        }
-        if (*p->s == (obj ? '}' : ']')) {
-            p->s++;
-            return;
-        }
-        if (*p->s == ',') p->s++, jskip(p);
-        if (v->len == cap) {
-            cap = cap ? cap * 2 : 8;
-            v->items = realloc(v->items, cap * sizeof *v->items);
-            if (obj) v->keys = realloc(v->keys, cap * sizeof *v->keys);
-        }
-        if (obj) {
-            size_t kl;
-            v->keys[v->len] = jstring(p, &kl);
-            jskip(p);
-            p->s++; /* ':' */
-        }
-        jparse(p, &v->items[v->len++]);
-    }
-}
-
-static void jparse(struct jparser *p, jv *v) {
-    memset(v, 0, sizeof *v);
-    jskip(p);
-    if (p->s >= p->end) {
-        p->bad = true;
-        return;
-    }
-    char c = *p->s;
-    if (c == '{')
-        v->t = J_OBJ, jlist(p, v, true);
-    else if (c == '[')
-        v->t = J_ARR, jlist(p, v, false);
-    else if (c == '"')
-        v->t = J_STR, v->str = jstring(p, &v->len);
-    else if (!strncmp(p->s, "true", 4))
-        v->t = J_BOOL, v->num = 1, p->s += 4;
-    else if (!strncmp(p->s, "false", 5))
-        v->t = J_BOOL, p->s += 5;
-    else if (!strncmp(p->s, "null", 4))
-        v->t = J_NULL, p->s += 4;
-    else {
-        char *e;
-        v->t = J_NUM;
-        v->num = strtod(p->s, &e);
-        if (e == p->s)
-            p->bad = true, p->s++;
-        else
-            p->s = e;
-    }
-}
-
-static void jfree(jv *v) {
-    for (size_t i = 0; i < (v->t == J_ARR || v->t == J_OBJ ? v->len : 0); i++) {
-        jfree(&v->items[i]);
-        if (v->t == J_OBJ) free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    free(v->str);
-}
-
-static const jv *jget(const jv *o, const char *key) {
-    if (!o || o->t != J_OBJ) return NULL;
-    for (size_t i = 0; i < o->len; i++)
-        if (!strcmp(o->keys[i], key)) return &o->items[i];
-    return NULL;
-}
-
-static const jv *jat(const jv *a, size_t i) {
-    return a && a->t == J_ARR && i < a->len ? &a->items[i] : NULL;
-}
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    buf[n] = 0;
-    *len = (size_t)n;
-    return buf;
-}
-
-/* Parses the JSON file at data-relative path rel into *v; false (test skipped) when absent. */
-static bool load_json(const char *rel, jv *v) {
-    char path[1024];
-    size_t n;
-    if (!test_data_path(rel, path, sizeof path)) return false;
-    char *text = read_file(path, &n);
-    assert_non_null(text);
-    struct jparser p = {text, text + n, false};
-    jparse(&p, v);
-    free(text);
-    assert_false(p.bad);
-    return true;
-}
-
-/* ids of a JSON array of numbers into out (cap entries); returns the count. */
-static size_t jids(const jv *a, int32_t *out, size_t cap) {
-    size_t n = 0;
-    for (size_t i = 0; a && a->t == J_ARR && i < a->len && n < cap; i++)
-        out[n++] = (int32_t)a->items[i].num;
-    return n;
-}
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -270,47 +48,52 @@ static int hexnib(char c) {
 /* ---- (a) tokenization ------------------------------------------------------------------------ */
 
 /* Checks one tokenizer.json result entry; returns the number of mismatches. */
-static int check_token_result(const tok_spm *t, const jv *prompt, const jv *res) {
-    const jv *text = jget(prompt, "text");
+static int check_token_result(const tok_spm *t, const json_t *prompt, const json_t *res) {
+    const json_t *text = json_object_get(prompt, "text");
+    const char *tstr = json_string_value(text);
+    size_t tlen = json_string_length(text);
+    const char *pid = json_string_value(json_object_get(prompt, "id"));
     int32_t want[512], got[512], want_ns[512];
-    size_t n_got, nw = jids(jget(res, "ids"), want, 512);
-    size_t nw_ns = jids(jget(res, "ids_no_special"), want_ns, 512);
+    size_t n_got, nw = test_json_ids(json_object_get(res, "ids"), want, 512);
+    size_t nw_ns = test_json_ids(json_object_get(res, "ids_no_special"), want_ns, 512);
     int fails = 0;
-    assert_int_equal(tok_spm_encode(t, text->str, text->len, true, got, 512, &n_got), KILN_OK);
+    assert_int_equal(tok_spm_encode(t, tstr, tlen, true, got, 512, &n_got), KILN_OK);
     if (!ids_equal(got, n_got, want, nw)) {
-        print_message("  %s: ids differ\n", jget(prompt, "id")->str);
+        print_message("  %s: ids differ\n", pid);
         print_ids("want", want, nw);
         print_ids("got ", got, n_got);
         fails++;
     }
-    const jv *hex = jget(res, "pieces_hex");
-    for (size_t i = 0; i < n_got && i < nw && hex && i < hex->len; i++) {
+    const json_t *hex = json_object_get(res, "pieces_hex");
+    for (size_t i = 0; i < n_got && i < nw && hex && i < json_array_size(hex); i++) {
         char piece[256], exp[256];
         size_t np = tok_spm_piece(t, got[i], true, piece, sizeof piece), ne = 0;
-        const jv *h = jat(hex, i);
-        for (size_t k = 0; k + 1 < h->len && ne < sizeof exp; k += 2)
-            exp[ne++] = (char)(hexnib(h->str[k]) * 16 + hexnib(h->str[k + 1]));
+        const json_t *h = json_array_get(hex, i);
+        const char *hs = json_string_value(h);
+        for (size_t k = 0; k + 1 < json_string_length(h) && ne < sizeof exp; k += 2)
+            exp[ne++] = (char)(hexnib(hs[k]) * 16 + hexnib(hs[k + 1]));
         if (np != ne || memcmp(piece, exp, ne)) {
-            print_message("  %s: piece of id %d is '%.*s', want '%.*s'\n", jget(prompt, "id")->str,
-                          got[i], (int)np, piece, (int)ne, exp);
+            print_message("  %s: piece of id %d is '%.*s', want '%.*s'\n", pid, got[i], (int)np,
+                          piece, (int)ne, exp);
             fails++;
         }
     }
-    assert_int_equal(tok_spm_encode(t, text->str, text->len, false, got, 512, &n_got), KILN_OK);
+    assert_int_equal(tok_spm_encode(t, tstr, tlen, false, got, 512, &n_got), KILN_OK);
     if (!ids_equal(got, n_got, want_ns, nw_ns)) {
-        print_message("  %s: ids_no_special differ\n", jget(prompt, "id")->str);
+        print_message("  %s: ids_no_special differ\n", pid);
         fails++;
     }
     return fails;
 }
 
 /* Opens the first file of a tokenizer.json entry that exists. */
-static gguf_file *open_entry_file(const jv *entry, char *name, size_t cap) {
-    const jv *files = jget(entry, "files");
-    for (size_t i = 0; files && i < files->len; i++) {
+static gguf_file *open_entry_file(const json_t *entry, char *name, size_t cap) {
+    const json_t *files = json_object_get(entry, "files");
+    for (size_t i = 0; i < json_array_size(files); i++) {
+        const char *rel = json_string_value(json_array_get(files, i));
         char path[1024];
-        if (!test_data_path(files->items[i].str, path, sizeof path)) continue;
-        snprintf(name, cap, "%s", files->items[i].str);
+        if (!test_data_path(rel, path, sizeof path)) continue;
+        snprintf(name, cap, "%s", rel);
         return gguf_open(path, NULL);
     }
     return NULL;
@@ -318,30 +101,32 @@ static gguf_file *open_entry_file(const jv *entry, char *name, size_t cap) {
 
 static void test_tokenizer_reference(void **state) {
     (void)state;
-    jv root;
-    if (!load_json("reference/tokenizer.json", &root)) {
+    json_t *root = test_load_json("reference/tokenizer.json");
+    if (!root) {
         print_message("SKIP: reference/tokenizer.json not found (set KILN_TEST_DATA)\n");
         skip();
     }
-    const jv *prompts = jget(&root, "prompts"), *toks = jget(&root, "tokenizers");
+    const json_t *prompts = json_object_get(root, "prompts");
+    const json_t *toks = json_object_get(root, "tokenizers");
     int fails = 0, checked = 0, errors_survived = 0;
-    for (size_t e = 0; e < toks->len; e++) {
-        const jv *entry = &toks->items[e];
-        if (strcmp(jget(entry, "vocab_type")->str, "spm")) continue;
+    for (size_t e = 0; e < json_array_size(toks); e++) {
+        const json_t *entry = json_array_get(toks, e);
+        if (strcmp(json_string_value(json_object_get(entry, "vocab_type")), "spm")) continue;
         char name[256];
         gguf_file *f = open_entry_file(entry, name, sizeof name);
         if (!f) continue;
         tok_spm *t = vocab_load_spm(f, NULL);
         assert_non_null(t);
         int before = fails;
-        const jv *results = jget(entry, "results");
-        for (size_t r = 0; r < results->len; r++) {
-            const jv *res = &results->items[r], *prompt = jat(prompts, r);
-            const jv *text = jget(prompt, "text");
-            if (jget(res, "error")) { /* llama.cpp aborted: we only must not crash */
+        const json_t *results = json_object_get(entry, "results");
+        for (size_t r = 0; r < json_array_size(results); r++) {
+            const json_t *res = json_array_get(results, r), *prompt = json_array_get(prompts, r);
+            const json_t *text = json_object_get(prompt, "text");
+            if (json_object_get(res, "error")) { /* llama.cpp aborted: we only must not crash */
                 int32_t ids[512];
                 size_t n;
-                assert_int_equal(tok_spm_encode(t, text->str, text->len, true, ids, 512, &n),
+                assert_int_equal(tok_spm_encode(t, json_string_value(text),
+                                                json_string_length(text), true, ids, 512, &n),
                                  KILN_OK);
                 errors_survived++;
                 continue;
@@ -356,7 +141,7 @@ static void test_tokenizer_reference(void **state) {
     print_message("  %d prompt results checked, %d llama.cpp-abort prompts tokenized without "
                   "crashing\n",
                   checked, errors_survived);
-    jfree(&root);
+    json_decref(root);
     assert_int_equal(fails, 0);
     assert_true(checked > 0);
 }
@@ -367,9 +152,9 @@ static int check_inp_out(const char *vocab) {
     size_t n_inp, n_out;
     snprintf(rel, sizeof rel, "models/vocab/%s.inp", vocab);
     if (!test_data_path(rel, path, sizeof path)) return -1;
-    char *inp = read_file(path, &n_inp);
+    char *inp = test_read_file(path, &n_inp);
     snprintf(rel, sizeof rel, "models/vocab/%s.out", vocab);
-    char *out = read_file(test_data_path(rel, path, sizeof path), &n_out);
+    char *out = test_read_file(test_data_path(rel, path, sizeof path), &n_out);
     snprintf(rel, sizeof rel, "models/vocab/%s", vocab);
     gguf_file *f = gguf_open(test_data_path(rel, path, sizeof path), NULL);
     assert_non_null(f);
@@ -526,15 +311,16 @@ struct tol {
 
 /* Checks our logits at one position against a reference top-10 list
  * ([[id, logit], ...]); returns mismatches. */
-static int check_position(const float *lg, int32_t n_vocab, const jv *ref10, struct tol tol,
+static int check_position(const float *lg, int32_t n_vocab, const json_t *ref10, struct tol tol,
                           const char *what, int pos) {
     int32_t ours[20];
     top_k(lg, n_vocab, 20, ours);
     int32_t rid[10];
     double rlog[10];
     for (int i = 0; i < 10; i++) {
-        rid[i] = (int32_t)jat(jat(ref10, (size_t)i), 0)->num;
-        rlog[i] = jat(jat(ref10, (size_t)i), 1)->num;
+        const json_t *pair = json_array_get(ref10, (size_t)i);
+        rid[i] = (int32_t)json_number_value(json_array_get(pair, 0));
+        rlog[i] = json_number_value(json_array_get(pair, 1));
     }
     double gap = rlog[0] - rlog[1];
     int fails = 0;
@@ -571,14 +357,14 @@ static int check_position(const float *lg, int32_t n_vocab, const jv *ref10, str
 }
 
 /* Last-position logits against the full reference vector. */
-static int check_last_logits(const float *lg, const jv *ref, struct tol tol, const char *id) {
+static int check_last_logits(const float *lg, const json_t *ref, struct tol tol, const char *id) {
     double maxd = 0, ss = 0;
-    for (size_t i = 0; i < ref->len; i++) {
-        double d = fabs(lg[i] - (double)(float)ref->items[i].num);
+    for (size_t i = 0; i < json_array_size(ref); i++) {
+        double d = fabs(lg[i] - (double)(float)json_number_value(json_array_get(ref, i)));
         if (d > maxd) maxd = d;
         ss += d * d;
     }
-    double rms = sqrt(ss / (double)ref->len);
+    double rms = sqrt(ss / (double)json_array_size(ref));
     print_message("    %s last logits: max|d| %.3g (%.4f std), rms %.4f std\n", id, maxd,
                   maxd / tol.std, rms / tol.std);
     if (tol.f32) return maxd <= 1e-4 ? 0 : 1;
@@ -587,15 +373,15 @@ static int check_last_logits(const float *lg, const jv *ref, struct tol tol, con
 
 /* Greedy ids against the reference: exact for F32; otherwise up to the first
  * step whose reference top-1/top-2 gap is below 0.25 std. */
-static int check_greedy(const struct collect *got, const jv *greedy, struct tol tol, const char *id,
-                        int *matched) {
+static int check_greedy(const struct collect *got, const json_t *greedy, struct tol tol,
+                        const char *id, int *matched) {
     int32_t want[64];
-    size_t nw = jids(jget(greedy, "ids"), want, 64);
-    const jv *gaps = jget(greedy, "top1_top2_gap");
+    size_t nw = test_json_ids(json_object_get(greedy, "ids"), want, 64);
+    const json_t *gaps = json_object_get(greedy, "top1_top2_gap");
     size_t limit = nw;
     if (!tol.f32)
         for (size_t s = 0; s < nw; s++)
-            if (jat(gaps, s)->num < 0.25 * tol.std) {
+            if (json_number_value(json_array_get(gaps, s)) < 0.25 * tol.std) {
                 limit = s;
                 break;
             }
@@ -608,14 +394,17 @@ static int check_greedy(const struct collect *got, const jv *greedy, struct tol 
     return same >= limit ? 0 : 1;
 }
 
-static int check_prompt(kiln_model *m, kiln_ctx *c, const jv *pr, bool f32, int *exact) {
-    const char *id = jget(pr, "id")->str;
-    const jv *text = jget(pr, "text"), *greedy = jget(pr, "greedy");
-    struct tol tol = {f32, jget(jget(pr, "last_stats"), "std")->num};
+static int check_prompt(kiln_model *m, kiln_ctx *c, const json_t *pr, bool f32, int *exact) {
+    const char *id = json_string_value(json_object_get(pr, "id"));
+    const json_t *text = json_object_get(pr, "text"), *greedy = json_object_get(pr, "greedy");
+    const char *tstr = json_string_value(text);
+    size_t tlen = json_string_length(text);
+    struct tol tol = {f32,
+                      json_number_value(json_object_get(json_object_get(pr, "last_stats"), "std"))};
     int32_t n_vocab = kiln_model_n_vocab(m), toks[128], want[128];
-    size_t nt, np = jids(jget(pr, "prompt_ids"), want, 128);
+    size_t nt, np = test_json_ids(json_object_get(pr, "prompt_ids"), want, 128);
     int fails = 0;
-    assert_int_equal(kiln_tokenize(m, text->str, text->len, 1, toks, 128, &nt), KILN_OK);
+    assert_int_equal(kiln_tokenize(m, tstr, tlen, 1, toks, 128, &nt), KILN_OK);
     if (!ids_equal(toks, nt, want, np)) {
         print_message("    %s: prompt tokens differ\n", id);
         return 1;
@@ -626,35 +415,36 @@ static int check_prompt(kiln_model *m, kiln_ctx *c, const jv *pr, bool f32, int 
     gp.stop_at_eog = 0;
     gp.sampling.temp = 0;
     struct collect col = {.n = 0};
-    assert_int_equal(kiln_generate(c, text->str, text->len, &gp, collect_token, &col, NULL),
-                     KILN_OK);
+    assert_int_equal(kiln_generate(c, tstr, tlen, &gp, collect_token, &col, NULL), KILN_OK);
     int matched;
     fails += check_greedy(&col, greedy, tol, id, &matched);
     *exact += matched == 32;
     /* teacher forcing: prompt + reference continuation in one batch, every position */
-    size_t ng = jids(jget(greedy, "ids"), toks + np, 64), n_all = np + ng;
+    size_t ng = test_json_ids(json_object_get(greedy, "ids"), toks + np, 64), n_all = np + ng;
     float *lg = malloc(n_all * (size_t)n_vocab * sizeof *lg);
     memcpy(toks, want, np * sizeof *toks);
     kiln_ctx_reset(c);
     assert_int_equal(kiln_decode(c, toks, (int32_t)n_all, lg, 1), KILN_OK);
-    fails += check_last_logits(lg + (np - 1) * (size_t)n_vocab, jget(pr, "last_logits"), tol, id);
-    const jv *full = jget(pr, "full_top10");
+    fails += check_last_logits(lg + (np - 1) * (size_t)n_vocab, json_object_get(pr, "last_logits"),
+                               tol, id);
+    const json_t *full = json_object_get(pr, "full_top10");
     int pos_fails = 0;
-    for (size_t j = 0; j < full->len && j < n_all; j++)
-        pos_fails +=
-            check_position(lg + j * (size_t)n_vocab, n_vocab, jat(full, j), tol, id, (int)j) != 0;
-    if (pos_fails) print_message("    %s: %d of %zu positions fail\n", id, pos_fails, full->len);
+    for (size_t j = 0; j < json_array_size(full) && j < n_all; j++)
+        pos_fails += check_position(lg + j * (size_t)n_vocab, n_vocab, json_array_get(full, j), tol,
+                                    id, (int)j) != 0;
+    if (pos_fails)
+        print_message("    %s: %d of %zu positions fail\n", id, pos_fails, json_array_size(full));
     free(lg);
     return fails + pos_fails;
 }
 
 static void run_generation_case(const char *model) {
     char rel[256], path[1024];
-    jv root;
+    json_t *root = NULL;
     snprintf(rel, sizeof rel, "reference/generation/%s.json", model);
     snprintf(path, sizeof path, "models/%s.gguf", model);
     char mpath[1024];
-    if (!test_data_path(path, mpath, sizeof mpath) || !load_json(rel, &root)) {
+    if (!test_data_path(path, mpath, sizeof mpath) || !(root = test_load_json(rel))) {
         print_message("SKIP: %s or %s not found (set KILN_TEST_DATA)\n", path, rel);
         skip();
     }
@@ -662,7 +452,7 @@ static void run_generation_case(const char *model) {
     kiln_model *m = kiln_model_load(mpath, &st);
     if (!m && st == KILN_ERR_UNSUPPORTED) {
         print_message("SKIP: %s: %s\n", model, kiln_last_error());
-        jfree(&root);
+        json_decref(root);
         skip();
     }
     if (!m) print_message("load failed: %s\n", kiln_last_error());
@@ -671,15 +461,15 @@ static void run_generation_case(const char *model) {
     kiln_ctx *c = kiln_ctx_create(m, &cp, &st);
     assert_non_null(c);
     bool f32 = !strcmp(model, "stories260K");
-    const jv *prompts = jget(&root, "prompts");
+    const json_t *prompts = json_object_get(root, "prompts");
     int fails = 0, exact = 0;
-    for (size_t i = 0; i < prompts->len; i++)
-        fails += check_prompt(m, c, &prompts->items[i], f32, &exact);
+    for (size_t i = 0; i < json_array_size(prompts); i++)
+        fails += check_prompt(m, c, json_array_get(prompts, i), f32, &exact);
     print_message("  %s: %d/%zu prompts reproduce all 32 greedy tokens; %s\n", model, exact,
-                  prompts->len, fails ? "FAILED" : "within tolerance");
+                  json_array_size(prompts), fails ? "FAILED" : "within tolerance");
     kiln_ctx_free(c);
     kiln_model_free(m);
-    jfree(&root);
+    json_decref(root);
     assert_int_equal(fails, 0);
 }
 

@@ -9,8 +9,8 @@
  *   - edge cases: invalid UTF-8 (defined: each bad byte reads as U+FFFD),
  *     the empty string, a very long word, long whitespace runs, concurrent
  *     use from two threads, and a tiny hand-made vocabulary (no data needed).
- * Data-dependent tests skip, saying why, when KILN_TEST_DATA is absent. The
- * JSON reader is the small one from test_generate.c.
+ * Data-dependent tests skip, saying why, when KILN_TEST_DATA is absent. JSON
+ * is read with jansson (testutil.h).
  */
 #include "testutil.h"
 
@@ -25,227 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- a minimal JSON reader ---------------------------------------------------------------- */
-
-enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
-
-typedef struct jv jv;
-struct jv {
-    enum jtype t;
-    double num; /* J_NUM, J_BOOL */
-    char *str;  /* J_STR: bytes (may contain NUL), len below */
-    size_t len; /* J_STR bytes; J_ARR/J_OBJ items */
-    jv *items;
-    char **keys; /* J_OBJ */
-};
-
-struct jparser {
-    const char *s, *end;
-    bool bad;
-};
-
-static void jskip(struct jparser *p) {
-    while (p->s < p->end && (*p->s == ' ' || *p->s == '\n' || *p->s == '\r' || *p->s == '\t'))
-        p->s++;
-}
-
-static void jput_utf8(char *out, size_t *n, unsigned cp) {
-    if (cp < 0x80) {
-        out[(*n)++] = (char)cp;
-    } else if (cp < 0x800) {
-        out[(*n)++] = (char)(0xc0 | (cp >> 6));
-        out[(*n)++] = (char)(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        out[(*n)++] = (char)(0xe0 | (cp >> 12));
-        out[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[(*n)++] = (char)(0x80 | (cp & 0x3f));
-    } else {
-        out[(*n)++] = (char)(0xf0 | (cp >> 18));
-        out[(*n)++] = (char)(0x80 | ((cp >> 12) & 0x3f));
-        out[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[(*n)++] = (char)(0x80 | (cp & 0x3f));
-    }
-}
-
-static unsigned jhex4(struct jparser *p) {
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p->s < p->end ? *p->s++ : 0;
-        v = v * 16 + (unsigned)(c >= '0' && c <= '9'   ? c - '0'
-                                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                       : (p->bad = true, 0));
-    }
-    return v;
-}
-
-static char *jstring(struct jparser *p, size_t *len) {
-    const char *q = ++p->s; /* after the quote */
-    while (q < p->end && *q != '"') q += (*q == '\\') ? 2 : 1;
-    char *out = malloc((size_t)(q - p->s) + 1);
-    size_t n = 0;
-    while (p->s < p->end && *p->s != '"') {
-        char c = *p->s++;
-        if (c != '\\') {
-            out[n++] = c;
-            continue;
-        }
-        c = *p->s++;
-        switch (c) {
-        case 'n':
-            out[n++] = '\n';
-            break;
-        case 't':
-            out[n++] = '\t';
-            break;
-        case 'r':
-            out[n++] = '\r';
-            break;
-        case 'b':
-            out[n++] = '\b';
-            break;
-        case 'f':
-            out[n++] = '\f';
-            break;
-        case 'u': {
-            unsigned cp = jhex4(p);
-            if (cp >= 0xd800 && cp < 0xdc00 && p->s + 1 < p->end && p->s[0] == '\\' &&
-                p->s[1] == 'u') {
-                p->s += 2;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (jhex4(p) - 0xdc00);
-            }
-            jput_utf8(out, &n, cp);
-            break;
-        }
-        default:
-            out[n++] = c;
-        }
-    }
-    p->s++;
-    out[n] = 0;
-    *len = n;
-    return out;
-}
-
-static void jparse(struct jparser *p, jv *v);
-
-static void jlist(struct jparser *p, jv *v, bool obj) {
-    size_t cap = 0;
-    p->s++;
-    for (;;) {
-        jskip(p);
-        if (p->s >= p->end) {
-            p->bad = true;
-            return;
-        }
-        if (*p->s == (obj ? '}' : ']')) {
-            p->s++;
-            return;
-        }
-        if (*p->s == ',') p->s++, jskip(p);
-        if (v->len == cap) {
-            cap = cap ? cap * 2 : 8;
-            v->items = realloc(v->items, cap * sizeof *v->items);
-            if (obj) v->keys = realloc(v->keys, cap * sizeof *v->keys);
-        }
-        if (obj) {
-            size_t kl;
-            v->keys[v->len] = jstring(p, &kl);
-            jskip(p);
-            p->s++; /* ':' */
-        }
-        jparse(p, &v->items[v->len++]);
-    }
-}
-
-static void jparse(struct jparser *p, jv *v) {
-    memset(v, 0, sizeof *v);
-    jskip(p);
-    if (p->s >= p->end) {
-        p->bad = true;
-        return;
-    }
-    char c = *p->s;
-    if (c == '{')
-        v->t = J_OBJ, jlist(p, v, true);
-    else if (c == '[')
-        v->t = J_ARR, jlist(p, v, false);
-    else if (c == '"')
-        v->t = J_STR, v->str = jstring(p, &v->len);
-    else if (!strncmp(p->s, "true", 4))
-        v->t = J_BOOL, v->num = 1, p->s += 4;
-    else if (!strncmp(p->s, "false", 5))
-        v->t = J_BOOL, p->s += 5;
-    else if (!strncmp(p->s, "null", 4))
-        v->t = J_NULL, p->s += 4;
-    else {
-        char *e;
-        v->t = J_NUM;
-        v->num = strtod(p->s, &e);
-        if (e == p->s)
-            p->bad = true, p->s++;
-        else
-            p->s = e;
-    }
-}
-
-static void jfree(jv *v) {
-    for (size_t i = 0; i < (v->t == J_ARR || v->t == J_OBJ ? v->len : 0); i++) {
-        jfree(&v->items[i]);
-        if (v->t == J_OBJ) free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    free(v->str);
-}
-
-static const jv *jget(const jv *o, const char *key) {
-    if (!o || o->t != J_OBJ) return NULL;
-    for (size_t i = 0; i < o->len; i++)
-        if (!strcmp(o->keys[i], key)) return &o->items[i];
-    return NULL;
-}
-
-static const jv *jat(const jv *a, size_t i) {
-    return a && a->t == J_ARR && i < a->len ? &a->items[i] : NULL;
-}
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    buf[n] = 0;
-    *len = (size_t)n;
-    return buf;
-}
-
-/* Parses the JSON file at data-relative path rel into *v; false (test skipped) when absent. */
-static bool load_json(const char *rel, jv *v) {
-    char path[1024];
-    size_t n;
-    if (!test_data_path(rel, path, sizeof path)) return false;
-    char *text = read_file(path, &n);
-    assert_non_null(text);
-    struct jparser p = {text, text + n, false};
-    jparse(&p, v);
-    free(text);
-    assert_false(p.bad);
-    return true;
-}
-
-/* ids of a JSON array of numbers into out (cap entries); returns the count. */
-static size_t jids(const jv *a, int32_t *out, size_t cap) {
-    size_t n = 0;
-    for (size_t i = 0; a && a->t == J_ARR && i < a->len && n < cap; i++)
-        out[n++] = (int32_t)a->items[i].num;
-    return n;
-}
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -325,9 +104,9 @@ static int check_inp_out(const char *vocab) {
     assert_non_null(t);
     gguf_close(f);
     snprintf(rel, sizeof rel, "models/vocab/%s.inp", vocab);
-    char *inp = read_file(test_data_path(rel, path, sizeof path), &n_inp);
+    char *inp = test_read_file(test_data_path(rel, path, sizeof path), &n_inp);
     snprintf(rel, sizeof rel, "models/vocab/%s.out", vocab);
-    char *out = read_file(test_data_path(rel, path, sizeof path), &n_out);
+    char *out = test_read_file(test_data_path(rel, path, sizeof path), &n_out);
     assert_non_null(inp);
     assert_non_null(out);
     static const char sep[] = "\n__ggml_vocab_test__\n";
@@ -395,36 +174,37 @@ static void test_vocab_files(void **state) {
 
 /* ---- (b) reference/tokenizer.json ------------------------------------------------------------ */
 
-static int check_result(const tok_bpe *t, const jv *prompt, const jv *res) {
-    const jv *text = jget(prompt, "text");
-    const char *pid = jget(prompt, "id")->str;
+static int check_result(const tok_bpe *t, const json_t *prompt, const json_t *res) {
+    const json_t *text = json_object_get(prompt, "text");
+    const char *tstr = json_string_value(text);
+    size_t tlen = json_string_length(text);
+    const char *pid = json_string_value(json_object_get(prompt, "id"));
     int32_t want[1024], got[1024], want_ns[1024];
-    size_t n_got, nw = jids(jget(res, "ids"), want, 1024);
-    size_t nw_ns = jids(jget(res, "ids_no_special"), want_ns, 1024);
+    size_t n_got, nw = test_json_ids(json_object_get(res, "ids"), want, 1024);
+    size_t nw_ns = test_json_ids(json_object_get(res, "ids_no_special"), want_ns, 1024);
     int fails = 0;
-    assert_int_equal(tok_bpe_encode(t, text->str, text->len, true, false, got, 1024, &n_got),
-                     KILN_OK);
+    assert_int_equal(tok_bpe_encode(t, tstr, tlen, true, false, got, 1024, &n_got), KILN_OK);
     if (!ids_equal(got, n_got, want, nw)) {
         print_message("  %s: ids differ\n", pid);
         print_ids("want", want, nw);
         print_ids("got ", got, n_got);
         fails++;
     }
-    const jv *hex = jget(res, "pieces_hex");
-    for (size_t i = 0; i < n_got && i < nw && hex && i < hex->len; i++) {
+    const json_t *hex = json_object_get(res, "pieces_hex");
+    for (size_t i = 0; i < n_got && i < nw && hex && i < json_array_size(hex); i++) {
         char piece[512], exp[512];
         size_t np = tok_bpe_piece(t, got[i], true, piece, sizeof piece), ne = 0;
-        const jv *h = jat(hex, i);
-        for (size_t k = 0; k + 1 < h->len && ne < sizeof exp; k += 2)
-            exp[ne++] = (char)(hexnib(h->str[k]) * 16 + hexnib(h->str[k + 1]));
+        const json_t *h = json_array_get(hex, i);
+        const char *hs = json_string_value(h);
+        for (size_t k = 0; k + 1 < json_string_length(h) && ne < sizeof exp; k += 2)
+            exp[ne++] = (char)(hexnib(hs[k]) * 16 + hexnib(hs[k + 1]));
         if (np != ne || memcmp(piece, exp, ne)) {
             print_message("  %s: piece of id %d is '%.*s', want '%.*s'\n", pid, got[i], (int)np,
                           piece, (int)ne, exp);
             fails++;
         }
     }
-    assert_int_equal(tok_bpe_encode(t, text->str, text->len, false, false, got, 1024, &n_got),
-                     KILN_OK);
+    assert_int_equal(tok_bpe_encode(t, tstr, tlen, false, false, got, 1024, &n_got), KILN_OK);
     if (!ids_equal(got, n_got, want_ns, nw_ns)) {
         print_message("  %s: ids_no_special differ\n", pid);
         print_ids("want", want_ns, nw_ns);
@@ -432,19 +212,19 @@ static int check_result(const tok_bpe *t, const jv *prompt, const jv *res) {
         fails++;
     }
     /* detokenization: llama_detokenize's text, and the streamed pieces */
-    const jv *detok = jget(res, "detok_no_special");
+    const json_t *detok = json_object_get(res, "detok_no_special");
     char buf[4096];
     size_t nd;
     assert_int_equal(tok_bpe_detokenize(t, got, n_got, false, buf, sizeof buf, &nd), KILN_OK);
-    if (detok && (nd != detok->len || memcmp(buf, detok->str, nd))) {
-        print_message("  %s: detokenized '%.*s', want '%.*s'\n", pid, (int)nd, buf, (int)detok->len,
-                      detok->str);
+    if (detok && (nd != json_string_length(detok) || memcmp(buf, json_string_value(detok), nd))) {
+        print_message("  %s: detokenized '%.*s', want '%.*s'\n", pid, (int)nd, buf,
+                      (int)json_string_length(detok), json_string_value(detok));
         fails++;
     }
-    const jv *rt = jget(res, "detok_no_special_roundtrip");
+    const json_t *rt = json_object_get(res, "detok_no_special_roundtrip");
     size_t ns;
     char *streamed = stream_text(t, got, n_got, &ns);
-    if (rt && rt->num && (ns != text->len || memcmp(streamed, text->str, ns))) {
+    if (rt && test_json_num(rt) != 0 && (ns != tlen || memcmp(streamed, tstr, ns))) {
         print_message("  %s: streamed text '%.*s' is not the input\n", pid, (int)ns, streamed);
         fails++;
     }
@@ -454,38 +234,44 @@ static int check_result(const tok_bpe *t, const jv *prompt, const jv *res) {
 
 static void test_reference(void **state) {
     (void)state;
-    jv root;
-    if (!load_json("reference/tokenizer.json", &root)) {
+    json_t *root = test_load_json("reference/tokenizer.json");
+    if (!root) {
         print_message("SKIP: reference/tokenizer.json not found (set KILN_TEST_DATA)\n");
         skip();
     }
-    const jv *prompts = jget(&root, "prompts"), *toks = jget(&root, "tokenizers");
+    const json_t *prompts = json_object_get(root, "prompts");
+    const json_t *toks = json_object_get(root, "tokenizers");
     int fails = 0, checked = 0, files = 0;
-    for (size_t e = 0; e < toks->len; e++) {
-        const jv *entry = &toks->items[e];
-        if (strcmp(jget(entry, "vocab_type")->str, "bpe")) continue;
-        const jv *fl = jget(entry, "files");
-        for (size_t fi = 0; fi < fl->len; fi++) {
-            tok_bpe *t = load_bpe(fl->items[fi].str);
+    for (size_t e = 0; e < json_array_size(toks); e++) {
+        const json_t *entry = json_array_get(toks, e);
+        if (strcmp(json_string_value(json_object_get(entry, "vocab_type")), "bpe")) continue;
+        const json_t *fl = json_object_get(entry, "files");
+        for (size_t fi = 0; fi < json_array_size(fl); fi++) {
+            const char *fname = json_string_value(json_array_get(fl, fi));
+            tok_bpe *t = load_bpe(fname);
             if (!t) continue;
             files++;
-            assert_int_equal(tok_bpe_n_vocab(t), (int32_t)jget(entry, "n_vocab")->num);
-            assert_int_equal(tok_bpe_bos(t), (int32_t)jget(entry, "bos_id")->num);
-            assert_int_equal(tok_bpe_eos(t), (int32_t)jget(entry, "eos_id")->num);
-            assert_int_equal(tok_bpe_add_bos(t), jget(entry, "add_bos")->num != 0);
+            assert_int_equal(tok_bpe_n_vocab(t),
+                             (int32_t)test_json_num(json_object_get(entry, "n_vocab")));
+            assert_int_equal(tok_bpe_bos(t),
+                             (int32_t)test_json_num(json_object_get(entry, "bos_id")));
+            assert_int_equal(tok_bpe_eos(t),
+                             (int32_t)test_json_num(json_object_get(entry, "eos_id")));
+            assert_int_equal(tok_bpe_add_bos(t),
+                             test_json_num(json_object_get(entry, "add_bos")) != 0);
             int before = fails;
-            const jv *results = jget(entry, "results");
-            for (size_t r = 0; r < results->len; r++) {
-                fails += check_result(t, jat(prompts, r), &results->items[r]);
+            const json_t *results = json_object_get(entry, "results");
+            for (size_t r = 0; r < json_array_size(results); r++) {
+                fails += check_result(t, json_array_get(prompts, r), json_array_get(results, r));
                 checked++;
             }
-            print_message("  %-40s %s\n", fl->items[fi].str,
+            print_message("  %-40s %s\n", fname,
                           fails == before ? "all prompts match" : "MISMATCH");
             tok_bpe_free(t);
         }
     }
     print_message("  %d BPE files, %d prompt results checked\n", files, checked);
-    jfree(&root);
+    json_decref(root);
     assert_int_equal(fails, 0);
     assert_true(files >= 9);
 }

@@ -13,6 +13,20 @@ const char *test_data_path(const char *rel, char *buf, size_t cap) {
     return access(buf, R_OK) == 0 ? buf : NULL;
 }
 
+char *test_read_file(const char *path, size_t *len) {
+    if (!path) return NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(n > 0 ? (size_t)n + 1 : 1);
+    *len = buf && n > 0 ? fread(buf, 1, (size_t)n, f) : 0;
+    if (buf) buf[*len] = 0;
+    fclose(f);
+    return buf;
+}
+
 const char *test_tmp_path(const char *name, char *buf, size_t cap) {
     const char *dir = getenv("KILN_TEST_TMP"); /* set by CTest: the test build folder */
     if (!dir || !*dir) dir = getenv("TMPDIR");
@@ -31,4 +45,25 @@ float test_rand_normal(uint64_t *s) {
     double u1 = ((double)(test_rand_u64(s) >> 11) + 0.5) / 9007199254740992.0;
     double u2 = (double)(test_rand_u64(s) >> 11) / 9007199254740992.0;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+json_t *test_load_json(const char *rel) {
+    char path[1024];
+    if (!test_data_path(rel, path, sizeof path)) return NULL;
+    json_error_t err;
+    json_t *root = json_load_file(path, JSON_ALLOW_NUL, &err);
+    if (!root) print_message("  %s:%d: %s\n", rel, err.line, err.text);
+    assert_non_null(root);
+    return root;
+}
+
+double test_json_num(const json_t *v) {
+    return json_is_boolean(v) ? (json_is_true(v) ? 1.0 : 0.0) : json_number_value(v);
+}
+
+size_t test_json_ids(const json_t *arr, int32_t *out, size_t cap) {
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size(arr) && n < cap; i++)
+        out[n++] = (int32_t)json_number_value(json_array_get(arr, i));
+    return n;
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 /* Full path of a file under $KILN_TEST_DATA (e.g. "models/stories260K.gguf")
  * in buf, or NULL when the data is absent. */
@@ -26,6 +27,10 @@ const char *test_data_path(const char *rel, char *buf, size_t cap);
         p_;                                                                                        \
     })
 
+/* The whole file at path, NUL-terminated (malloc'd; free it), its length in
+ * *len; NULL when it cannot be opened. */
+char *test_read_file(const char *path, size_t *len);
+
 /* A path for a scratch file named `name` in the test build folder. */
 const char *test_tmp_path(const char *name, char *buf, size_t cap);
 
@@ -33,5 +38,17 @@ const char *test_tmp_path(const char *name, char *buf, size_t cap);
 uint64_t test_rand_u64(uint64_t *state);
 /* Standard normal via Box-Muller. */
 float test_rand_normal(uint64_t *state);
+
+/* The JSON file at data-relative path rel (jansson; strings may hold NUL),
+ * or NULL when the data is absent. Fails the test when the file does not
+ * parse. The caller json_decref()s it. */
+json_t *test_load_json(const char *rel);
+
+/* A JSON number as a double; true/false read as 1/0, anything else as 0. */
+double test_json_num(const json_t *v);
+
+/* The numbers of a JSON array as int32 ids into out (at most cap); returns
+ * the count (0 when arr is not an array). */
+size_t test_json_ids(const json_t *arr, int32_t *out, size_t cap);
 
 #endif
