@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# setup.sh - installs the Debian 12 packages Kiln needs to build and test.
+# setup.sh - installs the Debian 12 packages Kiln needs to build and test
+# (python3 only checks JSON output in the command-line tests).
 # Run as root (or with sudo) to install what is missing; as another user it
 # only checks and prints the command to run. Idempotent and quick when all
 # packages are present.
 set -euo pipefail
 
-PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev libcmocka-dev libpcre2-dev libutf8proc-dev libjansson-dev)
+PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev libcmocka-dev libpcre2-dev libutf8proc-dev libjansson-dev python3)
 
 missing=()
 for p in "${PKGS[@]}"; do
