@@ -31,20 +31,6 @@
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-static bool ids_equal(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
-    return na == nb && (na == 0 || !memcmp(a, b, na * sizeof *a));
-}
-
-static void print_ids(const char *what, const int32_t *ids, size_t n) {
-    print_message("    %s (%zu):", what, n);
-    for (size_t i = 0; i < n && i < 40; i++) print_message(" %d", ids[i]);
-    print_message("%s\n", n > 40 ? " ..." : "");
-}
-
-static int hexnib(char c) {
-    return c <= '9' ? c - '0' : (c | 32) - 'a' + 10;
-}
-
 /* ---- (a) tokenization ------------------------------------------------------------------------ */
 
 /* Checks one tokenizer.json result entry; returns the number of mismatches. */
@@ -58,10 +44,10 @@ static int check_token_result(const tok_spm *t, const json_t *prompt, const json
     size_t nw_ns = test_json_ids(json_object_get(res, "ids_no_special"), want_ns, 512);
     int fails = 0;
     assert_int_equal(tok_spm_encode(t, tstr, tlen, true, got, 512, &n_got), KILN_OK);
-    if (!ids_equal(got, n_got, want, nw)) {
+    if (!test_ids_equal(got, n_got, want, nw)) {
         print_message("  %s: ids differ\n", pid);
-        print_ids("want", want, nw);
-        print_ids("got ", got, n_got);
+        test_print_ids("want", want, nw);
+        test_print_ids("got ", got, n_got);
         fails++;
     }
     const json_t *hex = json_object_get(res, "pieces_hex");
@@ -71,7 +57,7 @@ static int check_token_result(const tok_spm *t, const json_t *prompt, const json
         const json_t *h = json_array_get(hex, i);
         const char *hs = json_string_value(h);
         for (size_t k = 0; k + 1 < json_string_length(h) && ne < sizeof exp; k += 2)
-            exp[ne++] = (char)(hexnib(hs[k]) * 16 + hexnib(hs[k + 1]));
+            exp[ne++] = (char)(test_hexnib(hs[k]) * 16 + test_hexnib(hs[k + 1]));
         if (np != ne || memcmp(piece, exp, ne)) {
             print_message("  %s: piece of id %d is '%.*s', want '%.*s'\n", pid, got[i], (int)np,
                           piece, (int)ne, exp);
@@ -79,7 +65,7 @@ static int check_token_result(const tok_spm *t, const json_t *prompt, const json
         }
     }
     assert_int_equal(tok_spm_encode(t, tstr, tlen, false, got, 512, &n_got), KILN_OK);
-    if (!ids_equal(got, n_got, want_ns, nw_ns)) {
+    if (!test_ids_equal(got, n_got, want_ns, nw_ns)) {
         print_message("  %s: ids_no_special differ\n", pid);
         fails++;
     }
@@ -175,10 +161,10 @@ static int check_inp_out(const char *vocab) {
         }
         line = eol ? eol + 1 : NULL;
         assert_int_equal(tok_spm_encode(t, s, (size_t)(e - s), false, got, 1024, &ng), KILN_OK);
-        if (!ids_equal(got, ng, want, nw)) {
+        if (!test_ids_equal(got, ng, want, nw)) {
             print_message("  %s case %d differs: '%.*s'\n", vocab, cases, (int)(e - s), s);
-            print_ids("want", want, nw);
-            print_ids("got ", got, ng);
+            test_print_ids("want", want, nw);
+            test_print_ids("got ", got, ng);
             fails++;
         }
     }
@@ -405,7 +391,7 @@ static int check_prompt(kiln_model *m, kiln_ctx *c, const json_t *pr, bool f32, 
     size_t nt, np = test_json_ids(json_object_get(pr, "prompt_ids"), want, 128);
     int fails = 0;
     assert_int_equal(kiln_tokenize(m, tstr, tlen, 1, toks, 128, &nt), KILN_OK);
-    if (!ids_equal(toks, nt, want, np)) {
+    if (!test_ids_equal(toks, nt, want, np)) {
         print_message("    %s: prompt tokens differ\n", id);
         return 1;
     }

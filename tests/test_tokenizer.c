@@ -28,20 +28,6 @@
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-static bool ids_equal(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
-    return na == nb && (na == 0 || !memcmp(a, b, na * sizeof *a));
-}
-
-static void print_ids(const char *what, const int32_t *ids, size_t n) {
-    print_message("    %s (%zu):", what, n);
-    for (size_t i = 0; i < n && i < 40; i++) print_message(" %d", ids[i]);
-    print_message("%s\n", n > 40 ? " ..." : "");
-}
-
-static int hexnib(char c) {
-    return c <= '9' ? c - '0' : (c | 32) - 'a' + 10;
-}
-
 /* The BPE tokenizer of a data file, or NULL when the file is absent. */
 static tok_bpe *load_bpe(const char *rel) {
     char path[1024];
@@ -125,10 +111,10 @@ static int check_inp_out(const char *vocab) {
         line = eol ? eol + 1 : NULL;
         assert_int_equal(tok_bpe_encode(t, s, (size_t)(e - s), false, false, got, 2048, &ng),
                          KILN_OK);
-        if (!ids_equal(got, ng, want, nw)) {
+        if (!test_ids_equal(got, ng, want, nw)) {
             print_message("  %s case %d differs: '%.*s'\n", vocab, cases, (int)(e - s), s);
-            print_ids("want", want, nw);
-            print_ids("got ", got, ng);
+            test_print_ids("want", want, nw);
+            test_print_ids("got ", got, ng);
             fails++;
         }
     }
@@ -184,10 +170,10 @@ static int check_result(const tok_bpe *t, const json_t *prompt, const json_t *re
     size_t nw_ns = test_json_ids(json_object_get(res, "ids_no_special"), want_ns, 1024);
     int fails = 0;
     assert_int_equal(tok_bpe_encode(t, tstr, tlen, true, false, got, 1024, &n_got), KILN_OK);
-    if (!ids_equal(got, n_got, want, nw)) {
+    if (!test_ids_equal(got, n_got, want, nw)) {
         print_message("  %s: ids differ\n", pid);
-        print_ids("want", want, nw);
-        print_ids("got ", got, n_got);
+        test_print_ids("want", want, nw);
+        test_print_ids("got ", got, n_got);
         fails++;
     }
     const json_t *hex = json_object_get(res, "pieces_hex");
@@ -197,7 +183,7 @@ static int check_result(const tok_bpe *t, const json_t *prompt, const json_t *re
         const json_t *h = json_array_get(hex, i);
         const char *hs = json_string_value(h);
         for (size_t k = 0; k + 1 < json_string_length(h) && ne < sizeof exp; k += 2)
-            exp[ne++] = (char)(hexnib(hs[k]) * 16 + hexnib(hs[k + 1]));
+            exp[ne++] = (char)(test_hexnib(hs[k]) * 16 + test_hexnib(hs[k + 1]));
         if (np != ne || memcmp(piece, exp, ne)) {
             print_message("  %s: piece of id %d is '%.*s', want '%.*s'\n", pid, got[i], (int)np,
                           piece, (int)ne, exp);
@@ -205,10 +191,10 @@ static int check_result(const tok_bpe *t, const json_t *prompt, const json_t *re
         }
     }
     assert_int_equal(tok_bpe_encode(t, tstr, tlen, false, false, got, 1024, &n_got), KILN_OK);
-    if (!ids_equal(got, n_got, want_ns, nw_ns)) {
+    if (!test_ids_equal(got, n_got, want_ns, nw_ns)) {
         print_message("  %s: ids_no_special differ\n", pid);
-        print_ids("want", want_ns, nw_ns);
-        print_ids("got ", got, n_got);
+        test_print_ids("want", want_ns, nw_ns);
+        test_print_ids("got ", got, n_got);
         fails++;
     }
     /* detokenization: llama_detokenize's text, and the streamed pieces */
@@ -313,7 +299,7 @@ static void check_edges(const tok_bpe *t, const char *name, bool exact_bytes) {
         assert_memory_equal(back, bad, nb);
     }
     nb = encode(t, "ab", 2, &b);
-    assert_true(na > nb && ids_equal(a, nb, b, nb));
+    assert_true(na > nb && test_ids_equal(a, nb, b, nb));
     free(a);
     free(b);
     /* a very long word and a long run of spaces: linear-time, lossless */
@@ -369,7 +355,7 @@ static void *encode_many(void *p) {
         int32_t ids[256];
         size_t n;
         if (tok_bpe_encode(a->t, a->text, strlen(a->text), true, false, ids, 256, &n) ||
-            !ids_equal(ids, n, a->ids, a->n))
+            !test_ids_equal(ids, n, a->ids, a->n))
             return (void *)1;
     }
     return NULL;
@@ -446,7 +432,7 @@ static void test_tiny_vocab(void **state) {
     const char *s = "abc a<sp>12";
     assert_int_equal(tok_bpe_encode(t, s, strlen(s), true, false, ids, 16, &n), KILN_OK);
     int32_t want[] = {5, 6, 11, 10};
-    assert_true(ids_equal(ids, n, want, 4));
+    assert_true(test_ids_equal(ids, n, want, 4));
     assert_false(tok_bpe_add_bos(t));
     assert_true(tok_bpe_is_eog(t, 7));
     /* a control token's text stays text unless parse_special */

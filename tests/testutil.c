@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 const char *test_data_path(const char *rel, char *buf, size_t cap) {
@@ -11,6 +12,20 @@ const char *test_data_path(const char *rel, char *buf, size_t cap) {
     if (!dir || !*dir) return NULL;
     snprintf(buf, cap, "%s/%s", dir, rel);
     return access(buf, R_OK) == 0 ? buf : NULL;
+}
+
+bool test_ids_equal(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
+    return na == nb && (na == 0 || !memcmp(a, b, na * sizeof *a));
+}
+
+void test_print_ids(const char *what, const int32_t *ids, size_t n) {
+    print_message("    %s (%zu):", what, n);
+    for (size_t i = 0; i < n && i < 40; i++) print_message(" %d", ids[i]);
+    print_message("%s\n", n > 40 ? " ..." : "");
+}
+
+int test_hexnib(char c) {
+    return c <= '9' ? c - '0' : (c | 32) - 'a' + 10;
 }
 
 char *test_read_file(const char *path, size_t *len) {

@@ -4,6 +4,7 @@
 #define KILN_TESTUTIL_H
 
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,13 @@ const char *test_data_path(const char *rel, char *buf, size_t cap);
 /* The whole file at path, NUL-terminated (malloc'd; free it), its length in
  * *len; NULL when it cannot be opened. */
 char *test_read_file(const char *path, size_t *len);
+
+/* Token id arrays: equality, and a short listing (at most 40 ids) for
+ * failure messages. */
+bool test_ids_equal(const int32_t *a, size_t na, const int32_t *b, size_t nb);
+void test_print_ids(const char *what, const int32_t *ids, size_t n);
+/* The value of one hexadecimal digit. */
+int test_hexnib(char c);
 
 /* A path for a scratch file named `name` in the test build folder. */
 const char *test_tmp_path(const char *name, char *buf, size_t cap);

@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -703,17 +704,9 @@ static void print_table(const struct bm_opts *o, const kiln_model *m, const kiln
 }
 
 static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
+    json_t *v = json_string(s); /* NULL for invalid UTF-8: write it as "" */
+    if (!v || json_dumpf(v, f, JSON_ENCODE_ANY) != 0) fputs("\"\"", f);
+    json_decref(v);
 }
 
 static int write_json(const struct bm_opts *o, const kiln_model *m, const kiln_model_desc *d,

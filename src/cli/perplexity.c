@@ -375,17 +375,9 @@ fail:
 
 /* The JSON string body of s (quotes, backslashes and control bytes escaped). */
 static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
+    json_t *v = json_string(s); /* NULL for invalid UTF-8: write it as "" */
+    if (!v || json_dumpf(v, f, JSON_ENCODE_ANY) != 0) fputs("\"\"", f);
+    json_decref(v);
 }
 
 /* Everything one evaluation pass needs and accumulates. */
