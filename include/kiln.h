@@ -28,6 +28,7 @@ typedef enum kiln_status {
     KILN_ERR_NOT_FOUND,   /* a named key, tensor or model does not exist */
     KILN_ERR_RANGE,       /* a value is outside what is allowed (context, shape) */
     KILN_ERR_INTERNAL,    /* an invariant failed */
+    KILN_ERR_BUSY,        /* a bounded queue is full; try again later */
     KILN_STATUS_COUNT
 } kiln_status;
 
@@ -270,7 +271,9 @@ typedef enum kiln_finish {
     KILN_FINISH_EOG,        /* an end-of-generation token */
     KILN_FINISH_STOP,       /* a stop string */
     KILN_FINISH_CTX,        /* the context is full */
-    KILN_FINISH_CALLBACK    /* the callback asked to stop */
+    KILN_FINISH_CALLBACK,   /* the callback asked to stop */
+    KILN_FINISH_CANCELLED,  /* kiln_sched_cancel, or the scheduler stopped */
+    KILN_FINISH_TIMEOUT     /* the scheduler's per-request time limit passed */
 } kiln_finish;
 
 /* Where a generation's time went (seconds) and how many tokens it saw. */
@@ -467,6 +470,233 @@ kiln_status kiln_embed_find_batch(const kiln_model *m, const kiln_embed_params *
                                   const char *const *texts, const size_t *lens, int32_t n,
                                   const int32_t *sizes, int32_t n_sizes,
                                   kiln_embed_bench_point *points, int32_t *best);
+
+/* ---- serving: the continuous-batching scheduler ----
+ *
+ * A kiln_sched serves generation requests on one decoder model from its own
+ * engine thread. It owns one context with n_slots sequences. Requests wait
+ * in a bounded FIFO queue and are admitted into a free slot between steps;
+ * each step is one kiln_decode_batch holding the next token of every slot
+ * that is decoding plus chunks of the prompts being prefilled (at most
+ * n_batch tokens), so a long prompt never stalls the others. Each slot
+ * samples and detokenizes its own tokens (with the request's stop strings).
+ * A slot keeps the tokens it last held, and a new request goes to the free
+ * slot sharing the longest prefix with its prompt, which is not recomputed.
+ * Results reach the request's callback on the engine thread; the callback
+ * must not block (copy the text, wake the consumer). Every function here is
+ * thread-safe. */
+
+typedef struct kiln_sched kiln_sched;
+
+typedef struct kiln_sched_params {
+    int32_t n_slots;          /* requests generated together; 0: 4 */
+    int32_t n_ctx;            /* positions per slot; 0: min(training context, 4096) */
+    int32_t n_batch;          /* most tokens per step; 0: 512 */
+    int32_t n_threads;        /* 0: the physical cores */
+    int32_t max_queue;        /* requests waiting for a slot; 0: 256 */
+    kiln_type type_k, type_v; /* KV cache types; F16 in the defaults */
+    double timeout_s;         /* a request's limit from submission; 0: none */
+} kiln_sched_params;
+
+/* The defaults above. */
+kiln_sched_params kiln_sched_default_params(void);
+
+/* Creates the scheduler and starts its engine thread. m is borrowed and must
+ * outlive it. NULL and *st on failure (KILN_ERR_UNSUPPORTED for an encoder,
+ * KILN_ERR_RANGE for a bad size, KILN_ERR_NOMEM). */
+kiln_sched *kiln_sched_create(const kiln_model *m, const kiln_sched_params *p, kiln_status *st);
+/* Ends every request (each gets its DONE event, KILN_FINISH_CANCELLED),
+ * stops the thread and frees everything. NULL is a no-op. */
+void kiln_sched_destroy(kiln_sched *s);
+
+/* What a request spent and produced; times in seconds. */
+typedef struct kiln_request_stats {
+    int32_t n_prompt;     /* prompt tokens */
+    int32_t n_cached;     /* of which reused from the slot's cache */
+    int32_t n_gen;        /* generated tokens */
+    double t_queue;       /* submission to admission into a slot */
+    double t_prefill;     /* admission to the first generated token */
+    double t_first_token; /* submission to the first generated token */
+    double t_decode;      /* the first generated token to the end */
+    kiln_finish finish;
+} kiln_request_stats;
+
+typedef enum kiln_sched_event_kind {
+    KILN_SCHED_TOKEN, /* a generated token and the text it completes (may be empty) */
+    KILN_SCHED_DONE   /* the last event of a request */
+} kiln_sched_event_kind;
+
+typedef struct kiln_sched_event {
+    kiln_sched_event_kind kind;
+    int32_t token;    /* TOKEN: its id */
+    const char *text; /* TOKEN: len bytes of whole UTF-8, borrowed for the call;
+                         DONE: held-back text to deliver last (len may be 0) */
+    size_t len;
+    kiln_status status;              /* DONE: KILN_OK, or why the request failed */
+    const char *error;               /* DONE with an error: the message */
+    const kiln_request_stats *stats; /* DONE: borrowed for the call */
+} kiln_sched_event;
+
+typedef void (*kiln_sched_fn)(void *user, const kiln_sched_event *ev);
+
+/* Queues a request to generate from the prompt ids[0..n) (copied) with p
+ * (copied, with its stop strings and logit bias). *id (may be NULL) names it
+ * for kiln_sched_cancel. fn gets TOKEN events in order, then exactly one
+ * DONE, after which it is never called for this request again. Errors
+ * (nothing queued, fn never called): KILN_ERR_RANGE when n is 0, an id is
+ * outside the vocabulary, or the prompt does not fit a slot's context
+ * (naming both numbers); KILN_ERR_BUSY when the queue is full;
+ * KILN_ERR_INVALID_ARG for bad parameters (named). */
+kiln_status kiln_sched_submit(kiln_sched *s, const int32_t *ids, int32_t n,
+                              const kiln_gen_params *p, kiln_sched_fn fn, void *user,
+                              uint64_t *id);
+
+/* Ends request id: it gets its DONE event (KILN_FINISH_CANCELLED) before
+ * the end of the next step, and its slot is free for others. An unknown or
+ * finished id is ignored. */
+void kiln_sched_cancel(kiln_sched *s, uint64_t id);
+
+/* A snapshot of the scheduler, for metrics. */
+typedef struct kiln_sched_state {
+    int32_t n_slots, busy_slots, queued;
+    int64_t kv_used, kv_total; /* positions held by busy slots / all slots' positions */
+    uint64_t kv_bytes;         /* the KV cache's allocation */
+    uint64_t compute_bytes;    /* the context's other buffers */
+    uint64_t n_steps;          /* steps run so far */
+} kiln_sched_state;
+
+void kiln_sched_get_state(kiln_sched *s, kiln_sched_state *out);
+
+/* ---- serving: the dynamic embeddings batcher ----
+ *
+ * A kiln_embed_batcher serves embedding requests on one encoder model from
+ * its own engine thread: requests that arrive close together are merged
+ * into one kiln_embed call, up to max_tokens tokens or until the oldest has
+ * waited max_wait_ms, so concurrent single-sentence clients share forward
+ * passes. Results reach the callback on the engine thread (it must not
+ * block). Every function here is thread-safe. */
+
+typedef struct kiln_embed_batcher kiln_embed_batcher;
+
+typedef struct kiln_batcher_params {
+    kiln_embed_params embed; /* pooling, threads, memory; dim and normalize are per request */
+    int32_t max_tokens;      /* most tokens merged into one call; 0: 4096 */
+    double max_wait_ms;      /* longest a request waits for company; 0: 2 ms; < 0: none */
+    int32_t max_queue;       /* texts waiting; 0: 4096 */
+} kiln_batcher_params;
+
+kiln_batcher_params kiln_batcher_default_params(void);
+
+/* m is borrowed and must outlive the batcher. NULL and *st on failure
+ * (KILN_ERR_UNSUPPORTED for a decoder, KILN_ERR_INVALID_ARG, KILN_ERR_NOMEM). */
+kiln_embed_batcher *kiln_embed_batcher_create(const kiln_model *m, const kiln_batcher_params *p,
+                                              kiln_status *st);
+/* Fails the requests still queued (KILN_ERR_BUSY, the message saying the
+ * batcher is stopping), stops the thread, frees everything. NULL is a
+ * no-op. */
+void kiln_embed_batcher_destroy(kiln_embed_batcher *b);
+
+/* One input: text (len bytes of UTF-8), or, when text is NULL, token ids
+ * ids[0..n_ids) used as the tokenizer's output would be ([CLS]/[SEP] added
+ * when absent and the model's tokenizer adds them). */
+typedef struct kiln_embed_input {
+    const char *text;
+    size_t len;
+    const int32_t *ids;
+    int32_t n_ids;
+} kiln_embed_input;
+
+/* A request's answer, borrowed for the callback. */
+typedef struct kiln_embed_result {
+    kiln_status status;        /* KILN_OK, or why it failed */
+    const char *error;         /* the message when it failed (names the input's index) */
+    const kiln_embeddings *emb; /* KILN_OK: one pooled row per input, in order */
+    int64_t n_tokens;          /* tokens embedded for this request */
+    double t_queue;            /* submission to the start of its forward pass, s */
+    double t_tokenize, t_inference; /* s */
+    int32_t batch_texts;       /* texts in the merged call it joined */
+} kiln_embed_result;
+
+typedef void (*kiln_embed_fn)(void *user, const kiln_embed_result *r);
+
+/* Queues in[0..n) (copied). dim > 0 keeps the first dim components
+ * (Matryoshka) before normalising; normalize 1 L2-normalises; truncate 1
+ * cuts inputs longer than the context instead of failing. fn is called
+ * exactly once. Errors (nothing queued, fn not called): KILN_ERR_INVALID_ARG
+ * for n == 0, an empty input or invalid UTF-8, KILN_ERR_RANGE for dim larger
+ * than the model's or an input longer than the context (not truncating),
+ * KILN_ERR_BUSY when the queue is full; each message names the input. */
+kiln_status kiln_embed_batcher_submit(kiln_embed_batcher *b, const kiln_embed_input *in,
+                                      int32_t n, int32_t dim, int normalize, int truncate,
+                                      kiln_embed_fn fn, void *user);
+
+/* The vector length without dim, and a snapshot for metrics. */
+int32_t kiln_embed_batcher_dim(const kiln_embed_batcher *b);
+typedef struct kiln_batcher_state {
+    int32_t queued;        /* texts waiting */
+    uint64_t n_batches;    /* merged calls so far */
+    uint64_t compute_bytes;
+} kiln_batcher_state;
+void kiln_embed_batcher_get_state(kiln_embed_batcher *b, kiln_batcher_state *out);
+
+/* ---- serving: the model registry ----
+ *
+ * The models a server offers, by name. Each is a GGUF file; a decoder is
+ * served by a kiln_sched, an encoder by a kiln_embed_batcher. Models load at
+ * start or on first use; when loading one would exceed the memory budget
+ * (weights + KV cache + compute buffers, in bytes), the least recently used
+ * unpinned models that no request holds are unloaded first. Thread-safe. */
+
+typedef struct kiln_registry kiln_registry;
+
+typedef struct kiln_registry_params {
+    uint64_t mem_budget;          /* bytes for loaded models; 0: no limit */
+    kiln_sched_params sched;      /* for decoders */
+    kiln_batcher_params batcher;  /* for encoders */
+} kiln_registry_params;
+
+kiln_registry_params kiln_registry_default_params(void);
+
+kiln_registry *kiln_registry_create(const kiln_registry_params *p, kiln_status *st);
+/* Unloads everything (stopping each scheduler/batcher as their destroy
+ * does). No request may be held. NULL is a no-op. */
+void kiln_registry_destroy(kiln_registry *r);
+
+/* Adds a model named name (unique; KILN_ERR_INVALID_ARG for a duplicate)
+ * served from path. pin: never unloaded. The file is checked to exist and
+ * be GGUF now (KILN_ERR_IO/KILN_ERR_FORMAT); it loads on first use. */
+kiln_status kiln_registry_add(kiln_registry *r, const char *name, const char *path, int pin);
+
+/* Loads every model that fits the budget now, in the order added; progress
+ * goes to the log. Errors from a model's load are returned, naming it. */
+kiln_status kiln_registry_load_all(kiln_registry *r);
+
+/* A loaded model held by a request. */
+typedef struct kiln_served {
+    const char *name;
+    const kiln_model *model;
+    kiln_sched *sched;         /* decoders, else NULL */
+    kiln_embed_batcher *embed; /* encoders, else NULL */
+} kiln_served;
+
+/* Finds name, loading it when needed (which may unload others), and holds
+ * it until kiln_registry_release. KILN_ERR_NOT_FOUND naming the model and
+ * listing the available ones; KILN_ERR_NOMEM when it cannot fit the budget
+ * even alone or with the others held; a load error as kiln_model_load's. */
+kiln_status kiln_registry_acquire(kiln_registry *r, const char *name, kiln_served **out);
+void kiln_registry_release(kiln_registry *r, kiln_served *h);
+
+typedef struct kiln_registry_entry {
+    const char *name, *path; /* valid while the registry lives */
+    int loaded, pinned, loading;
+    int is_encoder;          /* known once loaded or probed */
+    uint64_t bytes;          /* memory in use when loaded, else the estimate */
+    int32_t n_holders;       /* requests holding it */
+    double last_used;        /* kiln monotonic seconds; 0: never */
+} kiln_registry_entry;
+
+/* Fills out[0..min(n, cap)) in the order added; returns n, the count. */
+int32_t kiln_registry_list(kiln_registry *r, kiln_registry_entry *out, int32_t cap);
 
 /* ---- benchmarks and evaluation ----
  *

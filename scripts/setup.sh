@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # setup.sh - installs the Debian 12 packages Kiln needs to build and test
-# (python3 only checks JSON output in the command-line tests).
+# (python3 checks JSON output in the command-line tests; node/npm run the
+# official openai client against the server, promtool from prometheus checks
+# /metrics, chromium renders kiln bench's HTML report, wrk benchmarks HTTP).
 # Run as root (or with sudo) to install what is missing; as another user it
 # only checks and prints the command to run. Idempotent and quick when all
 # packages are present.
 set -euo pipefail
 
-PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev libcmocka-dev libpcre2-dev libutf8proc-dev libjansson-dev python3)
+PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev libcmocka-dev libpcre2-dev libutf8proc-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev
+      python3 nodejs npm prometheus chromium wrk)
 
 missing=()
 for p in "${PKGS[@]}"; do

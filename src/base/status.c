@@ -16,6 +16,7 @@ const char *kiln_status_str(kiln_status st) {
         [KILN_ERR_NOT_FOUND] = "not found",
         [KILN_ERR_RANGE] = "out of range",
         [KILN_ERR_INTERNAL] = "internal error",
+        [KILN_ERR_BUSY] = "busy",
     };
     if ((unsigned)st >= KILN_STATUS_COUNT) return "unknown status";
     return names[st];
