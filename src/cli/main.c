@@ -13,6 +13,7 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"serve", cmd_serve, "serve models over an OpenAI-compatible HTTP API"},
     {"run", cmd_run, "generate text from a prompt, streaming, with a timing summary"},
     {"chat", cmd_chat, "chat with a model in the terminal using its chat template"},
     {"embed", cmd_embed, "embeddings for texts or a file, JSON/JSONL out, with a summary"},

@@ -1,0 +1,191 @@
+/* api_misc.c - the operational endpoints: GET /health, GET /v1/models and
+ * GET /metrics, and the server's metric families (registered once at
+ * start; gauges of the engine's state are read at scrape time).
+ *
+ * /health is the hot path of load balancers: it reads one atomic and
+ * queues a shared, pre-built response, so it takes no lock the engine
+ * holds. */
+#include "base/log.h"
+#include "server/srv.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum MHD_Result srv_handle_health(srv_req *r) {
+    srv *s = r->s;
+    int ready = atomic_load(&s->ready);
+    if (ready == 1 && !atomic_load(&s->stopping)) {
+        if (!r->origin) {
+            r->status = 200;
+            r->phase = SRV_P_ANSWERED;
+            return MHD_queue_response(r->conn, 200, s->health_ok);
+        }
+        return srv_respond_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    }
+    const char *why = atomic_load(&s->stopping) ? "shutting down"
+                      : ready < 0               ? s->load_error
+                                                : "loading models";
+    return srv_respond_json(r, 503,
+                            json_pack("{s:s,s:s,s:{s:s,s:s,s:i}}", "status",
+                                      ready < 0 ? "error" : "loading", "reason", why, "error",
+                                      "message", why, "type", "unavailable_error", "code", 503));
+}
+
+enum MHD_Result srv_handle_models(srv_req *r) {
+    srv *s = r->s;
+    kiln_registry_entry e[256];
+    int32_t n = kiln_registry_list(s->reg, e, 256);
+    json_t *data = json_array();
+    for (int32_t i = 0; i < n && i < 256; i++) {
+        json_array_append_new(
+            data,
+            json_pack("{s:s,s:s,s:I,s:s,s:b,s:b,s:b,s:s,s:I,s:i}", "id", e[i].name, "object",
+                      "model", "created", (json_int_t)s->started, "owned_by", "kiln", "loaded",
+                      e[i].loaded, "loading", e[i].loading, "pinned", e[i].pinned, "kind",
+                      e[i].loaded || e[i].is_encoder
+                          ? (e[i].is_encoder ? "embeddings" : "generation")
+                          : "unknown",
+                      "bytes", (json_int_t)e[i].bytes, "requests", e[i].n_holders));
+    }
+    return srv_respond_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
+}
+
+enum MHD_Result srv_handle_metrics(srv_req *r) {
+    char *txt = NULL;
+    size_t len = 0;
+    if (metrics_write(r->s->m.reg, &txt, &len) != KILN_OK)
+        return srv_error(r, 500, "server_error", NULL, NULL, "writing metrics: %s",
+                         kiln_last_error());
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(txt);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    return srv_respond(r, 200, resp);
+}
+
+/* ---- metric families */
+
+static const char *const l_route_status[] = {"route", "status", NULL};
+static const char *const l_route[] = {"route", NULL};
+static const char *const l_model[] = {"model", NULL};
+
+/* Scrape time: the registry's models and each loaded model's engine state.
+ * A loaded model is held only for the snapshot (the registry has no way to
+ * look at a model without holding it). */
+static void on_scrape(void *user) {
+    srv *s = user;
+    kiln_registry_entry e[256];
+    int32_t n = kiln_registry_list(s->reg, e, 256);
+    int loaded = 0;
+    for (int32_t i = 0; i < n && i < 256; i++) {
+        const char *v[] = {e[i].name, NULL};
+        metric_set(s->m.model_bytes, v, e[i].loaded ? (double)e[i].bytes : 0);
+        if (!e[i].loaded || e[i].loading) {
+            metric_set(s->m.busy_slots, v, 0);
+            metric_set(s->m.queue_depth, v, 0);
+            continue;
+        }
+        loaded++;
+        kiln_served *h = NULL;
+        if (kiln_registry_acquire(s->reg, e[i].name, &h) != KILN_OK) continue;
+        if (h->sched) {
+            kiln_sched_state st;
+            kiln_sched_get_state(h->sched, &st);
+            metric_set(s->m.busy_slots, v, st.busy_slots);
+            metric_set(s->m.queue_depth, v, st.queued);
+            metric_set(s->m.kv_used, v, (double)st.kv_used);
+            metric_set(s->m.kv_ratio, v, st.kv_total ? (double)st.kv_used / st.kv_total : 0);
+        } else if (h->embed) {
+            kiln_batcher_state st;
+            kiln_embed_batcher_get_state(h->embed, &st);
+            metric_set(s->m.busy_slots, v, 0);
+            metric_set(s->m.queue_depth, v, st.queued);
+        }
+        kiln_registry_release(s->reg, h);
+    }
+    metric_set(s->m.models_loaded, NULL, loaded);
+}
+
+kiln_status srv_metrics_init(srv *s) {
+    srv_metrics *m = &s->m;
+    const double *lb = metrics_latency_bounds, *sb = metrics_size_bounds;
+    int nl = metrics_n_latency_bounds, ns = metrics_n_size_bounds;
+    if (!(m->reg = metrics_create())) return KILN_ERR_NOMEM;
+    m->requests = metrics_counter(m->reg, "kiln_http_requests_total",
+                                  "HTTP requests answered, by route and status.", l_route_status);
+    m->latency =
+        metrics_histogram(m->reg, "kiln_http_request_duration_seconds",
+                          "Time from a request's headers to its completion.", l_route, lb, nl);
+    m->in_flight = metrics_gauge(m->reg, "kiln_http_requests_in_flight",
+                                 "Requests received and not yet completed.", NULL);
+    m->queue =
+        metrics_histogram(m->reg, "kiln_queue_time_seconds",
+                          "Time a request waited before the engine started it.", NULL, lb, nl);
+    m->ttft = metrics_histogram(m->reg, "kiln_time_to_first_token_seconds",
+                                "Submission to the first generated token.", NULL, lb, nl);
+    m->itl =
+        metrics_histogram(m->reg, "kiln_inter_token_latency_seconds",
+                          "Time between consecutive generated tokens of a request.", NULL, lb, nl);
+    m->prefill =
+        metrics_histogram(m->reg, "kiln_prefill_time_seconds",
+                          "Per request: admission to the first generated token.", NULL, lb, nl);
+    m->decode =
+        metrics_histogram(m->reg, "kiln_decode_time_seconds",
+                          "Per request: the first generated token to the last.", NULL, lb, nl);
+    m->tokenize = metrics_histogram(m->reg, "kiln_tokenization_time_seconds",
+                                    "Per request: chat template and tokenizer time.", NULL, lb, nl);
+    m->emb_batch =
+        metrics_histogram(m->reg, "kiln_embedding_batch_size",
+                          "Texts in the merged embedding call a request joined.", NULL, sb, ns);
+    m->emb_batch_latency = metrics_histogram(m->reg, "kiln_embedding_batch_latency_seconds",
+                                             "Inference time of the merged embedding call a "
+                                             "request joined.",
+                                             NULL, lb, nl);
+    m->prompt_tokens = metrics_counter(m->reg, "kiln_prompt_tokens_total",
+                                       "Prompt tokens of finished generation requests.", NULL);
+    m->gen_tokens = metrics_counter(m->reg, "kiln_generated_tokens_total",
+                                    "Tokens generated by finished generation requests.", NULL);
+    m->emb_tokens = metrics_counter(m->reg, "kiln_embedding_tokens_total",
+                                    "Tokens embedded by finished embedding requests.", NULL);
+    m->queue_depth = metrics_gauge(m->reg, "kiln_queue_depth",
+                                   "Requests (generation) or texts (embeddings) waiting.", l_model);
+    m->busy_slots =
+        metrics_gauge(m->reg, "kiln_busy_slots", "Generation slots holding a request.", l_model);
+    m->kv_used = metrics_gauge(m->reg, "kiln_kv_cache_used_positions",
+                               "KV-cache positions held by busy slots.", l_model);
+    m->kv_ratio =
+        metrics_gauge(m->reg, "kiln_kv_cache_usage_ratio",
+                      "Share of all slots' KV-cache positions held by busy slots.", l_model);
+    m->models_loaded = metrics_gauge(m->reg, "kiln_models_loaded", "Models loaded now.", NULL);
+    m->model_bytes =
+        metrics_gauge(m->reg, "kiln_model_bytes",
+                      "Memory of each loaded model (weights, KV cache, buffers).", l_model);
+    if (!m->requests || !m->latency || !m->in_flight || !m->queue || !m->ttft || !m->itl ||
+        !m->prefill || !m->decode || !m->tokenize || !m->emb_batch || !m->emb_batch_latency ||
+        !m->prompt_tokens || !m->gen_tokens || !m->emb_tokens || !m->queue_depth ||
+        !m->busy_slots || !m->kv_used || !m->kv_ratio || !m->models_loaded || !m->model_bytes)
+        return KILN_ERR_INTERNAL;
+    kiln_status st = metrics_add_process(m->reg);
+    if (st) return st;
+    metric_set(m->in_flight, NULL, 0);
+    metric_set(m->models_loaded, NULL, 0);
+    return metrics_on_scrape(m->reg, on_scrape, s);
+}
+
+void srv_metrics_free(srv *s) {
+    metrics_destroy(s->m.reg);
+    s->m.reg = NULL;
+}
+
+void srv_metrics_request(srv *s, srv_route route, int status, double seconds) {
+    char code[16];
+    snprintf(code, sizeof code, "%d", status);
+    const char *v[] = {srv_route_label(route), code, NULL};
+    metric_inc(s->m.requests, v, 1);
+    const char *v1[] = {srv_route_label(route), NULL};
+    metric_observe(s->m.latency, v1, seconds);
+}

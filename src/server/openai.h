@@ -1,0 +1,66 @@
+/* openai.h - OpenAI request bodies to engine parameters: parsing and
+ * validation of /v1/chat/completions, /v1/completions and /v1/embeddings
+ * bodies, with errors that name the parameter (as OpenAI's do). Pure
+ * functions of the body: no model, no engine (checks that need the model's
+ * vocabulary are done by the caller). */
+#ifndef KILN_SERVER_OPENAI_H
+#define KILN_SERVER_OPENAI_H
+
+#include "kiln.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SRV_MAX_STOP 16   /* stop strings a request may give */
+#define SRV_MAX_BIAS 1024 /* logit_bias entries */
+
+/* A validation failure: HTTP status, OpenAI error type/param/code, message. */
+typedef struct srv_perr {
+    unsigned status;
+    const char *type, *param, *code; /* param/code may be NULL */
+    char msg[512];
+} srv_perr;
+
+/* A parsed generation request. Strings point into root (owned). */
+typedef struct srv_gen_req {
+    json_t *root;
+    const char *model; /* NULL when absent */
+    bool chat, stream, include_usage;
+    kiln_gen_params gen; /* gen.stop -> stop[], gen.sampling.logit_bias -> bias */
+    bool seed_set;
+    const char *stop[SRV_MAX_STOP + 8]; /* room for the chat family's stop strings */
+    kiln_logit_bias *bias;
+    /* chat */
+    kiln_chat_message *msgs;
+    size_t n_msgs;
+    char **owned; /* contents joined from parts, freed with the request */
+    size_t n_owned;
+    /* completions: text, or ids when prompt_ids is not NULL */
+    const char *prompt;
+    size_t prompt_len;
+    int32_t *prompt_ids;
+    int32_t n_prompt_ids;
+} srv_gen_req;
+
+/* Parses a chat (chat = true) or completions body. false and *e on a bad
+ * request. Free g with srv_gen_req_free either way. */
+bool srv_parse_gen(const char *body, size_t len, bool chat, srv_gen_req *g, srv_perr *e);
+void srv_gen_req_free(srv_gen_req *g);
+
+/* A parsed embeddings request. */
+typedef struct srv_emb_req {
+    json_t *root;
+    const char *model;
+    kiln_embed_input *in; /* texts point into root; ids are owned (ids_buf) */
+    int32_t n;
+    int32_t *ids_buf;
+    int32_t dim; /* 0: the model's */
+    bool b64;    /* encoding_format "base64" */
+} srv_emb_req;
+
+bool srv_parse_emb(const char *body, size_t len, srv_emb_req *q, srv_perr *e);
+void srv_emb_req_free(srv_emb_req *q);
+
+#endif

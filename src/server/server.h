@@ -1,0 +1,55 @@
+/* server.h - the OpenAI-compatible HTTP server behind `kiln serve`: its
+ * configuration and lifecycle. The server owns a libmicrohttpd daemon, a
+ * kiln_registry of models (loaded in a background thread at start), and a
+ * metrics registry; it talks to the engine only through kiln.h. */
+#ifndef KILN_SERVER_SERVER_H
+#define KILN_SERVER_SERVER_H
+
+#include "kiln.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct srv_model_cfg {
+    const char *name; /* the request's "model" value */
+    const char *path; /* GGUF file */
+    int pin;          /* never unloaded */
+} srv_model_cfg;
+
+typedef struct srv_config {
+    const char *host;          /* address to bind: "127.0.0.1", "0.0.0.0", "::1" ... */
+    int port;                  /* 0: a free port (see srv_port) */
+    int http_threads;          /* MHD worker threads; 0: 4 */
+    const char *api_key;       /* NULL: no authentication */
+    size_t max_body;           /* request body limit in bytes (413 above it); 0: 8 MiB */
+    double conn_timeout_s;     /* idle/slow connection timeout; 0: 60 s */
+    const char *const *cors;   /* allowed origins ("*" for any); NULL-terminated or NULL: off */
+    const char *chat_template; /* family for every chat model; NULL: the model's (chatml when it has
+                                  none) */
+    kiln_registry_params reg;  /* registry, scheduler and batcher parameters */
+    const srv_model_cfg *models;
+    int n_models;
+} srv_config;
+
+typedef struct srv srv;
+
+/* Creates the server: registers the models (each file is checked now),
+ * binds and starts answering, and starts loading the models in a background
+ * thread (/health answers 503 until they are loaded). Strings in c are
+ * copied. NULL and *st on failure with kiln_last_error() saying why (a
+ * model file, the address in use). */
+srv *srv_create(const srv_config *c, kiln_status *st);
+
+/* The port the server listens on (the actual one when c->port was 0). */
+int srv_port(const srv *s);
+
+/* Graceful stop: stops accepting connections, lets requests in flight
+ * finish for up to deadline_s seconds, then cancels the rest and stops the
+ * HTTP daemon. Call once, from one thread. */
+void srv_shutdown(srv *s, double deadline_s);
+
+/* Frees everything (calls srv_shutdown(s, 0) when it was not called).
+ * NULL is a no-op. */
+void srv_destroy(srv *s);
+
+#endif

@@ -1,0 +1,200 @@
+/* srv.h - internals shared by the files of src/server: the server object,
+ * the per-request object and its lifetime rules, the growable byte buffer,
+ * the metric families, and the entry points of each endpoint.
+ *
+ * Request lifetime (the invariant every file relies on): a srv_req is
+ * reference-counted. MHD holds one reference from the first call of the
+ * access handler until its completion callback; the engine holds one from a
+ * successful submit until its DONE (or the embeddings result) callback.
+ * The object is freed when both are gone, so an engine callback never sees
+ * freed memory. r->mu guards the fields the engine thread writes (out,
+ * done, suspended, results). r->conn is valid while MHD holds its
+ * reference; a connection is suspended only under r->mu with r->suspended
+ * set, and only the party that clears r->suspended (under r->mu) resumes it,
+ * outside the lock. */
+#ifndef KILN_SERVER_SRV_H
+#define KILN_SERVER_SRV_H
+
+#include "kiln.h"
+#include "obs/metrics.h"
+#include "server/server.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- a growable byte buffer (no allocation failure is lost: oom sticks) */
+
+typedef struct srv_buf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+} srv_buf;
+
+void srv_buf_put(srv_buf *b, const char *s, size_t n);
+void srv_buf_puts(srv_buf *b, const char *s);
+void srv_buf_printf(srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void srv_buf_free(srv_buf *b);
+
+/* Base64 (RFC 4648, padded) of n bytes appended to b. */
+void srv_base64(srv_buf *b, const unsigned char *p, size_t n);
+/* -1 when p[0..n) is valid UTF-8, else the offset of the first bad byte. */
+long srv_utf8_invalid_at(const char *p, size_t n);
+/* 1 when a and b are equal; runs in time that depends only on the lengths. */
+int srv_const_eq(const char *a, const char *b);
+
+/* ---- routes */
+
+typedef enum srv_route {
+    SRV_R_CHAT,
+    SRV_R_COMPLETIONS,
+    SRV_R_EMBEDDINGS,
+    SRV_R_MODELS,
+    SRV_R_HEALTH,
+    SRV_R_METRICS,
+    SRV_R_UNKNOWN,
+    SRV_R_COUNT
+} srv_route;
+
+/* The route of a path (query string excluded), and its label for metrics. */
+srv_route srv_route_of(const char *url);
+const char *srv_route_label(srv_route r);
+/* "GET" or "POST": the one method the route answers (HEAD with GET). */
+const char *srv_route_method(srv_route r);
+/* 1 when the route needs the API key. */
+int srv_route_auth(srv_route r);
+
+/* ---- metrics */
+
+typedef struct srv_metrics {
+    metrics *reg;
+    metric *requests, *latency, *queue, *ttft, *itl, *prefill, *decode, *tokenize;
+    metric *emb_batch, *emb_batch_latency, *prompt_tokens, *gen_tokens, *emb_tokens;
+    metric *in_flight, *queue_depth, *busy_slots, *kv_used, *kv_ratio, *models_loaded, *model_bytes;
+} srv_metrics;
+
+/* ---- the server */
+
+struct srv {
+    struct MHD_Daemon *d;
+    int port;
+    kiln_registry *reg;
+    srv_metrics m;
+    /* configuration (owned copies) */
+    char *api_key, *chat_template;
+    char **cors; /* NULL-terminated, or NULL */
+    int n_cors;
+    size_t max_body;
+    char *first_model; /* the model used when a request names none */
+    int64_t started;   /* Unix time, for "created" fields */
+    /* state */
+    atomic_int ready;    /* 1 when the start-up models loaded; -1 when one failed */
+    atomic_int stopping; /* 1 after srv_shutdown began */
+    atomic_int n_reqs;   /* request objects alive (MHD side) */
+    atomic_uint_fast64_t next_id;
+    char load_error[512]; /* why the start-up load failed (ready == -1) */
+    pthread_t loader;
+    bool loader_started, shut_down;
+    pthread_mutex_t mu; /* guards the list of generation requests (cancel at shutdown) */
+    struct srv_req *gen_head;
+    struct MHD_Response *health_ok; /* shared 200 response of /health */
+};
+
+typedef enum srv_phase {
+    SRV_P_BODY,    /* reading the request body */
+    SRV_P_WAIT,    /* submitted; waiting for the engine (non-streaming) */
+    SRV_P_STREAM,  /* streaming response queued */
+    SRV_P_ANSWERED /* a response was queued */
+} srv_phase;
+
+typedef struct srv_req {
+    pthread_mutex_t mu;
+    int refs;
+    srv *s;
+    struct MHD_Connection *conn;
+    srv_route route;
+    srv_phase phase;
+    double t_start;
+    int status;         /* HTTP status of the queued response (metrics) */
+    const char *origin; /* CORS origin to echo (a string of s->cors or "*"), or NULL */
+    srv_buf body;
+    bool body_too_large;
+    /* engine side */
+    kiln_served *served;
+    uint64_t sched_id;
+    bool submitted, suspended, done, mhd_done;
+    struct srv_req *gen_prev, *gen_next; /* in s->gen_head while submitted to a scheduler */
+    /* generation */
+    bool chat, stream, include_usage, role_sent, final_sent;
+    char *model_name;
+    char id[48];
+    int64_t created; /* Unix time of the request */
+    int32_t n_prompt;
+    double t_tokenize, t_last_token;
+    srv_buf text; /* generated text not yet formatted (streaming) or all of it */
+    srv_buf out;  /* formatted bytes waiting to be sent (streaming) */
+    size_t out_off;
+    kiln_request_stats stats;
+    kiln_status status_engine;
+    char *error; /* engine's error message (DONE with an error) */
+    /* embeddings */
+    bool b64;
+    float *emb;
+    int32_t n_emb, dim;
+    int64_t emb_tokens;
+    double t_queue, t_emb_tok, t_inference;
+} srv_req;
+
+/* Drops one reference; frees r at zero. Thread-safe. */
+void srv_req_unref(srv_req *r);
+
+/* Takes r->suspended under r->mu and resumes the connection when it was
+ * suspended. Call after making new data available (engine thread). */
+void srv_req_wake(srv_req *r);
+/* Suspends r's connection unless r->done or data is available (pending
+ * says so); call from MHD's callbacks only, with r->mu held. */
+void srv_req_suspend_locked(srv_req *r);
+
+/* Queues a response with status (records it for metrics) and the CORS and
+ * common headers. Consumes resp (destroys the caller's reference). */
+enum MHD_Result srv_respond(srv_req *r, unsigned status, struct MHD_Response *resp);
+/* A JSON body (json_dumps'd; steals j) with status. */
+enum MHD_Result srv_respond_json(srv_req *r, unsigned status, void *json_t_j);
+/* OpenAI error JSON: {"error": {"message", "type", "param", "code"}}. param
+ * and code may be NULL (JSON null). */
+enum MHD_Result srv_error(srv_req *r, unsigned status, const char *type, const char *param,
+                          const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* Maps an engine status to an HTTP status and error type/code and answers
+ * with msg (submit and acquire failures). */
+enum MHD_Result srv_error_status(srv_req *r, kiln_status st, const char *msg);
+
+/* Endpoints (api_*.c). Each answers (queues a response) or suspends r and
+ * returns MHD_YES. */
+enum MHD_Result srv_handle_generate(srv_req *r);   /* chat and completions, after the body */
+enum MHD_Result srv_finish_generate(srv_req *r);   /* non-streaming, after DONE */
+enum MHD_Result srv_handle_embeddings(srv_req *r); /* after the body */
+enum MHD_Result srv_finish_embeddings(srv_req *r); /* after the result */
+enum MHD_Result srv_handle_models(srv_req *r);
+enum MHD_Result srv_handle_health(srv_req *r);
+enum MHD_Result srv_handle_metrics(srv_req *r);
+
+/* Metric families: registered once; the scrape callback reads the registry. */
+kiln_status srv_metrics_init(srv *s);
+void srv_metrics_free(srv *s);
+/* Counts a finished request (route, status, latency). */
+void srv_metrics_request(srv *s, srv_route route, int status, double seconds);
+
+/* Acquires the model a request names (NULL: the default one), answering
+ * 404/500 itself on failure (returns false then, *res set to the result). */
+bool srv_acquire(srv_req *r, const char *name, enum MHD_Result *res);
+
+/* Registers r as a submitted generation request (for cancel at shutdown) /
+ * removes it. */
+void srv_gen_track(srv_req *r);
+void srv_gen_untrack(srv_req *r);
+
+#endif

@@ -1,0 +1,147 @@
+/* util.c - small helpers of the server: the growable buffer, base64,
+ * UTF-8 validation, constant-time comparison, and the route table (path ->
+ * route, its method, whether it needs the API key, its metrics label). */
+#include "server/srv.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void srv_buf_put(srv_buf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+void srv_buf_puts(srv_buf *b, const char *s) {
+    srv_buf_put(b, s, strlen(s));
+}
+
+void srv_buf_printf(srv_buf *b, const char *fmt, ...) {
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof tmp) {
+        srv_buf_put(b, tmp, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    srv_buf_put(b, big, (size_t)n);
+    free(big);
+}
+
+void srv_buf_free(srv_buf *b) {
+    free(b->p);
+    *b = (srv_buf){0};
+}
+
+void srv_base64(srv_buf *b, const unsigned char *p, size_t n) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char q[4];
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n) v |= p[i + 2];
+        q[0] = tab[v >> 18 & 63];
+        q[1] = tab[v >> 12 & 63];
+        q[2] = i + 1 < n ? tab[v >> 6 & 63] : '=';
+        q[3] = i + 2 < n ? tab[v & 63] : '=';
+        srv_buf_put(b, q, 4);
+    }
+}
+
+long srv_utf8_invalid_at(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        size_t len;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            len = 2, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4, cp = c & 0x07, min = 0x10000;
+        } else {
+            return (long)i;
+        }
+        if (i + len > n) return (long)i;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return (long)i;
+            cp = cp << 6 | (p[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return (long)i;
+        i += len;
+    }
+    return -1;
+}
+
+int srv_const_eq(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    unsigned char diff = (unsigned char)(na != nb);
+    /* Walk the expected key's length whatever the input, so the time says
+     * nothing about how much of it matched. */
+    for (size_t i = 0; i < nb; i++) diff |= (unsigned char)(b[i] ^ (i < na ? a[i] : 0));
+    return diff == 0;
+}
+
+static const struct {
+    const char *path, *label, *method;
+    int auth;
+} routes[SRV_R_COUNT] = {
+    [SRV_R_CHAT] = {"/v1/chat/completions", "/v1/chat/completions", "POST", 1},
+    [SRV_R_COMPLETIONS] = {"/v1/completions", "/v1/completions", "POST", 1},
+    [SRV_R_EMBEDDINGS] = {"/v1/embeddings", "/v1/embeddings", "POST", 1},
+    [SRV_R_MODELS] = {"/v1/models", "/v1/models", "GET", 1},
+    [SRV_R_HEALTH] = {"/health", "/health", "GET", 0},
+    [SRV_R_METRICS] = {"/metrics", "/metrics", "GET", 0},
+    [SRV_R_UNKNOWN] = {NULL, "other", NULL, 0},
+};
+
+srv_route srv_route_of(const char *url) {
+    size_t n = strcspn(url, "?");
+    /* A trailing slash is the same route ("/v1/models/"). */
+    if (n > 1 && url[n - 1] == '/') n--;
+    for (int r = 0; r < SRV_R_UNKNOWN; r++)
+        if (strlen(routes[r].path) == n && !memcmp(url, routes[r].path, n)) return (srv_route)r;
+    return SRV_R_UNKNOWN;
+}
+
+const char *srv_route_label(srv_route r) {
+    return routes[r].label;
+}
+
+const char *srv_route_method(srv_route r) {
+    return routes[r].method;
+}
+
+int srv_route_auth(srv_route r) {
+    return routes[r].auth;
+}
