@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# serve_load.sh - `kiln serve` under load and misbehaving clients, on
+# synthetic models: a client that disconnects mid-stream frees its slot (a
+# new request is then served on the single slot, and /metrics shows no busy
+# slot); a full queue answers 429 with Retry-After; 32 concurrent clients
+# (completions, streams, chats and embeddings) all complete; SIGTERM with a
+# request in flight lets it finish and exits 0.
+# Usage: bash serve_load.sh /path/to/kiln
+set -u
+KILN=${1:?usage: serve_load.sh /path/to/kiln}
+T=${KILN_TEST_TMP:-/tmp}/cli-serve-load-$$
+mkdir -p "$T"
+SRV_PID=
+trap 'kill_server; rm -rf "$T"' EXIT
+fail() {
+    echo "FAIL: $*"
+    exit 1
+}
+. "$(dirname "$0")/../server/lib.sh"
+
+synth_models
+# a model slow enough that a long generation lasts seconds
+"$KILN" synth --arch llama --n-embd 256 --n-layer 4 --n-head 4 --n-ff 1024 --ctx 8192 \
+    --vocab 300 -q -o "$T/slow.gguf" >/dev/null || fail "synth slow"
+
+LONG='{"model":"slow","prompt":"once","max_tokens":8000,"ignore_eos":true,"stream":true}'
+
+# ---- one slot, one queue place
+start_server one -m "$T/slow.gguf" --ctx 8192 --parallel 1 --queue 1 -t 1
+
+# a streaming client that goes away after 1 s
+curl -s -N -m 1 "$URL/v1/completions" -d "$LONG" >"$T/cut" 2>/dev/null
+grep -q '^data: {' "$T/cut" || fail "disconnect: nothing was streamed before the cut"
+# the single slot must be free again: a short request is served promptly
+req POST /v1/completions '{"model":"slow","prompt":"next","max_tokens":4}' -m 20
+[ "$CODE" = 200 ] || fail "after a disconnect: $CODE $(head -c 300 "$T/resp")"
+busy=$(metric 'kiln_busy_slots{model="slow"}')
+[ "$busy" = 0 ] || fail "after a disconnect: kiln_busy_slots is '$busy', want 0"
+[ "$(metric kiln_http_requests_in_flight)" = 1 ] || fail "in-flight gauge is not back to 1 (the scrape itself)"
+
+# queue overflow: one running, one queued, the rest 429 with Retry-After
+qpids=()
+for i in 1 2 3 4; do
+    curl -s -N -m 3 -o "$T/q$i" -D "$T/qh$i" -w '%{http_code}' "$URL/v1/completions" \
+        -d "$LONG" >"$T/qc$i" 2>/dev/null &
+    qpids+=($!)
+    sleep 0.2
+done
+for p in "${qpids[@]}"; do wait "$p"; done
+n429=0
+for i in 1 2 3 4; do
+    if [ "$(cat "$T/qc$i")" = 429 ]; then
+        n429=$((n429 + 1))
+        grep -qi '^Retry-After: [0-9]' "$T/qh$i" || fail "429 without Retry-After"
+        grep -q '"rate_limit_exceeded"' "$T/q$i" || fail "429 body: $(cat "$T/q$i")"
+    fi
+done
+[ $n429 -ge 1 ] || fail "queue overflow: no 429 among 4 requests (codes: $(cat "$T"/qc*))"
+req POST /v1/completions '{"model":"slow","prompt":"after","max_tokens":4}' -m 30
+[ "$CODE" = 200 ] || { curl -s $URL/metrics | grep -E "^kiln_(busy|queue|http_requests_in)"; fail "after the overflow: $CODE $(head -c 300 "$T/resp")"; }
+
+# graceful stop: a request in flight finishes before the server exits
+curl -s -m 60 "$URL/v1/completions" -d '{"model":"slow","prompt":"x","max_tokens":300,"ignore_eos":true}' \
+    -o "$T/inflight" -w '%{http_code}' >"$T/inflight_code" &
+cpid=$!
+sleep 0.3
+stop_server
+wait $cpid
+[ "$(cat "$T/inflight_code")" = 200 ] || fail "request in flight at SIGTERM: $(cat "$T/inflight_code") $(head -c 200 "$T/inflight")"
+grep -q '"finish_reason":"length"' "$T/inflight" || fail "request in flight did not complete"
+
+# ---- 32 concurrent clients of four kinds
+start_server many -m "$T/llama.gguf" -m emb="$T/bert.gguf" --ctx 256 --parallel 4 --queue 64 -t 1 \
+    --chat-template chatml
+pids=()
+for i in $(seq 32); do
+    case $((i % 4)) in
+    0) curl -s -m 120 -o "$T/c$i" -w '%{http_code}' "$URL/v1/completions" \
+        -d "{\"prompt\":\"client $i\",\"max_tokens\":8}" >"$T/cc$i" & ;;
+    1) curl -s -N -m 120 -o "$T/c$i" -w '%{http_code}' "$URL/v1/chat/completions" \
+        -d "{\"messages\":[{\"role\":\"user\",\"content\":\"client $i\"}],\"max_tokens\":8,\"stream\":true}" >"$T/cc$i" & ;;
+    2) curl -s -m 120 -o "$T/c$i" -w '%{http_code}' "$URL/v1/chat/completions" \
+        -d "{\"messages\":[{\"role\":\"user\",\"content\":\"client $i\"}],\"max_tokens\":8}" >"$T/cc$i" & ;;
+    3) curl -s -m 120 -o "$T/c$i" -w '%{http_code}' "$URL/v1/embeddings" \
+        -d "{\"model\":\"emb\",\"input\":\"client $i\"}" >"$T/cc$i" & ;;
+    esac
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for i in $(seq 32); do
+    [ "$(cat "$T/cc$i")" = 200 ] || fail "concurrent client $i: $(cat "$T/cc$i") $(head -c 200 "$T/c$i")"
+done
+for i in 1 5 9; do
+    tail -c 20 "$T/c$i" | grep -q 'data: \[DONE\]' || fail "stream $i did not end with [DONE]"
+done
+[ "$(metric 'kiln_http_requests_total{route="/v1/embeddings",status="200"}')" = 8 ] ||
+    fail "metrics do not count 8 embedding requests"
+stop_server
+echo "PASS"
