@@ -7,6 +7,8 @@
  * when promtool is not on PATH). No shared data. */
 #include "testutil.h"
 
+#include "base/time.h"
+#include "obs/hist.h"
 #include "obs/metrics.h"
 #include "obs/proc.h"
 
@@ -192,6 +194,71 @@ static void test_histogram(void **state) {
         snprintf(le, sizeof le, "%.15g", metrics_latency_bounds[i]);
         snprintf(line, sizeof line, "kiln_std_seconds_bucket{le=\"%s\"} %d\n", le, i + 1);
         assert_non_null(strstr(out, line));
+    }
+    free(out);
+    metrics_destroy(m);
+}
+
+/* The exported bucket counts equal hist_count_le at every bound, bounds on
+ * and beside recorded values and bucket edges included. */
+static hist ref; /* 64 KiB: not on the stack */
+
+static void test_buckets_match_hist(void **state) {
+    (void)state;
+    enum { NV = 3000, NB = 60 };
+    double bounds[NB];
+    uint64_t rng = 99;
+    hist_init(&ref);
+    metrics *m = metrics_create();
+    double v[NV];
+    for (int i = 0; i < NV; i++) {
+        v[i] = i % 50 == 0 ? 0 : exp(-9 + 12 * (double)(test_rand_u64(&rng) >> 11) * 0x1p-53);
+        hist_record(&ref, v[i]);
+    }
+    /* ascending bounds: some at recorded values, some at bucket edges and
+     * midpoints, some below the minimum and above the maximum */
+    double b = 0;
+    for (int i = 0; i < NB; i++) {
+        double cand;
+        switch (i % 4) {
+        case 0:
+            cand = v[test_rand_u64(&rng) % NV];
+            break;
+        case 1:
+            cand = hist_bucket_lo(hist_bucket(b * 1.3 + 1e-5));
+            break;
+        case 2: {
+            int k = hist_bucket(b * 1.2 + 1e-5);
+            cand = 0.5 * (hist_bucket_lo(k) + hist_bucket_hi(k));
+            break;
+        }
+        default:
+            cand = b * 1.5 + 1e-5;
+            break;
+        }
+        b = cand > b ? cand : nextafter(b, INFINITY);
+        if (i == 0) b = 0;
+        bounds[i] = b;
+    }
+    assert_true(bounds[NB - 1] > ref.max); /* the walk passed every value */
+    metric *h = metrics_histogram(m, "kiln_match_seconds", "Match.", NULL, bounds, NB);
+    assert_non_null(h);
+    for (int i = 0; i < NV; i++) metric_observe(h, NULL, v[i]);
+    char *out = scrape(m);
+    const char *p = out;
+    for (int i = 0; i < NB; i++) {
+        p = strstr(p, "kiln_match_seconds_bucket{le=\"");
+        assert_non_null(p);
+        p += strlen("kiln_match_seconds_bucket{le=\"");
+        char *end;
+        double le = strtod(p, &end);
+        assert_true(le == bounds[i]); /* written exactly */
+        assert_true(end[0] == '"' && end[1] == '}');
+        unsigned long long c = strtoull(end + 2, NULL, 10);
+        if (c != hist_count_le(&ref, bounds[i]))
+            print_message("bound %d (%.17g): %llu, hist_count_le %llu\n", i, bounds[i], c,
+                          (unsigned long long)hist_count_le(&ref, bounds[i]));
+        assert_true(c == hist_count_le(&ref, bounds[i]));
     }
     free(out);
     metrics_destroy(m);
@@ -559,6 +626,48 @@ static void test_promtool(void **state) {
     assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) != 0);
 }
 
+/* Costs on this machine, printed, never asserted (a shared machine: noisy). */
+static void test_bench(void **state) {
+    (void)state;
+    enum { N = 200000 };
+    metrics *m = metrics_create();
+    const char *const l2[] = {"model", "status", NULL}, *const l1[] = {"model", NULL};
+    metric *c = metrics_counter(m, "kiln_bench_total", "Bench.", NULL);
+    metric *cl = metrics_counter(m, "kiln_bench_labeled_total", "Bench.", l2);
+    metric *h = metrics_histogram(m, "kiln_bench_seconds", "Bench.", l1, metrics_latency_bounds,
+                                  metrics_n_latency_bounds);
+    const char *const v2[] = {"tinyllama-1.1b-chat", "200", NULL};
+    const char *const v1[] = {"tinyllama-1.1b-chat", NULL};
+    double t0 = kiln_now_s();
+    for (int i = 0; i < N; i++) metric_inc(c, NULL, 1);
+    double t1 = kiln_now_s();
+    for (int i = 0; i < N; i++) metric_inc(cl, v2, 1);
+    double t2 = kiln_now_s();
+    for (int i = 0; i < N; i++) metric_observe(h, v1, 1e-3 * (i % 5000));
+    double t3 = kiln_now_s();
+    /* a scrape of 10 well-filled histogram series plus the counters */
+    for (int s = 0; s < 9; s++) {
+        char name[16];
+        snprintf(name, sizeof name, "model%d", s);
+        for (int i = 0; i < 1000; i++)
+            metric_observe(h, (const char *const[]){name, NULL}, 1e-4 * (i * 37 % 100000));
+    }
+    enum { SCRAPES = 20 };
+    double t4 = kiln_now_s();
+    size_t bytes = 0;
+    for (int i = 0; i < SCRAPES; i++) {
+        char *out = scrape(m);
+        bytes = strlen(out);
+        free(out);
+    }
+    double t5 = kiln_now_s();
+    print_message("metric_inc %.0f ns, labeled metric_inc %.0f ns, metric_observe %.0f ns; "
+                  "scrape of 10 histogram series (%zu bytes) %.0f us\n",
+                  (t1 - t0) / N * 1e9, (t2 - t1) / N * 1e9, (t3 - t2) / N * 1e9, bytes,
+                  (t5 - t4) / SCRAPES * 1e6);
+    metrics_destroy(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counter_gauge), cmocka_unit_test(test_number_format),
@@ -566,7 +675,8 @@ int main(void) {
         cmocka_unit_test(test_bad_names),     cmocka_unit_test(test_misuse),
         cmocka_unit_test(test_series_cap),    cmocka_unit_test(test_on_scrape),
         cmocka_unit_test(test_concurrency),   cmocka_unit_test(test_proc),
-        cmocka_unit_test(test_promtool),
+        cmocka_unit_test(test_promtool),      cmocka_unit_test(test_buckets_match_hist),
+        cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -594,24 +594,53 @@ static void write_sample(sbuf *b, const metric *f, const char *suffix, const ser
     sb_put(b, "\n", 1);
 }
 
-static void write_histogram(sbuf *b, const metric *f, const series *s, const hist *h) {
+/* The cumulative counts at bounds[0..nb) (ascending, non-negative): for
+ * each bound exactly hist_count_le(h, bound), in one pass over the buckets
+ * instead of one per bound. For k = hist_bucket(b), every bucket below k lies
+ * wholly below b and every bucket above k wholly above it, so only bucket k
+ * needs hist_count_le's midpoint test; its special cases (empty, b >= max,
+ * b < min) are kept in its order. */
+static void cumulative_counts(const hist *h, const double *bounds, int nb, uint64_t *out) {
+    uint64_t below = 0; /* counts[0..i) */
+    int i = 0;
+    for (int j = 0; j < nb; j++) {
+        double b = bounds[j];
+        if (h->n == 0) {
+            out[j] = 0;
+        } else if (b >= h->max) {
+            out[j] = h->n;
+        } else if (b < h->min) {
+            out[j] = 0;
+        } else {
+            int k = hist_bucket(b);
+            for (; i < k; i++) below += h->counts[i];
+            double mid = k == 0 ? 0 : 0.5 * (hist_bucket_lo(k) + hist_bucket_hi(k));
+            out[j] = below + (mid <= b ? h->counts[k] : 0);
+        }
+    }
+}
+
+/* One histogram series from the counts copied out under the lock. */
+static void write_histogram(sbuf *b, const metric *f, const series *s, const uint64_t *le_counts,
+                            uint64_t n, double sum) {
     char le[32], val[32];
     for (int i = 0; i < f->n_bounds; i++) {
         fmt_num(le, sizeof le, f->bounds[i]);
-        snprintf(val, sizeof val, "%" PRIu64, hist_count_le(h, f->bounds[i]));
+        snprintf(val, sizeof val, "%" PRIu64, le_counts[i]);
         write_sample(b, f, "_bucket", s, le, val);
     }
-    snprintf(val, sizeof val, "%" PRIu64, h->n);
+    snprintf(val, sizeof val, "%" PRIu64, n);
     write_sample(b, f, "_bucket", s, "+Inf", val);
-    fmt_num(val, sizeof val, h->sum);
+    fmt_num(val, sizeof val, sum);
     write_sample(b, f, "_sum", s, NULL, val);
-    snprintf(val, sizeof val, "%" PRIu64, h->n);
+    snprintf(val, sizeof val, "%" PRIu64, n);
     write_sample(b, f, "_count", s, NULL, val);
 }
 
-/* One family. Each series is copied out under the family lock (a histogram
- * into *scratch, so the slow cumulative counts are taken without the lock). */
-static void write_family(sbuf *b, metric *f, hist *scratch) {
+/* One family. Each series' numbers are copied out under the family lock
+ * (a histogram's as its cumulative counts, a few microseconds), then
+ * formatted without it. */
+static void write_family(sbuf *b, metric *f) {
     sb_puts(b, "# HELP ");
     sb_puts(b, f->name);
     sb_put(b, " ", 1);
@@ -621,24 +650,36 @@ static void write_family(sbuf *b, metric *f, hist *scratch) {
     sb_put(b, " ", 1);
     sb_puts(b, type_name[f->type]);
     sb_put(b, "\n", 1);
+    uint64_t *le_counts = NULL;
+    if (f->type == METRIC_HISTOGRAM &&
+        !(le_counts = malloc(((size_t)f->n_bounds + 1) * sizeof *le_counts))) {
+        b->oom = true;
+        return;
+    }
     pthread_mutex_lock(&f->lock);
     series *s = f->first;
     pthread_mutex_unlock(&f->lock);
     while (s && !b->oom) {
         char val[32];
+        uint64_t n = 0;
+        double sum = 0;
         pthread_mutex_lock(&f->lock);
-        if (f->type == METRIC_HISTOGRAM)
-            memcpy(scratch, s->h, sizeof *scratch);
-        else
+        if (f->type == METRIC_HISTOGRAM) {
+            cumulative_counts(s->h, f->bounds, f->n_bounds, le_counts);
+            n = s->h->n;
+            sum = s->h->sum;
+        } else {
             fmt_num(val, sizeof val, s->value);
+        }
         series *next = s->next;
         pthread_mutex_unlock(&f->lock);
         if (f->type == METRIC_HISTOGRAM)
-            write_histogram(b, f, s, scratch);
+            write_histogram(b, f, s, le_counts, n, sum);
         else
             write_sample(b, f, "", s, NULL, val);
         s = next;
     }
+    free(le_counts);
 }
 
 kiln_status metrics_write(metrics *m, char **out, size_t *len) {
@@ -646,7 +687,6 @@ kiln_status metrics_write(metrics *m, char **out, size_t *len) {
     if (len) *len = 0;
     if (!m) return kiln_fail(KILN_ERR_INVALID_ARG, "metrics_write: registry is NULL");
     sbuf b = {0};
-    hist *scratch = NULL;
     struct scrape_cb *cbs = NULL;
     kiln_status st = KILN_OK;
 
@@ -658,9 +698,9 @@ kiln_status metrics_write(metrics *m, char **out, size_t *len) {
     if (n_cbs && !cbs) goto nomem;
     for (int i = 0; i < n_cbs; i++) cbs[i].fn(cbs[i].user);
 
-    if (!(scratch = malloc(sizeof *scratch)) || !sb_reserve(&b, 0)) goto nomem;
+    if (!sb_reserve(&b, 0)) goto nomem;
     pthread_mutex_lock(&m->lock);
-    for (metric *f = m->first; f && !b.oom; f = f->next) write_family(&b, f, scratch);
+    for (metric *f = m->first; f && !b.oom; f = f->next) write_family(&b, f);
     pthread_mutex_unlock(&m->lock);
     if (b.oom) goto nomem;
     *out = b.p;
@@ -671,7 +711,6 @@ nomem:
     st = kiln_fail(KILN_ERR_NOMEM, "metrics_write: out of memory");
 done:
     free(b.p);
-    free(scratch);
     free(cbs);
     return st;
 }
