@@ -9,12 +9,14 @@
  * registration order, series in creation order, so the output is stable.
  *
  * Names are checked at registration so the exposition is valid and passes
- * `promtool check metrics` lint: metric names match [a-zA-Z_:][a-zA-Z0-9_:]*,
- * counters end in _total, no other family ends in _total/_bucket/_count/_sum
- * (histograms own those suffixes), and no two families (a histogram's derived
- * _bucket/_count/_sum names included) collide. Label names match
- * [a-zA-Z_][a-zA-Z0-9_]*, do not start with "__", are distinct, and a
- * histogram may not use "le".
+ * `promtool check metrics` lint: metric and label names are lowercase
+ * snake_case, [a-z_][a-z0-9_]* (stricter than the format, whose lint rejects
+ * camelCase and colons); counters end in _total and no other family does; no
+ * family ends in _bucket, _count or _sum (a histogram's series suffixes), so
+ * no two families' series can collide; family names are unique; help is not
+ * empty. Label names do not start with "__", are distinct, and a histogram
+ * may not use "le". Name things in base units (_seconds, _bytes): the lint
+ * flags milliseconds and the like.
  *
  * Threads: every function is thread-safe. Updates lock only their family, so
  * updates to different families never contend; metrics_write locks each
@@ -45,8 +47,9 @@ void metrics_destroy(metrics *m);
 /* Register a family once (at start-up). name: a valid Prometheus metric name
  * (see above; counters must end in _total); help: one line (a newline in it
  * is escaped); labels: NULL-terminated label names, or NULL for none; all
- * strings are copied. Histograms take their exported upper bounds (finite,
- * strictly ascending, at most 64; +Inf implied). Returns the family, owned by
+ * strings are copied. Histograms take their exported upper bounds (n_bounds
+ * >= 0 of them: finite, non-negative since hist records no negative values,
+ * strictly ascending; copied; +Inf implied). Returns the family, owned by
  * the registry, or NULL with kiln_fail() recording why (KILN_ERR_INVALID_ARG
  * naming a bad or duplicate name, label or bounds; KILN_ERR_NOMEM). */
 metric *metrics_counter(metrics *m, const char *name, const char *help, const char *const *labels);
