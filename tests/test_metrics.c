@@ -355,6 +355,10 @@ static void test_misuse(void **state) {
     metric *h = metrics_histogram(m, "kiln_misuse_seconds", "Misuse.", NULL, NULL, 0);
     metric_inc(c, NULL, 1);
     metric_inc(c, (const char *const[]){"x", NULL}, 1);
+    metric_inc(g, (const char *const[]){NULL}, 1); /* no values: as NULL */
+    metric_inc(g, NULL, 1);
+    assert_true(metric_value(g, (const char *const[]){NULL}) == 2);
+    metric_set(g, NULL, 0);
     metric_inc(c, (const char *const[]){"x", "y", "z", NULL}, 1);
     metric_inc(c, (const char *const[]){"x", "y", NULL}, -1);
     metric_inc(c, (const char *const[]){"x", "y", NULL}, NAN);
@@ -374,6 +378,7 @@ static void test_misuse(void **state) {
                              "# TYPE kiln_misuse_total counter\n"
                              "# HELP kiln_misuse Misuse.\n"
                              "# TYPE kiln_misuse gauge\n"
+                             "kiln_misuse 0\n"
                              "# HELP kiln_misuse_seconds Misuse.\n"
                              "# TYPE kiln_misuse_seconds histogram\n");
     free(out);
@@ -476,6 +481,18 @@ static void *scraper_main(void *arg) {
     return NULL;
 }
 
+/* Registers families while the others update and scrape. */
+static void *registrar_main(void *arg) {
+    metrics *m = arg;
+    for (int i = 0; i < 50; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "kiln_late_%d", i);
+        metric *g = metrics_gauge(m, name, "Registered late.", NULL);
+        metric_set(g, NULL, i);
+    }
+    return NULL;
+}
+
 static void test_concurrency(void **state) {
     (void)state;
     metrics *m = metrics_create();
@@ -493,7 +510,10 @@ static void test_concurrency(void **state) {
         w[i] = (struct worker){c, cl, g, h, i};
         assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
     }
+    pthread_t reg;
+    assert_int_equal(pthread_create(&reg, NULL, registrar_main, m), 0);
     for (int i = 0; i < NTHREADS; i++) pthread_join(t[i], NULL);
+    pthread_join(reg, NULL);
     __atomic_store_n(&scraping, 0, __ATOMIC_SEQ_CST);
     pthread_join(sc, NULL);
 
@@ -514,6 +534,7 @@ static void test_concurrency(void **state) {
     assert_non_null(strstr(out, line));
     snprintf(line, sizeof line, "\nkiln_conc_seconds_bucket{le=\"0.025\"} 0\n");
     assert_non_null(strstr(out, line));
+    assert_non_null(strstr(out, "\nkiln_late_49 49\n"));
     free(out);
     metrics_destroy(m);
 }
