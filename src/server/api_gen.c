@@ -265,7 +265,7 @@ static void stream_format(srv_req *r, srv_buf *text, bool done) {
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     srv_req *r = cls;
     (void)pos;
-    if (r->out_off == r->out.n) {
+    while (r->out_off == r->out.n) {
         r->out.n = r->out_off = 0;
         if (r->final_sent) return MHD_CONTENT_READER_END_OF_STREAM;
         pthread_mutex_lock(&r->mu);
@@ -273,6 +273,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         r->text = (srv_buf){0};
         bool done = r->done;
         if (!text.n && !done && r->role_sent) {
+            /* nothing to send: sleep until the engine wakes us */
             srv_req_suspend_locked(r);
             pthread_mutex_unlock(&r->mu);
             srv_buf_free(&text);

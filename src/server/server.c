@@ -297,6 +297,12 @@ static bool early_answer(srv_req *r, const char *method, const char *url, enum M
         *res = srv_error(r, 503, "unavailable_error", NULL, NULL, "the server is shutting down");
         return true;
     }
+    if (atomic_load(&s->ready) == 0 && !strcmp(want, "POST")) {
+        /* Answer at once rather than hold an HTTP worker while models load. */
+        *res = srv_error(r, 503, "unavailable_error", NULL, "loading",
+                         "the models are still loading (see /health)");
+        return true;
+    }
     return false;
 }
 

@@ -28,8 +28,8 @@ LONG='{"model":"slow","prompt":"once","max_tokens":8000,"ignore_eos":true,"strea
 # ---- one slot, one queue place
 start_server one -m "$T/slow.gguf" --ctx 8192 --parallel 1 --queue 1 -t 1
 
-# a streaming client that goes away after 1 s
-curl -s -N -m 1 "$URL/v1/completions" -d "$LONG" >"$T/cut" 2>/dev/null
+# a streaming client that goes away after its first 2000 bytes
+timeout 120 curl -s -N "$URL/v1/completions" -d "$LONG" 2>/dev/null | head -c 2000 >"$T/cut"
 grep -q '^data: {' "$T/cut" || fail "disconnect: nothing was streamed before the cut"
 # the single slot must be free again: a short request is served promptly
 req POST /v1/completions '{"model":"slow","prompt":"next","max_tokens":4}' -m 20
@@ -70,8 +70,15 @@ wait $cpid
 grep -q '"finish_reason":"length"' "$T/inflight" || fail "request in flight did not complete"
 
 # ---- 32 concurrent clients of four kinds
-start_server many -m "$T/llama.gguf" -m emb="$T/bert.gguf" --ctx 256 --parallel 4 --queue 64 -t 1 \
-    --chat-template chatml
+# (configured by a --config file; the command line overrides its port)
+cat >"$T/config.json" <<JSON
+{"models": [{"path": "$T/llama.gguf"}, {"name": "emb", "path": "$T/bert.gguf", "pin": true}],
+ "ctx": 256, "parallel": 4, "queue": 64, "threads": 1, "chat_template": "chatml",
+ "cors": ["http://a.example", "http://b.example"], "port": 1, "http_threads": 4}
+JSON
+start_server many --config "$T/config.json"
+grep -q 'emb=.*(pinned)' "$SRV_LOG" || fail "--config: the pinned model is not in the log"
+grep -q 'CORS on' "$SRV_LOG" || fail "--config: cors not applied"
 pids=()
 for i in $(seq 32); do
     case $((i % 4)) in
