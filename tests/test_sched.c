@@ -54,6 +54,11 @@ struct rec {
     int cancel_after; /* > 0: the callback cancels its own request after this many tokens */
     int sleep_us;     /* per TOKEN event: slows generation down for the time-based tests */
     int n_at_cancel;  /* tokens received when the test cancelled */
+    /* on DONE, submit chain_ids[0..chain_n) for the next rec (from the engine thread) */
+    const int32_t *chain_ids;
+    int32_t chain_n;
+    const kiln_gen_params *chain_p;
+    kiln_status chain_status;
 };
 
 static void append(struct rec *r, const char *t, size_t n) {
@@ -82,8 +87,21 @@ static void on_event(void *user, const kiln_sched_event *ev) {
     }
     pthread_cond_broadcast(&g_cv);
     kiln_sched *s = r->s;
+    bool chain = ev->kind == KILN_SCHED_DONE && r->chain_ids;
     pthread_mutex_unlock(&g_mu);
     if (cancel) kiln_sched_cancel(s, cancel); /* from the engine thread: must not deadlock */
+    if (chain) { /* submitting from the callback must not deadlock either */
+        struct rec *nx = r + 1;
+        uint64_t id;
+        kiln_status st =
+            kiln_sched_submit(s, r->chain_ids, r->chain_n, r->chain_p, on_event, nx, &id);
+        pthread_mutex_lock(&g_mu);
+        nx->s = s;
+        nx->id = id;
+        r->chain_status = st;
+        pthread_cond_broadcast(&g_cv);
+        pthread_mutex_unlock(&g_mu);
+    }
     if (sleep_us) usleep((useconds_t)sleep_us);
 }
 
@@ -495,6 +513,33 @@ static void test_cancel(void **state) {
     for (int i = 0; i < 3; i++) assert_int_equal(r[i].n_after_done, 0);
 }
 
+/* A callback may submit: a request whose DONE submits the next one. */
+static void test_submit_from_callback(void **state) {
+    (void)state;
+    kiln_sched_params sp = small_params(2);
+    kiln_sched *s = live(kiln_sched_create(g_synth, &sp, NULL));
+    assert_non_null(s);
+    int32_t ids[64];
+    int32_t n = tokenize(g_synth, "Tom and Lily", ids, 64);
+    kiln_gen_params gp = greedy(5);
+    struct rec *r = new_recs(3);
+    r[0].chain_ids = r[1].chain_ids = ids;
+    r[0].chain_n = r[1].chain_n = n;
+    r[0].chain_p = r[1].chain_p = &gp;
+    assert_int_equal(submit(s, &r[0], ids, n, &gp), KILN_OK);
+    assert_true(wait_done(r, 3));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r[i].n_done, 1);
+        assert_int_equal(r[i].st.finish, KILN_FINISH_LENGTH);
+        assert_int_equal(r[i].n_ids, 5);
+        assert_memory_equal(r[i].ids, r[0].ids, 5 * sizeof(int32_t));
+    }
+    assert_int_equal(r[0].chain_status, KILN_OK);
+    assert_int_equal(r[1].chain_status, KILN_OK);
+    assert_int_equal(r[2].st.n_cached, n - 1); /* the same prompt, in the same slot */
+    end_sched(s);
+}
+
 /* 4. Timeouts, for a running request and for one still queued. */
 static void test_timeout(void **state) {
     (void)state;
@@ -682,6 +727,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_submit_errors, after_test),
         cmocka_unit_test_teardown(test_cancel, after_test),
         cmocka_unit_test_teardown(test_timeout, after_test),
+        cmocka_unit_test_teardown(test_submit_from_callback, after_test),
         cmocka_unit_test_teardown(test_stop_and_eog, after_test),
         cmocka_unit_test_teardown(test_destroy_busy, after_test),
         cmocka_unit_test_teardown(test_prefix_reuse, after_test),
