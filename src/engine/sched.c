@@ -25,6 +25,9 @@
  * finishes (DONE) or decodes that token in the next step. n_batch >= n_slots,
  * so a step always has room for every decoding slot plus one prefill token.
  *
+ * A callback may call kiln_sched_submit and kiln_sched_cancel, never
+ * kiln_sched_destroy (the engine thread would wait for itself).
+ *
  * Timings of a request (kiln_request_stats): the "first generated token" is
  * the first one sampled (even an end-of-generation token that is not
  * delivered); when none was sampled, t_prefill runs to the end and
@@ -319,7 +322,7 @@ static void *engine_main(void *arg) {
     kiln_sched *s = arg;
     struct sched_slot **admit = s->admit;
     for (;;) {
-        struct sched_req *gone = NULL; /* queued requests that ended */
+        struct sched_req *gone = NULL, **gone_end = &gone; /* queued requests that ended */
         int32_t n_admit = 0;
         pthread_mutex_lock(&s->mu);
         while (!s->stopping && !s->qhead && !any_busy(s)) pthread_cond_wait(&s->cv, &s->mu);
@@ -334,8 +337,9 @@ static void *engine_main(void *arg) {
             *pp = r->next;
             s->n_queued--;
             r->why = stop || r->cancelled ? KILN_FINISH_CANCELLED : KILN_FINISH_TIMEOUT;
-            r->next = gone;
-            gone = r;
+            r->next = NULL;
+            *gone_end = r;
+            gone_end = &r->next;
         }
         s->qtail = NULL;
         for (struct sched_req *r = s->qhead; r; r = r->next) s->qtail = r;
