@@ -51,6 +51,8 @@ static void serve_usage(FILE *out) {
             "  -np, --parallel N        generation slots per model (default 4)\n"
             "      --queue N            requests waiting for a slot before 429 (default 256)\n"
             "      --timeout S          a request's time limit in seconds (default: none)\n"
+            "      --idle-timeout S     close connections idle (or stalled mid-request) this "
+            "long (default 60)\n"
             "      --api-key KEY        require Authorization: Bearer KEY on /v1/*\n"
             "      --max-body BYTES     request body limit (default 8 MiB; 413 above)\n"
             "      --mem-budget BYTES   memory for loaded models; LRU unload above (default: no "
@@ -163,6 +165,8 @@ static int apply(struct serve_opts *o, const char *a, const char *v) {
         ok = parse_i64(v, 1, 1 << 20, &l) && ((o->queue = (int32_t)l), true);
     else if (!strcmp(a, "--timeout"))
         ok = parse_dbl(v, 0, &o->timeout_s);
+    else if (!strcmp(a, "--idle-timeout"))
+        ok = parse_dbl(v, 1, &o->c.conn_timeout_s);
     else if (!strcmp(a, "--shutdown-timeout"))
         ok = parse_dbl(v, 0, &o->shutdown_s);
     else if (!strcmp(a, "--api-key"))

@@ -29,7 +29,9 @@ static void on_event(void *user, const kiln_sched_event *ev) {
         r->t_last_token = t;
         pthread_mutex_unlock(&r->mu);
         if (gap >= 0) metric_observe(s->m.itl, NULL, gap);
-        if (ev->len) srv_req_wake(r);
+        /* only a stream has use for a token now; a waiting non-streaming
+         * connection is woken by DONE alone */
+        if (ev->len && r->stream) srv_req_wake(r);
         return;
     }
     pthread_mutex_lock(&r->mu);
@@ -180,8 +182,9 @@ static enum MHD_Result engine_error(srv_req *r) {
 enum MHD_Result srv_finish_generate(srv_req *r) {
     pthread_mutex_lock(&r->mu);
     bool done = r->done;
+    if (!done) srv_req_suspend_locked(r); /* woken early: wait again */
     pthread_mutex_unlock(&r->mu);
-    if (!done) return MHD_YES; /* spurious; stays suspended until DONE */
+    if (!done) return MHD_YES;
     if (r->status_engine != KILN_OK || r->stats.finish == KILN_FINISH_CANCELLED)
         return engine_error(r);
     json_t *j = envelope(r, r->chat ? "chat.completion" : "text_completion");

@@ -4,7 +4,8 @@
 # new request is then served on the single slot, and /metrics shows no busy
 # slot); a full queue answers 429 with Retry-After; 32 concurrent clients
 # (completions, streams, chats and embeddings) all complete; SIGTERM with a
-# request in flight lets it finish and exits 0.
+# request in flight lets it finish and exits 0; a non-streaming request
+# longer than --idle-timeout is answered.
 # Usage: bash serve_load.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_load.sh /path/to/kiln}
@@ -26,7 +27,11 @@ synth_models
 LONG='{"model":"slow","prompt":"once","max_tokens":8000,"ignore_eos":true,"stream":true}'
 
 # ---- one slot, one queue place
-start_server one -m "$T/slow.gguf" --ctx 8192 --parallel 1 --queue 1 -t 1
+start_server one -m "$T/slow.gguf" --ctx 8192 --parallel 1 --queue 1 -t 1 --idle-timeout 1
+
+# a non-streaming answer that takes longer than the idle timeout still arrives
+req POST /v1/completions '{"model":"slow","prompt":"x","max_tokens":3000,"ignore_eos":true}' -m 120
+[ "$CODE" = 200 ] || fail "a request longer than --idle-timeout: $CODE"
 
 # a streaming client that goes away after its first 2000 bytes
 timeout 120 curl -s -N "$URL/v1/completions" -d "$LONG" 2>/dev/null | head -c 2000 >"$T/cut"
