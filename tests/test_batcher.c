@@ -11,7 +11,9 @@
  *     vocabulary, a text longer than the context unless truncating; a
  *     decoder refused;
  *   - destroy with queued requests fails them with KILN_ERR_BUSY
- *     ("stopping"), and a full queue answers KILN_ERR_BUSY.
+ *     ("stopping"), and a full queue answers KILN_ERR_BUSY;
+ *   - max_tokens: requests are merged whole up to it, and a request larger
+ *     than it still runs (alone).
  * A synthetic bert written here runs without shared data; the same checks
  * run on mini-bert-Q8_0 when KILN_TEST_DATA has it (else a printed skip).
  */
@@ -452,12 +454,55 @@ static void test_destroy_and_busy(void **state) {
     kiln_model_free(m);
 }
 
+/* ---- max_tokens: whole requests up to it, and always at least one ---- */
+
+static void test_max_tokens(void **state) {
+    (void)state;
+    char path[512];
+    synth_bert("batcher-maxtok.gguf", ARCH_BERT, path, sizeof path);
+    kiln_model *m = load_model(path);
+    kiln_batcher_params p = kiln_batcher_default_params();
+    p.embed.n_threads = 2;
+    p.max_wait_ms = 300;
+    p.max_tokens = 10;
+    kiln_status st;
+    kiln_embed_batcher *b = kiln_embed_batcher_create(m, &p, &st);
+    assert_non_null(b);
+    /* "a b c d" is 6 tokens with [CLS] and [SEP]: no two fit in 10 */
+    struct sink s[4], big;
+    for (int i = 0; i < 4; i++) {
+        sink_init(&s[i]);
+        assert_int_equal(submit_text(b, "a b c d", 0, 1, 0, &s[i]), KILN_OK);
+    }
+    /* one request of 2 texts, 12 tokens: more than max_tokens, runs anyway */
+    kiln_embed_input two[2] = {text_input("a b c d"), text_input("a b c d")};
+    sink_init(&big);
+    assert_int_equal(kiln_embed_batcher_submit(b, two, 2, 0, 1, 0, on_result, &big), KILN_OK);
+    for (int i = 0; i < 4; i++) {
+        sink_wait(&s[i]);
+        assert_int_equal(s[i].status, KILN_OK);
+        assert_int_equal(s[i].n_tokens0, 6);
+        assert_int_equal(s[i].batch_texts, 1);
+        sink_free(&s[i]);
+    }
+    sink_wait(&big);
+    assert_int_equal(big.status, KILN_OK);
+    assert_int_equal(big.n_texts, 2);
+    assert_int_equal(big.n_rows, 2);
+    assert_int_equal(big.batch_texts, 2);
+    sink_free(&big);
+    kiln_batcher_state bs;
+    kiln_embed_batcher_get_state(b, &bs);
+    assert_int_equal(bs.n_batches, 5);
+    kiln_embed_batcher_destroy(b);
+    kiln_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_synth),
-        cmocka_unit_test(test_mini_bert),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_destroy_and_busy),
+        cmocka_unit_test(test_synth),      cmocka_unit_test(test_mini_bert),
+        cmocka_unit_test(test_errors),     cmocka_unit_test(test_destroy_and_busy),
+        cmocka_unit_test(test_max_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

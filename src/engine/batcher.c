@@ -132,7 +132,8 @@ done:
 }
 
 /* Runs the requests batch[0..n_req) as one embed_tokens call and answers
- * each. Called on the engine thread without the mutex. */
+ * each (frees them). When a merged call fails, each request runs again on
+ * its own. Called on the engine thread without the mutex. */
 static void run_batch(kiln_embed_batcher *b, struct breq *const *batch, int32_t n_req) {
     int32_t n_texts = 0;
     int64_t n_tokens = 0;
@@ -160,6 +161,16 @@ static void run_batch(kiln_embed_batcher *b, struct breq *const *batch, int32_t 
         start[t] = o;
         st = embed_tokens(b->e, ids, start, n_texts, &all, NULL);
         t1 = kiln_now_s();
+    }
+    if (st && n_req > 1) {
+        /* the merged call failed (memory, most likely): each request on its
+         * own, so one request's failure is not the others' and its message
+         * names its own inputs */
+        kiln_embeddings_free(all);
+        free(ids);
+        free(start);
+        for (int32_t i = 0; i < n_req; i++) run_batch(b, &batch[i], 1);
+        return;
     }
     uint64_t bytes = embed_ctx_compute_bytes(b->e);
     pthread_mutex_lock(&b->mu);
