@@ -13,7 +13,8 @@
  *   - 8 threads acquiring one unloaded model at once all get the one load;
  *     a failing load returns its error to every waiter and is retried on a
  *     later acquire;
- *   - load_all loads what fits, in order.
+ *   - load_all loads what fits, in order;
+ *   - a decoder gets a scheduler, and its memory counts the KV cache.
  */
 #include "testutil.h"
 
@@ -351,12 +352,47 @@ static void test_failed_load(void **state) {
     kiln_registry_destroy(r);
 }
 
+/* A decoder is served by a scheduler; its memory counts the KV cache. */
+static void test_decoder(void **state) {
+    (void)state;
+    char path[512];
+    synth("registry-d.gguf", ARCH_LLAMA, 4, path, sizeof path);
+    kiln_registry *r = make_registry(0);
+    add_ok(r, "d", path, 0);
+    add_ok(r, "a", paths[0], 0);
+    kiln_registry_entry e = entry(r, "d");
+    assert_false(e.is_encoder); /* probed at add */
+    uint64_t est = e.bytes;
+    kiln_served *h = acquire_ok(r, "d");
+    assert_non_null(h->model);
+    assert_non_null(h->sched);
+    assert_null(h->embed);
+    kiln_sched_state ss;
+    kiln_sched_get_state(h->sched, &ss);
+    assert_int_equal(ss.n_slots, 2);
+    assert_true(ss.kv_bytes > 0);
+    e = entry(r, "d");
+    assert_true(e.loaded);
+    assert_false(e.is_encoder);
+    assert_true(e.bytes > ss.kv_bytes + ss.compute_bytes);
+    print_message("decoder: estimate %llu bytes, loaded %llu (KV %llu, compute %llu)\n",
+                  (unsigned long long)est, (unsigned long long)e.bytes,
+                  (unsigned long long)ss.kv_bytes, (unsigned long long)ss.compute_bytes);
+    kiln_served *ha = acquire_ok(r, "a");
+    assert_true(entry(r, "a").is_encoder);
+    assert_non_null(ha->embed);
+    kiln_registry_release(r, ha);
+    kiln_registry_release(r, h);
+    kiln_registry_destroy(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_acquire_release),
         cmocka_unit_test(test_budget_lru),
         cmocka_unit_test(test_concurrent_acquire),
         cmocka_unit_test(test_failed_load),
+        cmocka_unit_test(test_decoder),
     };
     return cmocka_run_group_tests(tests, setup_models, NULL);
 }
