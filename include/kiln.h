@@ -503,7 +503,9 @@ kiln_sched_params kiln_sched_default_params(void);
 
 /* Creates the scheduler and starts its engine thread. m is borrowed and must
  * outlive it. NULL and *st on failure (KILN_ERR_UNSUPPORTED for an encoder,
- * KILN_ERR_RANGE for a bad size, KILN_ERR_NOMEM). */
+ * KILN_ERR_RANGE for a bad size - a negative one, or n_batch smaller than
+ * n_slots, since a step holds one token of every decoding slot -
+ * KILN_ERR_NOMEM). */
 kiln_sched *kiln_sched_create(const kiln_model *m, const kiln_sched_params *p, kiln_status *st);
 /* Ends every request (each gets its DONE event, KILN_FINISH_CANCELLED),
  * stops the thread and frees everything. NULL is a no-op. */
