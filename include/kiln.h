@@ -550,8 +550,7 @@ typedef void (*kiln_sched_fn)(void *user, const kiln_sched_event *ev);
  * (naming both numbers); KILN_ERR_BUSY when the queue is full;
  * KILN_ERR_INVALID_ARG for bad parameters (named). */
 kiln_status kiln_sched_submit(kiln_sched *s, const int32_t *ids, int32_t n,
-                              const kiln_gen_params *p, kiln_sched_fn fn, void *user,
-                              uint64_t *id);
+                              const kiln_gen_params *p, kiln_sched_fn fn, void *user, uint64_t *id);
 
 /* Ends request id: it gets its DONE event (KILN_FINISH_CANCELLED) before
  * the end of the next step, and its slot is free for others. An unknown or
@@ -611,14 +610,14 @@ typedef struct kiln_embed_input {
 
 /* A request's answer, borrowed for the callback. */
 typedef struct kiln_embed_result {
-    kiln_status status;        /* KILN_OK, or why it failed */
-    const char *error;         /* the message when it failed (names the input's index) */
+    kiln_status status;         /* KILN_OK, or why it failed */
+    const char *error;          /* the message when it failed (names the input's index) */
     const kiln_embeddings *emb; /* KILN_OK: one pooled row per input, in order */
-    int64_t n_tokens;          /* tokens embedded for this request */
-    double t_queue;            /* submission to the start of its forward pass, s */
-    double t_tokenize;         /* validating and tokenizing (on the submitting thread), s */
-    double t_inference;        /* the merged call (shared by its requests), s */
-    int32_t batch_texts;       /* texts in the merged call it joined */
+    int64_t n_tokens;           /* tokens embedded for this request */
+    double t_queue;             /* submission to the start of its forward pass, s */
+    double t_tokenize;          /* validating and tokenizing (on the submitting thread), s */
+    double t_inference;         /* the merged call (shared by its requests), s */
+    int32_t batch_texts;        /* texts in the merged call it joined */
 } kiln_embed_result;
 
 typedef void (*kiln_embed_fn)(void *user, const kiln_embed_result *r);
@@ -633,15 +632,15 @@ typedef void (*kiln_embed_fn)(void *user, const kiln_embed_result *r);
  * vocabulary or an input longer than the context (not truncating),
  * KILN_ERR_BUSY when the queue is full (or n alone exceeds max_queue); each
  * message names the input. */
-kiln_status kiln_embed_batcher_submit(kiln_embed_batcher *b, const kiln_embed_input *in,
-                                      int32_t n, int32_t dim, int normalize, int truncate,
-                                      kiln_embed_fn fn, void *user);
+kiln_status kiln_embed_batcher_submit(kiln_embed_batcher *b, const kiln_embed_input *in, int32_t n,
+                                      int32_t dim, int normalize, int truncate, kiln_embed_fn fn,
+                                      void *user);
 
 /* The vector length without dim, and a snapshot for metrics. */
 int32_t kiln_embed_batcher_dim(const kiln_embed_batcher *b);
 typedef struct kiln_batcher_state {
-    int32_t queued;        /* texts waiting */
-    uint64_t n_batches;    /* merged calls so far */
+    int32_t queued;     /* texts waiting */
+    uint64_t n_batches; /* merged calls so far */
     uint64_t compute_bytes;
 } kiln_batcher_state;
 void kiln_embed_batcher_get_state(kiln_embed_batcher *b, kiln_batcher_state *out);
@@ -657,9 +656,9 @@ void kiln_embed_batcher_get_state(kiln_embed_batcher *b, kiln_batcher_state *out
 typedef struct kiln_registry kiln_registry;
 
 typedef struct kiln_registry_params {
-    uint64_t mem_budget;          /* bytes for loaded models; 0: no limit */
-    kiln_sched_params sched;      /* for decoders */
-    kiln_batcher_params batcher;  /* for encoders */
+    uint64_t mem_budget;         /* bytes for loaded models; 0: no limit */
+    kiln_sched_params sched;     /* for decoders */
+    kiln_batcher_params batcher; /* for encoders */
 } kiln_registry_params;
 
 kiln_registry_params kiln_registry_default_params(void);
@@ -698,13 +697,18 @@ void kiln_registry_release(kiln_registry *r, kiln_served *h);
 typedef struct kiln_registry_entry {
     const char *name, *path; /* valid while the registry lives */
     int loaded, pinned, loading;
-    int is_encoder;          /* known once loaded or probed */
-    uint64_t bytes;          /* memory in use when loaded, else the estimate */
-    int32_t n_holders;       /* requests holding it */
-    double last_used;        /* kiln monotonic seconds; 0: never */
+    int is_encoder;    /* known once loaded or probed */
+    uint64_t bytes;    /* memory in use when loaded, else the estimate */
+    int32_t n_holders; /* requests holding it */
+    double last_used;  /* kiln monotonic seconds; 0: never */
+    /* When loaded, a snapshot of its engine (the other's is zeroed), so
+     * metrics need not hold the model (holding counts as a use). */
+    kiln_sched_state sched;
+    kiln_batcher_state batcher;
 } kiln_registry_entry;
 
-/* Fills out[0..min(n, cap)) in the order added; returns n, the count. */
+/* Fills out[0..min(n, cap)) in the order added; returns n, the count.
+ * Neither loads a model nor counts as a use. */
 int32_t kiln_registry_list(kiln_registry *r, kiln_registry_entry *out, int32_t cap);
 
 /* ---- benchmarks and evaluation ----

@@ -375,6 +375,12 @@ static void test_decoder(void **state) {
     assert_true(e.loaded);
     assert_false(e.is_encoder);
     assert_true(e.bytes > ss.kv_bytes + ss.compute_bytes);
+    /* The list carries the engine's state without holding the model. */
+    double used = e.last_used;
+    assert_int_equal(e.sched.n_slots, 2);
+    assert_true(e.sched.kv_bytes == ss.kv_bytes);
+    assert_int_equal(e.batcher.n_batches, 0);
+    assert_true(entry(r, "d").last_used == used);
     print_message("decoder: estimate %llu bytes, loaded %llu (KV %llu, compute %llu)\n",
                   (unsigned long long)est, (unsigned long long)e.bytes,
                   (unsigned long long)ss.kv_bytes, (unsigned long long)ss.compute_bytes);
