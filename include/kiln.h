@@ -550,8 +550,7 @@ typedef void (*kiln_sched_fn)(void *user, const kiln_sched_event *ev);
  * (naming both numbers); KILN_ERR_BUSY when the queue is full;
  * KILN_ERR_INVALID_ARG for bad parameters (named). */
 kiln_status kiln_sched_submit(kiln_sched *s, const int32_t *ids, int32_t n,
-                              const kiln_gen_params *p, kiln_sched_fn fn, void *user,
-                              uint64_t *id);
+                              const kiln_gen_params *p, kiln_sched_fn fn, void *user, uint64_t *id);
 
 /* Ends request id: it gets its DONE event (KILN_FINISH_CANCELLED) before
  * the end of the next step, and its slot is free for others. An unknown or
@@ -594,8 +593,9 @@ kiln_batcher_params kiln_batcher_default_params(void);
 kiln_embed_batcher *kiln_embed_batcher_create(const kiln_model *m, const kiln_batcher_params *p,
                                               kiln_status *st);
 /* Fails the requests still queued (KILN_ERR_BUSY, the message saying the
- * batcher is stopping), stops the thread, frees everything. NULL is a
- * no-op. */
+ * batcher is stopping), stops the thread, frees everything; a pass already
+ * running finishes and its callbacks run first. Not from a callback. NULL
+ * is a no-op. */
 void kiln_embed_batcher_destroy(kiln_embed_batcher *b);
 
 /* One input: text (len bytes of UTF-8), or, when text is NULL, token ids
@@ -610,13 +610,14 @@ typedef struct kiln_embed_input {
 
 /* A request's answer, borrowed for the callback. */
 typedef struct kiln_embed_result {
-    kiln_status status;        /* KILN_OK, or why it failed */
-    const char *error;         /* the message when it failed (names the input's index) */
+    kiln_status status;         /* KILN_OK, or why it failed */
+    const char *error;          /* the message when it failed (names the input's index) */
     const kiln_embeddings *emb; /* KILN_OK: one pooled row per input, in order */
-    int64_t n_tokens;          /* tokens embedded for this request */
-    double t_queue;            /* submission to the start of its forward pass, s */
-    double t_tokenize, t_inference; /* s */
-    int32_t batch_texts;       /* texts in the merged call it joined */
+    int64_t n_tokens;           /* tokens embedded for this request */
+    double t_queue;             /* submission to the start of its forward pass, s */
+    double t_tokenize;          /* validating and tokenizing (on the submitting thread), s */
+    double t_inference;         /* the merged call (shared by its requests), s */
+    int32_t batch_texts;        /* texts in the merged call it joined */
 } kiln_embed_result;
 
 typedef void (*kiln_embed_fn)(void *user, const kiln_embed_result *r);
@@ -624,19 +625,22 @@ typedef void (*kiln_embed_fn)(void *user, const kiln_embed_result *r);
 /* Queues in[0..n) (copied). dim > 0 keeps the first dim components
  * (Matryoshka) before normalising; normalize 1 L2-normalises; truncate 1
  * cuts inputs longer than the context instead of failing. fn is called
- * exactly once. Errors (nothing queued, fn not called): KILN_ERR_INVALID_ARG
- * for n == 0, an empty input or invalid UTF-8, KILN_ERR_RANGE for dim larger
- * than the model's or an input longer than the context (not truncating),
- * KILN_ERR_BUSY when the queue is full; each message names the input. */
-kiln_status kiln_embed_batcher_submit(kiln_embed_batcher *b, const kiln_embed_input *in,
-                                      int32_t n, int32_t dim, int normalize, int truncate,
-                                      kiln_embed_fn fn, void *user);
+ * exactly once. The inputs are validated and tokenized on the calling
+ * thread, so clients tokenize in parallel. Errors (nothing queued, fn not
+ * called): KILN_ERR_INVALID_ARG for n == 0, an empty input or invalid UTF-8,
+ * KILN_ERR_RANGE for dim larger than the model's, a token id outside the
+ * vocabulary or an input longer than the context (not truncating),
+ * KILN_ERR_BUSY when the queue is full (or n alone exceeds max_queue); each
+ * message names the input. */
+kiln_status kiln_embed_batcher_submit(kiln_embed_batcher *b, const kiln_embed_input *in, int32_t n,
+                                      int32_t dim, int normalize, int truncate, kiln_embed_fn fn,
+                                      void *user);
 
 /* The vector length without dim, and a snapshot for metrics. */
 int32_t kiln_embed_batcher_dim(const kiln_embed_batcher *b);
 typedef struct kiln_batcher_state {
-    int32_t queued;        /* texts waiting */
-    uint64_t n_batches;    /* merged calls so far */
+    int32_t queued;     /* texts waiting */
+    uint64_t n_batches; /* merged calls so far */
     uint64_t compute_bytes;
 } kiln_batcher_state;
 void kiln_embed_batcher_get_state(kiln_embed_batcher *b, kiln_batcher_state *out);
@@ -652,9 +656,9 @@ void kiln_embed_batcher_get_state(kiln_embed_batcher *b, kiln_batcher_state *out
 typedef struct kiln_registry kiln_registry;
 
 typedef struct kiln_registry_params {
-    uint64_t mem_budget;          /* bytes for loaded models; 0: no limit */
-    kiln_sched_params sched;      /* for decoders */
-    kiln_batcher_params batcher;  /* for encoders */
+    uint64_t mem_budget;         /* bytes for loaded models; 0: no limit */
+    kiln_sched_params sched;     /* for decoders */
+    kiln_batcher_params batcher; /* for encoders */
 } kiln_registry_params;
 
 kiln_registry_params kiln_registry_default_params(void);
@@ -686,18 +690,25 @@ typedef struct kiln_served {
  * listing the available ones; KILN_ERR_NOMEM when it cannot fit the budget
  * even alone or with the others held; a load error as kiln_model_load's. */
 kiln_status kiln_registry_acquire(kiln_registry *r, const char *name, kiln_served **out);
+/* Ends a hold; the model counts as used now (acquire does too), which is
+ * what the least-recently-used order goes by. */
 void kiln_registry_release(kiln_registry *r, kiln_served *h);
 
 typedef struct kiln_registry_entry {
     const char *name, *path; /* valid while the registry lives */
     int loaded, pinned, loading;
-    int is_encoder;          /* known once loaded or probed */
-    uint64_t bytes;          /* memory in use when loaded, else the estimate */
-    int32_t n_holders;       /* requests holding it */
-    double last_used;        /* kiln monotonic seconds; 0: never */
+    int is_encoder;    /* known once loaded or probed */
+    uint64_t bytes;    /* memory in use when loaded, else the estimate */
+    int32_t n_holders; /* requests holding it */
+    double last_used;  /* kiln monotonic seconds; 0: never */
+    /* When loaded, a snapshot of its engine (the other's is zeroed), so
+     * metrics need not hold the model (holding counts as a use). */
+    kiln_sched_state sched;
+    kiln_batcher_state batcher;
 } kiln_registry_entry;
 
-/* Fills out[0..min(n, cap)) in the order added; returns n, the count. */
+/* Fills out[0..min(n, cap)) in the order added; returns n, the count.
+ * Neither loads a model nor counts as a use. */
 int32_t kiln_registry_list(kiln_registry *r, kiln_registry_entry *out, int32_t cap);
 
 /* ---- benchmarks and evaluation ----
