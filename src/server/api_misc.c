@@ -73,9 +73,9 @@ static const char *const l_route_status[] = {"route", "status", NULL};
 static const char *const l_route[] = {"route", NULL};
 static const char *const l_model[] = {"model", NULL};
 
-/* Scrape time: the registry's models and each loaded model's engine state.
- * A loaded model is held only for the snapshot (the registry has no way to
- * look at a model without holding it). */
+/* Scrape time: the registry's models and each loaded model's engine state
+ * (from the registry's snapshot: reading it neither loads nor holds a
+ * model, so scrapes do not disturb the LRU order). */
 static void on_scrape(void *user) {
     srv *s = user;
     kiln_registry_entry e[256];
@@ -83,29 +83,23 @@ static void on_scrape(void *user) {
     int loaded = 0;
     for (int32_t i = 0; i < n && i < 256; i++) {
         const char *v[] = {e[i].name, NULL};
-        metric_set(s->m.model_bytes, v, e[i].loaded ? (double)e[i].bytes : 0);
-        if (!e[i].loaded || e[i].loading) {
+        bool on = e[i].loaded && !e[i].loading;
+        loaded += on;
+        metric_set(s->m.model_bytes, v, on ? (double)e[i].bytes : 0);
+        if (on && !e[i].is_encoder) {
+            const kiln_sched_state *st = &e[i].sched;
+            metric_set(s->m.busy_slots, v, st->busy_slots);
+            metric_set(s->m.queue_depth, v, st->queued);
+            metric_set(s->m.kv_used, v, (double)st->kv_used);
+            metric_set(s->m.kv_ratio, v, st->kv_total ? (double)st->kv_used / st->kv_total : 0);
+        } else {
             metric_set(s->m.busy_slots, v, 0);
-            metric_set(s->m.queue_depth, v, 0);
-            continue;
+            metric_set(s->m.queue_depth, v, on ? e[i].batcher.queued : 0);
+            if (!e[i].is_encoder) {
+                metric_set(s->m.kv_used, v, 0);
+                metric_set(s->m.kv_ratio, v, 0);
+            }
         }
-        loaded++;
-        kiln_served *h = NULL;
-        if (kiln_registry_acquire(s->reg, e[i].name, &h) != KILN_OK) continue;
-        if (h->sched) {
-            kiln_sched_state st;
-            kiln_sched_get_state(h->sched, &st);
-            metric_set(s->m.busy_slots, v, st.busy_slots);
-            metric_set(s->m.queue_depth, v, st.queued);
-            metric_set(s->m.kv_used, v, (double)st.kv_used);
-            metric_set(s->m.kv_ratio, v, st.kv_total ? (double)st.kv_used / st.kv_total : 0);
-        } else if (h->embed) {
-            kiln_batcher_state st;
-            kiln_embed_batcher_get_state(h->embed, &st);
-            metric_set(s->m.busy_slots, v, 0);
-            metric_set(s->m.queue_depth, v, st.queued);
-        }
-        kiln_registry_release(s->reg, h);
     }
     metric_set(s->m.models_loaded, NULL, loaded);
 }
