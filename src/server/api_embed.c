@@ -121,6 +121,13 @@ enum MHD_Result srv_handle_embeddings(srv_req *r) {
                       "model '%s' is a generation model, not an embeddings model", r->served->name);
         goto done;
     }
+    int32_t full = kiln_embed_batcher_dim(r->served->embed);
+    if (q.dim > full) {
+        res = srv_error(r, 400, "invalid_request_error", "dimensions", "invalid_value",
+                        "'dimensions' is %d; model '%s' gives vectors of %d", q.dim,
+                        r->served->name, full);
+        goto done;
+    }
     int32_t nv = kiln_model_n_vocab(r->served->model);
     for (int32_t i = 0; i < q.n; i++)
         for (int32_t k = 0; !q.in[i].text && k < q.in[i].n_ids; k++)

@@ -204,7 +204,7 @@ enum MHD_Result srv_finish_generate(srv_req *r) {
 
 /* Appends one SSE event holding j (stolen). */
 static void sse_put(srv_req *r, json_t *j) {
-    char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(j);
     if (!txt) {
         r->out.oom = true;

@@ -133,6 +133,18 @@ req POST /v1/chat/completions '{"model":"llama","messages":[{"role":"user","cont
 expect_error "wrong type" 400 invalid_request_error temperature invalid_type
 req POST /v1/chat/completions '{"model":"llama","messages":"hi"}' -H "$AUTH"
 expect_error "messages not an array" 400 invalid_request_error messages invalid_type
+req POST /v1/chat/completions '{"model":"llama","messages":[]}' -H "$AUTH"
+expect_error "empty messages" 400 invalid_request_error messages invalid_value
+req POST /v1/chat/completions '{"model":"llama","messages":[{"role":"wizard","content":"hi"}]}' -H "$AUTH"
+expect_error "unknown role" 400 invalid_request_error messages.role unsupported_value
+req POST /v1/chat/completions '{"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":"yes"}' -H "$AUTH"
+expect_error "stream not a boolean" 400 invalid_request_error stream invalid_type
+req POST /v1/completions '{"model":"llama","prompt":"hi","stop":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}' -H "$AUTH"
+expect_error "too many stop strings" 400 invalid_request_error stop invalid_value
+req POST /v1/completions '{"model":"llama","prompt":"hi","max_tokens":0}' -H "$AUTH"
+expect_error "max_tokens 0" 400 invalid_request_error max_tokens invalid_value
+req POST /v1/completions '{"model":"llama"}' -H "$AUTH"
+expect_error "no prompt" 400 invalid_request_error prompt missing_required_parameter
 req POST /v1/completions '{"model":"llama","prompt":"hi","max_tokens":2.5}' -H "$AUTH"
 expect_error "fractional max_tokens" 400 invalid_request_error max_tokens invalid_type
 req POST /v1/chat/completions '{"model":"llama","messages":[{"role":"user","content":"hi"}],"frobnicate":1}' -H "$AUTH"
@@ -149,6 +161,14 @@ req POST /v1/embeddings '{"model":"emb","input":"x","encoding_format":"hex"}' -H
 expect_error "encoding_format" 400 invalid_request_error encoding_format invalid_value
 req POST /v1/embeddings '{"model":"emb","input":""}' -H "$AUTH"
 expect_error "empty input" 400 invalid_request_error input invalid_value
+req POST /v1/embeddings '{"model":"emb","input":"x","dimensions":65}' -H "$AUTH"
+expect_error "dimensions over the model's" 400 invalid_request_error dimensions invalid_value
+req POST /v1/embeddings '{"model":"emb","input":"x","dimensions":"8"}' -H "$AUTH"
+expect_error "dimensions not an integer" 400 invalid_request_error dimensions invalid_type
+req POST /v1/embeddings '{"model":"emb","input":[1,2,99999]}' -H "$AUTH"
+expect_error "token id outside the vocabulary" 400 invalid_request_error input invalid_value
+req POST /v1/embeddings '{"model":"emb","input":{"text":"x"}}' -H "$AUTH"
+expect_error "input of a wrong type" 400 invalid_request_error input invalid_type
 req POST /v1/embeddings '{"model":"llama","input":"x"}' -H "$AUTH"
 expect_error "embeddings on a decoder" 400 invalid_request_error model model_not_supported
 req POST /v1/chat/completions '{"model":"emb","messages":[{"role":"user","content":"hi"}]}' -H "$AUTH"
