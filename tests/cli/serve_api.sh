@@ -31,6 +31,13 @@ fail() {
 grep -q "missing.gguf" "$T/err" || fail "missing model: error does not name the file"
 
 synth_models
+
+# a corrupt model file is refused at start, naming it
+head -c 150000 "$T/llama.gguf" >"$T/broken.gguf"
+timeout 60 "$KILN" serve -m "$T/broken.gguf" --port 0 >/dev/null 2>"$T/err"
+[ $? -eq 1 ] || fail "corrupt model: want exit 1"
+grep -q "broken.gguf" "$T/err" || fail "corrupt model: error does not name the file: $(cat "$T/err")"
+
 KEY=sekret-key-123
 AUTH="Authorization: Bearer $KEY"
 start_server api -m "$T/llama.gguf" -m emb="$T/bert.gguf" --ctx 200 --parallel 2 -t 1 \
