@@ -9,7 +9,7 @@
  * idle keep-alive connections nor streams hold a thread. Engine callbacks
  * run on the engine's threads and only append to a request's buffers and
  * resume its connection. /health reads one atomic and reuses one response
- * object: it takes no lock. */
+ * object: it takes no lock the engine holds. */
 #include "base/log.h"
 #include "base/status.h"
 #include "base/time.h"
