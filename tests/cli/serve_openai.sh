@@ -35,6 +35,13 @@ if [ ! -f "$NPM/node_modules/openai/package.json" ]; then
 fi
 
 synth_models
+# embeddings: the shared mini-bert (a real vocabulary) when present
+BERT=$T/bert.gguf
+if [ -n "${KILN_TEST_DATA:-}" ] && [ -f "$KILN_TEST_DATA/models/mini-bert-Q8_0.gguf" ]; then
+    BERT=$KILN_TEST_DATA/models/mini-bert-Q8_0.gguf
+else
+    echo "note: KILN_TEST_DATA has no mini-bert; embeddings use a synthetic bert"
+fi
 N=12
 CHAT_PROMPT="Hello, who are you?"
 COMP_PROMPT="Once upon a time"
@@ -42,7 +49,7 @@ printf '%s\n' "$CHAT_PROMPT" | "$KILN" chat -m "$T/llama.gguf" --chat-template c
     --temp 0 -t 1 >"$T/chat.out" 2>"$T/chat.err" || fail "kiln chat: $(cat "$T/chat.err")"
 "$KILN" run -m "$T/llama.gguf" -p "$COMP_PROMPT" -n $N --temp 0 -t 1 >"$T/run.out" \
     2>"$T/run.err" || fail "kiln run: $(cat "$T/run.err")"
-"$KILN" embed -m "$T/bert.gguf" -t 1 "hello world" "the cat sat on the mat" >"$T/embed.json" \
+"$KILN" embed -m "$BERT" -t 1 "hello world" "the cat sat on the mat" >"$T/embed.json" \
     2>"$T/embed.err" || fail "kiln embed: $(cat "$T/embed.err")"
 python3 - "$T" "$N" "$CHAT_PROMPT" "$COMP_PROMPT" <<'PY' || fail "cannot write the expected answers"
 import json, sys
@@ -61,7 +68,7 @@ json.dump({"n": n, "chat_prompt": chat_prompt, "chat": chat[:-1],
 PY
 
 KEY=test-key
-start_server openai -m "$T/llama.gguf" -m emb="$T/bert.gguf" --chat-template chatml -t 1 \
+start_server openai -m "$T/llama.gguf" -m emb="$BERT" --chat-template chatml -t 1 \
     --api-key "$KEY"
 timeout 120 node "$HERE/../server/openai_client.mjs" "$NPM" "$URL" "$KEY" "$T/expected.json" ||
     fail "openai client checks"
