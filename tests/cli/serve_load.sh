@@ -5,7 +5,8 @@
 # slot); a full queue answers 429 with Retry-After; 32 concurrent clients
 # (completions, streams, chats and embeddings) all complete; SIGTERM with a
 # request in flight lets it finish and exits 0; a non-streaming request
-# longer than --idle-timeout is answered.
+# longer than --idle-timeout is answered; under a memory budget that holds
+# one of two models, requests switch the loaded model (LRU).
 # Usage: bash serve_load.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_load.sh /path/to/kiln}
@@ -107,5 +108,23 @@ for i in 1 5 9; do
 done
 [ "$(metric 'kiln_http_requests_total{route="/v1/embeddings",status="200"}')" = 8 ] ||
     fail "metrics do not count 8 embedding requests"
+stop_server
+
+# ---- a memory budget for one model of two: each request loads its model,
+# unloading the other (least recently used); /v1/models shows which
+cp "$T/llama.gguf" "$T/llama2.gguf"
+start_server budget -m a="$T/llama.gguf" -m b="$T/llama2.gguf" --ctx 256 -t 1 \
+    --mem-budget 3000000
+loaded() { # the loaded model names, sorted
+    curl -s -m 30 "$URL/v1/models" |
+        python3 -c 'import json,sys; print(",".join(sorted(m["id"] for m in json.load(sys.stdin)["data"] if m["loaded"])))'
+}
+[ "$(loaded)" = a ] || fail "budget: at start want only a loaded, got '$(loaded)'"
+for m in b a b; do
+    req POST /v1/completions "{\"model\":\"$m\",\"prompt\":\"x\",\"max_tokens\":2}"
+    [ "$CODE" = 200 ] || fail "budget: model $m: $CODE $(head -c 200 "$T/resp")"
+    [ "$(loaded)" = $m ] || fail "budget: after a request to $m, loaded: '$(loaded)'"
+done
+[ "$(metric kiln_models_loaded)" = 1 ] || fail "budget: kiln_models_loaded != 1"
 stop_server
 echo "PASS"
