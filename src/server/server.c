@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,9 @@ static srv_req *req_create(srv *s, struct MHD_Connection *conn, srv_route route)
     r->conn = conn;
     r->route = route;
     r->t_start = kiln_now_s();
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    r->fd = ci ? ci->connect_fd : -1;
     atomic_fetch_add(&s->n_reqs, 1);
     metric_inc(s->m.in_flight, NULL, 1);
     return r;
@@ -416,6 +420,51 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     srv_req_unref(r);
 }
 
+/* ---- clients that vanish while suspended
+ *
+ * MHD does not watch a suspended connection, so a client that goes away
+ * while its request waits in the queue or generates a non-streaming answer
+ * would hold its slot until the end. The watcher looks at the sockets of
+ * the generation requests every 100 ms: end of stream (the peer closed)
+ * cancels the request, which frees its slot within a step. A socket of a
+ * request whose connection already completed is skipped (its number may
+ * have been reused). */
+
+static bool peer_closed(int fd) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0) return false;
+    if (p.revents & (POLLHUP | POLLERR)) return true;
+    char c;
+    return (p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+static void *watcher_main(void *arg) {
+    srv *s = arg;
+    enum { MAX = 256 };
+    while (!atomic_load(&s->watcher_stop)) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        kiln_sched *sched[MAX];
+        uint64_t ids[MAX];
+        int n = 0;
+        pthread_mutex_lock(&s->mu);
+        for (srv_req *r = s->gen_head; r && n < MAX; r = r->gen_next) {
+            pthread_mutex_lock(&r->mu);
+            bool look = r->suspended && !r->mhd_done && !r->done && !r->cancelled && r->fd >= 0;
+            if (look && peer_closed(r->fd) && r->served && r->served->sched) {
+                r->cancelled = true;
+                sched[n] = r->served->sched;
+                ids[n++] = r->sched_id;
+            }
+            pthread_mutex_unlock(&r->mu);
+        }
+        pthread_mutex_unlock(&s->mu);
+        /* a suspended connection's request holds its model: the scheduler lives */
+        for (int i = 0; i < n; i++) kiln_sched_cancel(sched[i], ids[i]);
+    }
+    return NULL;
+}
+
 /* ---- start-up load */
 
 static void *loader_main(void *arg) {
@@ -538,6 +587,11 @@ srv *srv_create(const srv_config *c, kiln_status *st) {
         goto fail;
     }
     s->loader_started = true;
+    if (pthread_create(&s->watcher, NULL, watcher_main, s)) {
+        ret = kiln_fail(KILN_ERR_INTERNAL, "cannot start the connection watcher thread");
+        goto fail;
+    }
+    s->watcher_started = true;
     if (st) *st = KILN_OK;
     return s;
 fail:
@@ -594,6 +648,11 @@ void srv_shutdown(srv *s, double deadline_s) {
     if (s->loader_started) {
         pthread_join(s->loader, NULL);
         s->loader_started = false;
+    }
+    if (s->watcher_started) {
+        atomic_store(&s->watcher_stop, 1);
+        pthread_join(s->watcher, NULL);
+        s->watcher_started = false;
     }
 }
 

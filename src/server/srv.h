@@ -98,6 +98,9 @@ struct srv {
     char load_error[512]; /* why the start-up load failed (ready == -1) */
     pthread_t loader;
     bool loader_started, shut_down;
+    pthread_t watcher; /* finds clients gone while their connection is suspended */
+    bool watcher_started;
+    atomic_int watcher_stop;
     pthread_mutex_t mu; /* guards the list of generation requests (cancel at shutdown) */
     struct srv_req *gen_head;
     struct MHD_Response *health_ok; /* shared 200 response of /health */
@@ -127,6 +130,8 @@ typedef struct srv_req {
     uint64_t sched_id;
     bool submitted, suspended, done, mhd_done;
     struct srv_req *gen_prev, *gen_next; /* in s->gen_head while submitted to a scheduler */
+    int fd;         /* the connection's socket (watched for a vanished client) */
+    bool cancelled; /* the watcher cancelled it */
     /* generation */
     bool chat, stream, include_usage, role_sent, final_sent;
     char *model_name;

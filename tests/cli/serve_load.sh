@@ -2,7 +2,7 @@
 # serve_load.sh - `kiln serve` under load and misbehaving clients, on
 # synthetic models: a client that disconnects mid-stream frees its slot (a
 # new request is then served on the single slot, and /metrics shows no busy
-# slot); a full queue answers 429 with Retry-After; 32 concurrent clients
+# slot), and so do non-streaming and queued clients that disconnect; a full queue answers 429 with Retry-After; 32 concurrent clients
 # (completions, streams, chats and embeddings) all complete; SIGTERM with a
 # request in flight lets it finish and exits 0; a non-streaming request
 # longer than --idle-timeout is answered; under a memory budget that holds
@@ -43,6 +43,21 @@ req POST /v1/completions '{"model":"slow","prompt":"next","max_tokens":4}' -m 20
 busy=$(metric 'kiln_busy_slots{model="slow"}')
 [ "$busy" = 0 ] || fail "after a disconnect: kiln_busy_slots is '$busy', want 0"
 [ "$(metric kiln_http_requests_in_flight)" = 1 ] || fail "in-flight gauge is not back to 1 (the scrape itself)"
+
+# the same for a non-streaming client and for one waiting in the queue: both
+# are noticed while their connection waits (suspended) and cancelled
+curl -s -m 20 "$URL/v1/completions" -d "${LONG/true,\"stream\":true/true}" >/dev/null 2>&1 &
+p1=$!
+sleep 0.3
+curl -s -m 1 "$URL/v1/completions" -d "${LONG/true,\"stream\":true/true}" >/dev/null 2>&1
+kill $p1 2>/dev/null
+wait $p1 2>/dev/null
+t0=$(date +%s)
+req POST /v1/completions '{"model":"slow","prompt":"next","max_tokens":4}' -m 20
+[ "$CODE" = 200 ] || fail "after non-streaming disconnects: $CODE $(head -c 300 "$T/resp")"
+[ $(($(date +%s) - t0)) -le 10 ] || fail "after non-streaming disconnects: the slot was not freed promptly"
+busy=$(metric 'kiln_busy_slots{model="slow"}')
+[ "$busy" = 0 ] || fail "after non-streaming disconnects: kiln_busy_slots is '$busy', want 0"
 
 # queue overflow: one running, one queued, the rest 429 with Retry-After
 qpids=()
