@@ -2,11 +2,12 @@
 # serve_load.sh - `kiln serve` under load and misbehaving clients, on
 # synthetic models: a client that disconnects mid-stream frees its slot (a
 # new request is then served on the single slot, and /metrics shows no busy
-# slot), and so do non-streaming and queued clients that disconnect; a full queue answers 429 with Retry-After; 32 concurrent clients
-# (completions, streams, chats and embeddings) all complete; SIGTERM with a
-# request in flight lets it finish and exits 0; a non-streaming request
-# longer than --idle-timeout is answered; under a memory budget that holds
-# one of two models, requests switch the loaded model (LRU).
+# slot), and so do non-streaming and queued clients that disconnect; a full
+# queue answers 429 with Retry-After; 32 concurrent clients (completions,
+# streams, chats and embeddings) all complete; SIGTERM with a request in
+# flight lets it finish and exits 0; a non-streaming request longer than
+# --idle-timeout is answered; under a memory budget that holds one of two
+# models, requests switch the loaded model (LRU).
 # Usage: bash serve_load.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_load.sh /path/to/kiln}
