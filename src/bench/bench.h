@@ -154,7 +154,7 @@ typedef struct bench_run_opts {
     uint64_t seed;
 } bench_run_opts;
 
-/* Per-second buckets over the run, by completion time (measured requests). */
+/* Timeline buckets over the run, by completion time (measured requests). */
 typedef struct bench_tick {
     uint32_t done, errors;
     uint64_t out_tokens;
@@ -169,7 +169,8 @@ typedef struct bench_run {
     double itl_sumsq;     /* for its standard deviation */
     int64_t t_end;        /* when the run finished (ns) */
     double cpu_s;         /* user + system CPU the process used during the run */
-    uint64_t n_cancelled; /* still in flight at the hard stop, not recorded */
+    uint64_t n_cancelled; /* still in flight at the hard stop (counted as timeouts) */
+    int max_in_flight;    /* the most requests curl held at once */
 } bench_run;
 
 /* Runs the load against o->url with bodies from w until the bound (requests
@@ -211,6 +212,7 @@ typedef struct bench_stats {
     double window_s; /* first measured schedule to last done */
     double rps, out_tps, total_tps, goodput_rps;
     double cpu_pct;                         /* of one core over the run */
+    int max_in_flight;                      /* the most requests in flight at once */
     bench_metric ttft, itl, tpot, e2e, lag; /* lag: send - scheduled */
 } bench_stats;
 

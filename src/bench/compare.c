@@ -3,11 +3,12 @@
  * than the runs' own noise.
  *
  * The rule: a mean (TTFT, ITL, TPOT, e2e; or a throughput, taken as the
- * mean of its per-second timeline) differs when |mean_B - mean_A| >
+ * mean of its timeline buckets) differs when |mean_B - mean_A| >
  * 3 * sqrt(se_A^2 + se_B^2), se = sd / sqrt(n) - a two-sample z-test at
  * about 0.3% false alarms per line under normal noise. Quantiles are shown
  * with their ratios but not flagged (no standard error is kept for them).
- * Throughputs need at least 3 whole seconds in both runs to be flagged. */
+ * Throughputs are judged by the spread of their timeline buckets (1 s, or
+ * narrower in short runs) and need at least 3 whole buckets in both runs. */
 #include "bench/bench.h"
 #include "base/status.h"
 
@@ -20,8 +21,8 @@ static double num(const json_t *o, const char *k) {
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
-/* Mean and standard error of a per-second timeline quantity (skipping the
- * last, partial second). */
+/* Mean and standard error of a timeline rate over its buckets (skipping the
+ * last, partial one). */
 static void tick_stats(const json_t *run, const char *k, double *mean, double *se) {
     const json_t *tl = json_object_get(run, "timeline");
     size_t n = json_array_size(tl);
@@ -73,7 +74,7 @@ static void compare_run(FILE *f, const json_t *ra, const json_t *rb, int *flags)
          NAN, flags);
     struct {
         const char *label, *sum_key, *tick_key;
-    } tp[] = {{"req/s", "rps", "done"}, {"output tok/s", "output_tps", "out_tokens"}};
+    } tp[] = {{"req/s", "rps", "rps"}, {"output tok/s", "output_tps", "out_tps"}};
     for (int i = 0; i < 2; i++) {
         double ma, sea, mb, seb;
         tick_stats(ra, tp[i].tick_key, &ma, &sea);

@@ -267,7 +267,7 @@ static void launch(engine *e, int64_t t_sched) {
         req_put(e, q);
         return;
     }
-    e->in_flight++;
+    if (++e->in_flight > e->r->max_in_flight) e->r->max_in_flight = e->in_flight;
 }
 
 /* Reads a non-stream answer: usage, and whether it has the expected shape. */

@@ -48,7 +48,7 @@ void bench_print_summary(FILE *f, const bench_stats *s, const bench_slo *slo) {
             }
         fputc(')', f);
     }
-    fprintf(f, " in %.2f s\n", s->window_s);
+    fprintf(f, " in %.2f s, at most %d in flight\n", s->window_s, s->max_in_flight);
     fprintf(f, "throughput: %.2f req/s, %.1f output tok/s, %.1f total tok/s\n", s->rps, s->out_tps,
             s->total_tps);
     char sl[128];
@@ -102,14 +102,23 @@ static json_t *timeline_json(const bench_run *r) {
     }
     json_t *a = json_array();
     if (t0 < 0 || t1 < t0) return a;
-    size_t n = (size_t)((t1 - t0) / 1000000000) + 1;
+    /* 1 s buckets, narrower for short runs so a plot still has ~20 points */
+    double span = (double)(t1 - t0) * 1e-9, widths[] = {0.05, 0.1, 0.25, 0.5, 1};
+    double bw = 1;
+    for (int i = 0; i < 5; i++)
+        if (span / widths[i] <= 40) {
+            bw = widths[i];
+            break;
+        }
+    int64_t bw_ns = (int64_t)(bw * 1e9);
+    size_t n = (size_t)((t1 - t0) / bw_ns) + 1;
     if (n > 100000) n = 100000;
     bench_tick *ticks = calloc(n, sizeof *ticks);
     if (!ticks) return a;
     for (size_t i = 0; i < r->n_recs; i++) {
         const bench_record *rec = &r->recs[i];
         if (rec->warmup || rec->t_done < 0) continue;
-        size_t k = (size_t)((rec->t_done - t0) / 1000000000);
+        size_t k = (size_t)((rec->t_done - t0) / bw_ns);
         if (k >= n) k = n - 1;
         ticks[k].done++;
         if (rec->err) {
@@ -122,9 +131,14 @@ static json_t *timeline_json(const bench_run *r) {
     }
     for (size_t k = 0; k < n; k++) {
         const bench_tick *t = &ticks[k];
+        /* the last bucket ends at the last completion */
+        double w = k + 1 < n ? bw : (double)(t1 - t0) * 1e-9 - bw * (double)k;
+        if (w < 1e-3) w = 1e-3;
         json_t *o =
-            json_pack("{s:I, s:I, s:I, s:I}", "t", (json_int_t)k, "done", (json_int_t)t->done,
-                      "errors", (json_int_t)t->errors, "out_tokens", (json_int_t)t->out_tokens);
+            json_pack("{s:f, s:f, s:I, s:I, s:I, s:f, s:f}", "t", bw * (double)k, "width", w,
+                      "done", (json_int_t)t->done, "errors", (json_int_t)t->errors, "out_tokens",
+                      (json_int_t)t->out_tokens, "rps", (double)(t->done - t->errors) / w,
+                      "out_tps", (double)t->out_tokens / w);
         json_object_set_new(o, "ttft_mean",
                             t->ttft_n ? json_real(t->ttft_sum_ms / t->ttft_n) : json_null());
         json_array_append_new(a, o);
@@ -146,6 +160,7 @@ json_t *bench_run_json(const bench_run *r, const bench_stats *s) {
                   s->goodput_rps, "goodput_frac", s->n ? (double)s->n_good / (double)s->n : 0.0,
                   "in_tokens", (json_int_t)s->in_tokens, "out_tokens", (json_int_t)s->out_tokens,
                   "cpu_pct", s->cpu_pct, "cancelled", (json_int_t)r->n_cancelled);
+    json_object_set_new(sum, "max_in_flight", json_integer(r->max_in_flight));
     json_object_set_new(sum, "ttft", metric_json(&s->ttft));
     json_object_set_new(sum, "itl", metric_json(&s->itl));
     json_object_set_new(sum, "tpot", metric_json(&s->tpot));

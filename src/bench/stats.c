@@ -127,6 +127,7 @@ bench_stats *bench_stats_compute(const bench_run *r, const bench_slo *slo) {
         s->goodput_rps = (double)s->n_good / s->window_s;
     }
     double wall = (double)r->t_end * 1e-9;
+    s->max_in_flight = r->max_in_flight;
     s->cpu_pct = wall > 0 ? 100.0 * r->cpu_s / wall : 0;
     return s;
 }

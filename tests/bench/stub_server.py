@@ -19,7 +19,8 @@ segments before /v1, e.g. http://127.0.0.1:PORT/ttft=100/itl=20/v1/...:
   split=1    write every SSE event in two pieces with a pause between
 
 Streams send one content event per token, then a usage event, then
-data: [DONE]. GET .../v1/models lists one model, "stub-model".
+data: [DONE]. GET .../v1/models lists one model, "stub-model"; GET /stats
+answers {"max_in_flight": N}, the most POSTs it was answering at once.
 """
 import json
 import sys
@@ -28,6 +29,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SERIAL = threading.Lock()
+COUNT_LOCK = threading.Lock()
+IN_FLIGHT = [0, 0]  # now, most at once
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -53,13 +56,25 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
-        if self.path.endswith("/v1/models"):
+        if self.path == "/stats":
+            self.send_json(200, {"max_in_flight": IN_FLIGHT[1]})
+        elif self.path.endswith("/v1/models"):
             self.send_json(200, {"object": "list",
                                  "data": [{"id": "stub-model", "object": "model"}]})
         else:
             self.send_json(404, {"error": {"message": "not found"}})
 
     def do_POST(self):
+        with COUNT_LOCK:
+            IN_FLIGHT[0] += 1
+            IN_FLIGHT[1] = max(IN_FLIGHT)
+        try:
+            self.post()
+        finally:
+            with COUNT_LOCK:
+                IN_FLIGHT[0] -= 1
+
+    def post(self):
         n = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(n)
         o = self.opts()
