@@ -151,6 +151,8 @@ typedef struct bench_run_opts {
     double timeout_s;    /* per request (0: none) */
     int max_connections; /* curl's cap on open connections (0: unlimited) */
     bool progress;       /* progress line on stderr */
+    int spin_us;         /* open loop: poll this long before each arrival instead of
+                            sleeping (< 0: the default, 100; 0: never) */
     uint64_t seed;
 } bench_run_opts;
 

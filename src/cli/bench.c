@@ -60,7 +60,9 @@ static void bench_usage(FILE *out) {
             "  --duration S            or: seconds per level (from the first measured send)\n"
             "  --warmup N              requests before the measured ones, not counted\n"
             "  --timeout S             per request (default 60; 0: none)\n"
-            "  --max-connections N     cap on open connections (default: none)\n\n"
+            "  --max-connections N     cap on open connections (default: none)\n"
+            "  --spin-us N             open loop: poll instead of sleeping N us before each\n"
+            "                          arrival, so sends are on time (default 100; 0: off)\n\n"
             "Objectives and reports:\n"
             "  --slo SPEC              e.g. ttft=500ms,tpot=50ms,e2e=10s (units us, ms, s)\n"
             "  --slo-target F          a level meets the SLOs when this fraction of its\n"
@@ -143,58 +145,36 @@ static int parse_opt(int argc, char **argv, int *i, struct bench_cli *c) {
         c->have_rate = true;
         return parse_list(c, v, 1e-3) ? 0 : bad_value(a, v);
     }
+    enum { I32, U64, DBL };
     struct {
         const char *name;
         double lo, hi;
-    } nums[] = {{"--input-tokens", 1, 1 << 20},
-                {"--max-tokens", 0, 1 << 20},
-                {"--inputs-per-request", 1, 1 << 16},
-                {"--seed", 0, 1e15},
-                {"--burst", 1, 1 << 20},
-                {"--requests", 1, 1e12},
-                {"--duration", 1e-3, 1e7},
-                {"--warmup", 0, 1e12},
-                {"--timeout", 0, 1e6},
-                {"--max-connections", 1, 1 << 20},
-                {"--slo-target", 0, 1}};
+        int type;
+        void *dst;
+    } nums[] = {
+        {"--input-tokens", 1, 1 << 20, I32, &c->wo.input_tokens},
+        {"--max-tokens", 0, 1 << 20, I32, &c->wo.max_tokens},
+        {"--inputs-per-request", 1, 1 << 16, I32, &c->wo.inputs_per_request},
+        {"--seed", 0, 1e15, U64, &c->ro.seed},
+        {"--burst", 1, 1 << 20, I32, &c->ro.burst},
+        {"--requests", 1, 1e12, U64, &c->ro.n_requests},
+        {"--duration", 1e-3, 1e7, DBL, &c->ro.duration_s},
+        {"--warmup", 0, 1e12, U64, &c->ro.warmup},
+        {"--timeout", 0, 1e6, DBL, &c->ro.timeout_s},
+        {"--max-connections", 1, 1 << 20, I32, &c->ro.max_connections},
+        {"--slo-target", 0, 1, DBL, &c->slo_target},
+        {"--spin-us", 0, 1e6, I32, &c->ro.spin_us},
+    };
     for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++) {
         if (strcmp(a, nums[k].name)) continue;
         if (!parse_num(v, nums[k].lo, nums[k].hi, &d)) return bad_value(a, v);
-        switch (k) {
-        case 0:
-            c->wo.input_tokens = (int)d;
-            break;
-        case 1:
-            c->wo.max_tokens = (int)d;
-            break;
-        case 2:
-            c->wo.inputs_per_request = (int)d;
-            break;
-        case 3:
-            c->wo.seed = c->ro.seed = (uint64_t)d;
-            break;
-        case 4:
-            c->ro.burst = (int)d;
-            break;
-        case 5:
-            c->ro.n_requests = (uint64_t)d;
-            break;
-        case 6:
-            c->ro.duration_s = d;
-            break;
-        case 7:
-            c->ro.warmup = (uint64_t)d;
-            break;
-        case 8:
-            c->ro.timeout_s = d;
-            break;
-        case 9:
-            c->ro.max_connections = (int)d;
-            break;
-        case 10:
-            c->slo_target = d;
-            break;
-        }
+        if (nums[k].type == I32)
+            *(int *)nums[k].dst = (int)d;
+        else if (nums[k].type == U64)
+            *(uint64_t *)nums[k].dst = (uint64_t)d;
+        else
+            *(double *)nums[k].dst = d;
+        if (nums[k].dst == &c->ro.seed) c->wo.seed = c->ro.seed;
         return 0;
     }
     fprintf(stderr, "kiln bench: unknown option %s\n", a);
@@ -383,13 +363,14 @@ static int cmd_compare(int argc, char **argv) {
 
 int cmd_bench(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "compare")) return cmd_compare(argc - 1, argv + 1);
-    struct bench_cli c = {.wo = {.kind = BENCH_CHAT,
-                                 .input_tokens = 32,
-                                 .max_tokens = 64,
-                                 .stream = true,
-                                 .inputs_per_request = 1},
-                          .ro = {.poisson = true, .burst = 1, .timeout_s = 60, .progress = true},
-                          .slo_target = 0.95};
+    struct bench_cli c = {
+        .wo = {.kind = BENCH_CHAT,
+               .input_tokens = 32,
+               .max_tokens = 64,
+               .stream = true,
+               .inputs_per_request = 1},
+        .ro = {.poisson = true, .burst = 1, .timeout_s = 60, .progress = true, .spin_us = -1},
+        .slo_target = 0.95};
     c.ro.api_key = getenv("OPENAI_API_KEY");
     int r = parse_args(argc, argv, &c);
     if (r) return r < 0 ? 0 : r;
