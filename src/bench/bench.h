@@ -129,6 +129,9 @@ typedef struct bench_record {
     uint32_t n_chunks;             /* non-empty content events */
     double itl_sum_ms, itl_max_ms; /* over the n_chunks - 1 gaps */
     int http_status;               /* 0 when no response */
+    double overhead_ms;            /* the tool's own share of e2e: lag, curl's work before
+                                      the request is written (connecting excluded), and
+                                      from the last byte received to completion */
     bench_err err;
 } bench_record;
 
@@ -216,6 +219,7 @@ typedef struct bench_stats {
     double cpu_pct;                         /* of one core over the run */
     int max_in_flight;                      /* the most requests in flight at once */
     bench_metric ttft, itl, tpot, e2e, lag; /* lag: send - scheduled */
+    bench_metric overhead;                  /* bench_record.overhead_ms */
 } bench_stats;
 
 /* Aggregates a run's measured (non-warm-up) records. Heap-allocated (the

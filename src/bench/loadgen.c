@@ -38,6 +38,7 @@ typedef struct req {
     size_t rec; /* index into e->r->recs */
     bool stream, bad, saw_event, status_checked, http_error;
     int64_t t_last; /* last content event (ns, relative) */
+    int64_t t_byte; /* last bytes received (ns, relative) */
     bench_sse sse;
     char *body; /* non-stream answer */
     size_t body_len, body_cap;
@@ -136,6 +137,7 @@ static void on_event(void *ud, const bench_sse_event *ev) {
 static size_t write_cb(char *p, size_t size, size_t n, void *ud) {
     req *q = ud;
     size_t len = size * n;
+    q->t_byte = rel_now(q->e);
     if (!q->status_checked) {
         long code = 0;
         curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -257,7 +259,7 @@ static void launch(engine *e, int64_t t_sched) {
     q->rec = (size_t)(rec - e->r->recs);
     q->stream = e->w->o.stream && e->w->o.kind != BENCH_EMBEDDINGS;
     q->bad = q->saw_event = q->status_checked = q->http_error = false;
-    q->t_last = -1;
+    q->t_last = q->t_byte = -1;
     q->body_len = 0;
     bench_sse_reset(&q->sse);
     curl_easy_setopt(q->easy, CURLOPT_POSTFIELDS, b->json);
@@ -315,6 +317,12 @@ static void finish(engine *e, req *q, CURLcode rc, bool cancelled) {
     long code = 0;
     curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
     rec->http_status = (int)code;
+    curl_off_t pre = 0, conn = 0;
+    curl_easy_getinfo(q->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+    curl_easy_getinfo(q->easy, CURLINFO_CONNECT_TIME_T, &conn);
+    rec->overhead_ms = (double)(rec->t_send - rec->t_sched) * 1e-6 +
+                       (pre > conn ? (double)(pre - conn) * 1e-3 : 0) +
+                       (q->t_byte >= 0 ? (double)(rec->t_done - q->t_byte) * 1e-6 : 0);
     if (cancelled) {
         rec->err = BENCH_ERR_TIMEOUT;
     } else if (rc != CURLE_OK) {

@@ -7,7 +7,8 @@
  * Definitions: TTFT = first content - scheduled send time; e2e = done -
  * scheduled; TPOT = (done - first content) / (output tokens - 1), for
  * requests with at least 2 output tokens; ITL = each gap between content
- * events; lag = handed to curl - scheduled (the tool's own delay). The
+ * events; lag = handed to curl - scheduled (the tool's own delay);
+ * overhead = the tool's whole share of e2e (see bench_record). The
  * window runs from the first measured request's scheduled time to the last
  * measured completion. */
 #include "bench/bench.h"
@@ -95,7 +96,7 @@ double bench_metric_sd(const bench_metric *m) {
 bench_stats *bench_stats_compute(const bench_run *r, const bench_slo *slo) {
     bench_stats *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    bench_metric *ms[] = {&s->ttft, &s->itl, &s->tpot, &s->e2e, &s->lag};
+    bench_metric *ms[] = {&s->ttft, &s->itl, &s->tpot, &s->e2e, &s->lag, &s->overhead};
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) hist_init(&ms[i]->h);
     s->itl.h = r->itl;
     s->itl.sumsq = r->itl_sumsq;
@@ -110,6 +111,7 @@ bench_stats *bench_stats_compute(const bench_run *r, const bench_slo *slo) {
         metric_add(&s->lag, (double)(rec->t_send - rec->t_sched) * 1e-6);
         if (rec->err != BENCH_OK) continue;
         s->n_ok++;
+        metric_add(&s->overhead, rec->overhead_ms);
         s->in_tokens += (uint64_t)(rec->in_tokens > 0 ? rec->in_tokens : 0);
         s->out_tokens += (uint64_t)(rec->out_tokens > 0 ? rec->out_tokens : 0);
         double ttft = bench_rec_ttft_ms(rec), tpot = bench_rec_tpot_ms(rec);

@@ -24,7 +24,7 @@ run() { # out_prefix, args...
 run "$T/a" --url "$STUB_URL/ttft=100/itl=20" --concurrency 4 --requests 24 --warmup 2 \
     --max-tokens 8 --slo ttft=400ms,tpot=60ms --json "$T/a.json" --csv "$T/a.csv"
 for want in "ttft  count=24, mean=" "itl   count=168," "p50=" "p90=" "p95=" "p99=" \
-    "requests: 24 ok, 0 errors" "bench cpu:" "goodput:" "output tok/s"; do
+    "requests: 24 ok, 0 errors" "bench cpu:" "goodput:" "output tok/s" "tool  count=24"; do
     grep -qF -- "$want" "$T/a.txt" || fail "summary lacks '$want': $(cat "$T/a.txt")"
 done
 python3 - "$T/a.json" "$T/a.csv" <<'PY' || fail "a.json / a.csv"
@@ -38,7 +38,7 @@ assert p["requests"] == 24 and p["warmup"] == 2 and p["slo"]["ttft_ms"] == 400
 s = d["runs"][0]["summary"]
 assert s["requests"] == 24 and s["ok"] == 24 and sum(s["errors"].values()) == 0, s
 assert s["out_tokens"] == 24 * 8, s["out_tokens"]          # from the stub's usage
-for m in ("ttft", "itl", "tpot", "e2e", "lag"):
+for m in ("ttft", "itl", "tpot", "e2e", "lag", "overhead"):
     for k in ("count", "mean", "sd", "min", "max", "p50", "p90", "p95", "p99"):
         assert k in s[m], (m, k)
 assert abs(s["ttft"]["p50"] - 100) <= 15, s["ttft"]
@@ -48,6 +48,7 @@ assert abs(s["e2e"]["p50"] - 240) <= 30, s["e2e"]
 assert s["ttft"]["min"] >= 99, s["ttft"]                      # never before the stub sent it
 assert s["good"] == 24 and s["goodput_rps"] > 0 and s["rps"] > 0 and s["output_tps"] > 0
 assert s["max_in_flight"] == 4, s["max_in_flight"]
+assert 0 <= s["overhead"]["p50"] < 5 and s["overhead"]["count"] == 24, s["overhead"]
 assert d["runs"][0]["timeline"] and d["runs"][0]["cdf"]["ttft"][-1][1] == 1.0
 rows = list(csv.DictReader(open(sys.argv[2])))
 assert len(rows) == 26, len(rows)                             # warm-up rows included, marked
