@@ -42,6 +42,15 @@ grep -qF 'c=4' "$T/dom.html" || fail "levels not in the report"
 grep -qF 'pwned</title>' "$T/dom.html" && fail "the model name was run as a script"
 grep -qF '&lt;/script&gt;&lt;script&gt;document.title' "$T/dom.html" || fail "model name not shown escaped"
 
+# a run where every request failed (nothing to plot) renders too, with embeddings
+timeout 60 "$KILN" bench -q --url "$DEAD_URL" --no-models --workload embeddings --requests 3 \
+    --html "$T/dead.html" >"$T/out" 2>&1 || fail "bench on a dead port exit $? ($(cat "$T/out"))"
+render "$T/dead.html" >"$T/dead.dom" || fail "chromium exit $? on the failed run"
+grep -qF '<div id="status">report rendered</div>' "$T/dead.dom" &&
+    grep -qF '<div id="errors"></div>' "$T/dead.dom" ||
+    fail "failed run's report: $(grep -o '<div id="errors">[^<]*' "$T/dead.dom")"
+grep -qF 'connect 3' "$T/dead.dom" || fail "failed run's report lacks the error counts"
+
 # the check catches a failing script
 sed 's/var D=JSON.parse/throw new Error("planted");var D=JSON.parse/' "$T/r.html" >"$T/broken.html"
 render "$T/broken.html" >"$T/broken.dom" || fail "chromium exit $? on the broken copy"

@@ -68,7 +68,17 @@ assert 3.5 <= statistics.mean(gaps) <= 6.5, statistics.mean(gaps)
 assert statistics.pstdev(gaps) > 2.5  # exponential gaps: sd ~ mean, not constant
 PY
 
-# 5) 1,000 concurrent streams (first token after 3 s, so all are open at once)
+# 5) closed loop bounded by time: 2 clients for 1 s, then in-flight requests finish
+t0=$SECONDS
+run dur --url "$STUB_URL/ttft=50/itl=5" --concurrency 2 --duration 1 --max-tokens 2
+[ $((SECONDS - t0)) -le 6 ] || fail "--duration 1 took $((SECONDS - t0)) s"
+python3 - "$T/dur.json" <<'PY' || fail "duration: $(cat "$T/dur.txt")"
+import json, sys
+s = json.load(open(sys.argv[1]))["runs"][0]["summary"]
+assert 1.0 <= s["window_s"] <= 2.0 and 10 <= s["ok"] <= 40 and s["ok"] == s["requests"], s
+PY
+
+# 6) 1,000 concurrent streams (first token after 3 s, so all are open at once)
 t0=$SECONDS
 run many --url "$STUB_URL/ttft=3000/itl=10" --concurrency 1000 --requests 1000 --max-tokens 2 \
     --timeout 40
