@@ -113,7 +113,11 @@ static json_t *timeline_json(const bench_run *r) {
             break;
         }
     int64_t bw_ns = (int64_t)(bw * 1e9);
+    /* the last bucket ends at the last completion; a sliver shorter than
+     * half a bucket joins the one before, so its rate is not all noise */
     size_t n = (size_t)((t1 - t0) / bw_ns) + 1;
+    double rest = (double)(t1 - t0 - (int64_t)(n - 1) * bw_ns) * 1e-9;
+    if (n > 1 && rest < bw / 2) n--, rest += bw;
     if (n > 100000) n = 100000;
     bench_tick *ticks = calloc(n, sizeof *ticks);
     if (!ticks) return a;
@@ -133,8 +137,7 @@ static json_t *timeline_json(const bench_run *r) {
     }
     for (size_t k = 0; k < n; k++) {
         const bench_tick *t = &ticks[k];
-        /* the last bucket ends at the last completion */
-        double w = k + 1 < n ? bw : (double)(t1 - t0) * 1e-9 - bw * (double)k;
+        double w = k + 1 < n ? bw : rest;
         if (w < 1e-3) w = 1e-3;
         json_t *o =
             json_pack("{s:f, s:f, s:I, s:I, s:I, s:f, s:f}", "t", bw * (double)k, "width", w,
