@@ -17,6 +17,7 @@ segments before /v1, e.g. http://127.0.0.1:PORT/ttft=100/itl=20/v1/...:
              answer), so a rate above 1000/(ttft + tokens*itl) per second
              queues requests
   split=1    write every SSE event in two pieces with a pause between
+  auth=KEY   answer 401 unless the request has "Authorization: Bearer KEY"
 
 Streams send one content event per token, then a usage event, then
 data: [DONE]. GET .../v1/models lists one model, "stub-model"; GET /stats
@@ -40,11 +41,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def opts(self):
-        o = {"ttft": 100.0, "itl": 20.0, "tokens": 8, "mode": "ok", "split": 0}
+        o = {"ttft": 100.0, "itl": 20.0, "tokens": 8, "mode": "ok", "split": 0, "auth": None}
         for seg in self.path.split("/"):
             if "=" in seg:
                 k, v = seg.split("=", 1)
-                o[k] = v if k == "mode" else float(v)
+                o[k] = v if k in ("mode", "auth") else float(v)
         return o
 
     def send_json(self, code, obj):
@@ -84,6 +85,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(400, {"error": {"message": "body is not JSON"}})
             return
         mode = o["mode"]
+        if o["auth"] is not None and self.headers.get("Authorization") != "Bearer " + o["auth"]:
+            self.send_json(401, {"error": {"message": "bad or missing API key"}})
+            return
         if mode == "serial":
             with SERIAL:
                 self.answer(req, o)

@@ -92,6 +92,20 @@ s = e["runs"][0]["summary"]
 assert s["ok"] == 6 and s["in_tokens"] == 6 * 16 and s["e2e"]["p50"] >= 10, s
 PY
 
+# API keys: sent as a Bearer token (--api-key, else $OPENAI_API_KEY)
+run "$T/k1" --url "$STUB_URL/auth=s3cret/ttft=5/itl=1" --api-key s3cret --requests 2 \
+    --max-tokens 2 --json "$T/k1.json"
+OPENAI_API_KEY=s3cret run "$T/k2" --url "$STUB_URL/auth=s3cret/ttft=5/itl=1" --requests 2 \
+    --max-tokens 2 --json "$T/k2.json"
+OPENAI_API_KEY= run "$T/k3" --url "$STUB_URL/auth=s3cret/ttft=5/itl=1" --requests 2 \
+    --max-tokens 2 --json "$T/k3.json"
+python3 - "$T" <<'PY' || fail "api key"
+import json, sys
+ok = [json.load(open("%s/k%d.json" % (sys.argv[1], i)))["runs"][0]["summary"] for i in (1, 2, 3)]
+assert ok[0]["ok"] == 2 and ok[1]["ok"] == 2, ok[:2]
+assert ok[2]["ok"] == 0 and ok[2]["errors"]["http_4xx"] == 2, ok[2]
+PY
+
 # 4) sweep: one row per level, the knee
 run "$T/w" --url "$STUB_URL/ttft=50/itl=10" --concurrency 1,2,4 --requests 8 --max-tokens 4 \
     --slo ttft=1s --json "$T/w.json"
