@@ -157,6 +157,9 @@ typedef struct bench_run_opts {
     int spin_us;         /* open loop: poll this long before each arrival instead of
                             sleeping (< 0: the default, 100; 0: never) */
     uint64_t seed;
+    volatile int *stop; /* when set and *stop becomes non-zero (a signal
+                           handler), the run ends at once: requests in
+                           flight count as timeouts */
 } bench_run_opts;
 
 /* Timeline buckets over the run, by completion time (measured requests). */
@@ -180,7 +183,7 @@ typedef struct bench_run {
 
 /* Runs the load against o->url with bodies from w until the bound (requests
  * or duration) is met and in-flight requests finish, or a hard stop at the
- * bound + timeout + 2 s. Never blocks longer. Fills *r (bench_run_free
+ * bound + timeout + 2 s, or *o->stop. Never blocks longer. Fills *r (bench_run_free
  * frees). Errors of requests are recorded, not returned; the return is
  * KILN_ERR_INVALID_ARG for bad options, KILN_ERR_NOMEM, KILN_ERR_INTERNAL
  * when curl or epoll cannot be set up (the message says which). */

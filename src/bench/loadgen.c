@@ -2,8 +2,10 @@
  * through libcurl's multi interface in socket-action mode over epoll (no
  * thread per client, so thousands of concurrent streams cost one fd each).
  * Arrivals of the open loop are timed by a timerfd with nanosecond
- * deadlines; the closed loop starts a client's next request from the
- * completion of its last.
+ * deadlines, and the loop polls instead of sleeping in the last spin_ns
+ * before each; the closed loop starts a client's next request from the
+ * completion of its last. Each record also gets the tool's own share of its
+ * latency (overhead_ms), so reports can say how much of a latency was ours.
  *
  * Invariants: a record is appended when its request is scheduled and its
  * t_sched never changes (latency is counted from it, so a server that
@@ -557,6 +559,10 @@ kiln_status bench_run_load(const bench_run_opts *o, const bench_workload *w, ben
     struct epoll_event evs[256];
     while (!e.failed) {
         int64_t now = rel_now(&e);
+        if (o->stop && *o->stop && !(e.sched_over && e.t_hard <= now)) {
+            e.sched_over = true; /* interrupted: stop now, keep what was measured */
+            e.t_hard = now;
+        }
         if (e.sched_over && e.in_flight == 0) break;
         if (e.sched_over && now >= e.t_hard) {
             cancel_all(&e);

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,6 +276,14 @@ static int write_json_file(const char *path, json_t *doc) {
     return 0;
 }
 
+/* Ctrl-C ends the current level early; the reports are still written. A
+ * second one kills the process (the handler is reset). */
+static volatile int interrupted;
+static void on_sigint(int sig) {
+    interrupted = 1;
+    signal(sig, SIG_DFL);
+}
+
 static int run_levels(struct bench_cli *c, bench_workload *w, json_t *doc) {
     bench_run runs[MAX_LEVELS];
     bench_stats *stats[MAX_LEVELS] = {0};
@@ -282,7 +291,9 @@ static int run_levels(struct bench_cli *c, bench_workload *w, json_t *doc) {
     bool rate = c->ro.mode == BENCH_OPEN;
     json_t *jruns = json_array();
     json_object_set_new(doc, "runs", jruns);
-    for (int i = 0; i < c->n_levels; i++) {
+    c->ro.stop = &interrupted;
+    signal(SIGINT, on_sigint);
+    for (int i = 0; i < c->n_levels && !interrupted; i++) {
         bench_run_opts ro = c->ro;
         if (rate)
             ro.rate = c->levels[i];
@@ -310,6 +321,8 @@ static int run_levels(struct bench_cli *c, bench_workload *w, json_t *doc) {
         json_array_append_new(jruns, jr);
         fflush(stdout);
     }
+    signal(SIGINT, SIG_DFL);
+    if (interrupted) fprintf(stderr, "kiln bench: interrupted; reporting what was measured\n");
     bool have_slo = c->slo.ttft_ms > 0 || c->slo.tpot_ms > 0 || c->slo.e2e_ms > 0;
     int knee = -1, best = -1;
     for (int i = 0; i < n_done && stats[i]; i++) {

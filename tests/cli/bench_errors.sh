@@ -2,7 +2,8 @@
 # kiln bench when things go wrong: HTTP 500 and 400 answers, refused
 # connections, requests past --timeout and malformed answers are counted by
 # kind, the tool exits 0 with the counts in its report and never hangs (a
-# duration-bounded open loop against a dead port stops by itself); usage
+# duration-bounded open loop against a dead port stops by itself; Ctrl-C
+# ends a run and the reports are still written); usage
 # errors exit 2, an unreadable prompt file or compare input exits 1.
 set -u
 KILN=$1
@@ -51,6 +52,21 @@ python3 -c "
 import json; s = json.load(open('$T/open.json'))['runs'][0]['summary']
 assert s['ok'] == 0 and 20 <= s['errors']['connect'] == s['requests'] <= 120, s" ||
     fail "open loop counts: $(cat "$T/open.txt")"
+
+# Ctrl-C (SIGINT) ends a long run at once and still writes the reports
+"$KILN" bench -q --url "$STUB_URL/mode=slow" --concurrency 2 --duration 60 \
+    --json "$T/int.json" >"$T/int.txt" 2>"$T/int.err" &
+pid=$!
+# a watchdog that ends with the run (so no stray sleep holds ctest's pipes)
+(for _ in $(seq 300); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done
+ kill -9 $pid) >/dev/null 2>&1 &
+sleep 1.5
+kill -INT $pid
+wait $pid
+rc=$?
+[ $rc -eq 0 ] || fail "interrupted run: exit $rc ($(cat "$T/int.err"))"
+grep -qF "interrupted" "$T/int.err" || fail "no interruption notice: $(cat "$T/int.err")"
+[ "$(errors_of "$T/int.json")" = "ok=0 timeout=2" ] || fail "interrupted run: $(errors_of "$T/int.json")"
 
 # usage errors (2) and runtime errors (1)
 usage() {
