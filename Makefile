@@ -2,7 +2,7 @@
 #   make run    set up (Debian packages), build, and run Kiln's main job
 #   make test   set up, build, and run every test (CTest)
 #   make asan   the unit tests under AddressSanitizer + UBSan
-#   make tsan   the thread-pool and matmul tests under ThreadSanitizer
+#   make tsan   the thread-pool, matmul, metrics and serving tests under ThreadSanitizer
 #   make fuzz   the GGUF reader fuzzer for FUZZ_SECONDS (default 60)
 # WERROR=1 turns warnings into errors (CI does).
 JOBS ?= $(shell nproc)
@@ -34,8 +34,8 @@ asan: setup
 
 tsan: setup
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=thread $(CMAKE_FLAGS) >/dev/null
-	@cmake --build build-tsan -j$(JOBS) --target test_threadpool test_matmul
-	@cd build-tsan && ctest --output-on-failure -R 'test_threadpool|test_matmul'
+	@cmake --build build-tsan -j$(JOBS) --target test_threadpool test_matmul test_metrics test_sched test_batcher test_registry
+	@cd build-tsan && ctest --output-on-failure -R 'test_threadpool|test_matmul|test_metrics|test_sched|test_batcher|test_registry'
 
 fuzz: setup
 	@./scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -503,7 +503,9 @@ kiln_sched_params kiln_sched_default_params(void);
 
 /* Creates the scheduler and starts its engine thread. m is borrowed and must
  * outlive it. NULL and *st on failure (KILN_ERR_UNSUPPORTED for an encoder,
- * KILN_ERR_RANGE for a bad size, KILN_ERR_NOMEM). */
+ * KILN_ERR_RANGE for a bad size - a negative one, or n_batch smaller than
+ * n_slots, since a step holds one token of every decoding slot -
+ * KILN_ERR_NOMEM). */
 kiln_sched *kiln_sched_create(const kiln_model *m, const kiln_sched_params *p, kiln_status *st);
 /* Ends every request (each gets its DONE event, KILN_FINISH_CANCELLED),
  * stops the thread and frees everything. NULL is a no-op. */
@@ -592,8 +594,9 @@ kiln_batcher_params kiln_batcher_default_params(void);
 kiln_embed_batcher *kiln_embed_batcher_create(const kiln_model *m, const kiln_batcher_params *p,
                                               kiln_status *st);
 /* Fails the requests still queued (KILN_ERR_BUSY, the message saying the
- * batcher is stopping), stops the thread, frees everything. NULL is a
- * no-op. */
+ * batcher is stopping), stops the thread, frees everything; a pass already
+ * running finishes and its callbacks run first. Not from a callback. NULL
+ * is a no-op. */
 void kiln_embed_batcher_destroy(kiln_embed_batcher *b);
 
 /* One input: text (len bytes of UTF-8), or, when text is NULL, token ids
@@ -613,7 +616,8 @@ typedef struct kiln_embed_result {
     const kiln_embeddings *emb; /* KILN_OK: one pooled row per input, in order */
     int64_t n_tokens;          /* tokens embedded for this request */
     double t_queue;            /* submission to the start of its forward pass, s */
-    double t_tokenize, t_inference; /* s */
+    double t_tokenize;         /* validating and tokenizing (on the submitting thread), s */
+    double t_inference;        /* the merged call (shared by its requests), s */
     int32_t batch_texts;       /* texts in the merged call it joined */
 } kiln_embed_result;
 
@@ -622,10 +626,13 @@ typedef void (*kiln_embed_fn)(void *user, const kiln_embed_result *r);
 /* Queues in[0..n) (copied). dim > 0 keeps the first dim components
  * (Matryoshka) before normalising; normalize 1 L2-normalises; truncate 1
  * cuts inputs longer than the context instead of failing. fn is called
- * exactly once. Errors (nothing queued, fn not called): KILN_ERR_INVALID_ARG
- * for n == 0, an empty input or invalid UTF-8, KILN_ERR_RANGE for dim larger
- * than the model's or an input longer than the context (not truncating),
- * KILN_ERR_BUSY when the queue is full; each message names the input. */
+ * exactly once. The inputs are validated and tokenized on the calling
+ * thread, so clients tokenize in parallel. Errors (nothing queued, fn not
+ * called): KILN_ERR_INVALID_ARG for n == 0, an empty input or invalid UTF-8,
+ * KILN_ERR_RANGE for dim larger than the model's, a token id outside the
+ * vocabulary or an input longer than the context (not truncating),
+ * KILN_ERR_BUSY when the queue is full (or n alone exceeds max_queue); each
+ * message names the input. */
 kiln_status kiln_embed_batcher_submit(kiln_embed_batcher *b, const kiln_embed_input *in,
                                       int32_t n, int32_t dim, int normalize, int truncate,
                                       kiln_embed_fn fn, void *user);
@@ -684,6 +691,8 @@ typedef struct kiln_served {
  * listing the available ones; KILN_ERR_NOMEM when it cannot fit the budget
  * even alone or with the others held; a load error as kiln_model_load's. */
 kiln_status kiln_registry_acquire(kiln_registry *r, const char *name, kiln_served **out);
+/* Ends a hold; the model counts as used now (acquire does too), which is
+ * what the least-recently-used order goes by. */
 void kiln_registry_release(kiln_registry *r, kiln_served *h);
 
 typedef struct kiln_registry_entry {

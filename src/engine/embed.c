@@ -2,7 +2,10 @@
  * and tokenization of the texts, packing them into batches of whole texts
  * (no padding; bert_encode keeps attention within each text), pooling,
  * Matryoshka truncation and L2 normalisation, the batch size from a memory
- * budget with halving on allocation failure, and the batch-size finder.
+ * budget with halving on allocation failure, and the batch-size finder;
+ * plus, for the embeddings batcher (engine/batcher.c), the per-input
+ * validation and tokenization on its own and embedding of pre-tokenized
+ * id sequences through the same packing, forward and pooling code.
  *
  * Invariants: a kiln_embed_ctx owns its pool and bert_ctx; the bert_ctx's
  * buffers only grow (to the largest batch seen), except that a failed
@@ -178,8 +181,8 @@ struct call {
     kiln_embed_ctx *e;
     kiln_embed_stats *st;
     int32_t n;
-    int32_t *ids;   /* every text's (possibly truncated) tokens, end to end */
-    int64_t *start; /* text i: ids[start[i] .. start[i + 1]) */
+    const int32_t *ids; /* every text's (possibly truncated) tokens, end to end */
+    int64_t *start;     /* text i: ids[start[i] .. start[i + 1]) */
     kiln_embeddings *r;
 };
 
@@ -200,58 +203,98 @@ static size_t utf8_invalid_at(const char *s, size_t len) {
     return len;
 }
 
-static kiln_status check_text(const char *const *texts, const size_t *lens, int32_t i,
-                              size_t *len) {
-    if (!texts[i]) return kiln_fail(KILN_ERR_INVALID_ARG, "embed: input %d is NULL", i);
-    *len = lens ? lens[i] : strlen(texts[i]);
-    if (*len == 0) return kiln_fail(KILN_ERR_INVALID_ARG, "embed: input %d is an empty string", i);
-    size_t bad = utf8_invalid_at(texts[i], *len);
-    if (bad < *len)
-        return kiln_fail(KILN_ERR_INVALID_ARG,
-                         "embed: input %d is not valid UTF-8 (bad byte 0x%02x at offset %zu)", i,
-                         (unsigned char)texts[i][bad], bad);
+/* Grows *buf (capacity *cap ids) to hold at least need ids. */
+static kiln_status grow_ids(int32_t **buf, size_t *cap, size_t need, int32_t index) {
+    if (need <= *cap) return KILN_OK;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    int32_t *p = realloc(*buf, c * sizeof *p);
+    if (!p) return kiln_fail(KILN_ERR_NOMEM, "embed: out of memory tokenizing input %d", index);
+    *buf = p, *cap = c;
+    return KILN_OK;
+}
+
+/* Cuts *n tokens in buf to the context (keeping a final [SEP] last) when
+ * truncating, else fails naming the input. */
+static kiln_status fit_context(const kiln_embed_ctx *e, int32_t index, int truncate, int32_t *buf,
+                               size_t *n, int32_t *truncated_from) {
+    *truncated_from = 0;
+    if (*n <= (size_t)e->n_ctx) return KILN_OK;
+    if (!truncate)
+        return kiln_fail(KILN_ERR_RANGE,
+                         "embed: input %d is %zu tokens, more than the model's context of %d "
+                         "tokens (truncation is off)",
+                         index, *n, e->n_ctx);
+    *truncated_from = (int32_t)(*n > INT32_MAX ? INT32_MAX : *n);
+    int32_t sep = tok_wpm_sep(e->tok);
+    if (sep >= 0 && buf[*n - 1] == sep) buf[e->n_ctx - 1] = sep;
+    *n = (size_t)e->n_ctx;
+    return KILN_OK;
+}
+
+kiln_status embed_input_tokens(const kiln_embed_ctx *e, int32_t index, const char *text, size_t len,
+                               const int32_t *ids, int32_t n_ids, int truncate, int32_t **buf,
+                               size_t *cap, size_t *n_out, int32_t *truncated_from) {
+    kiln_status s;
+    size_t need = 0;
+    *n_out = 0;
+    *truncated_from = 0;
+    if (text) {
+        if (len == 0)
+            return kiln_fail(KILN_ERR_INVALID_ARG, "embed: input %d is an empty string", index);
+        size_t bad = utf8_invalid_at(text, len);
+        if (bad < len)
+            return kiln_fail(KILN_ERR_INVALID_ARG,
+                             "embed: input %d is not valid UTF-8 (bad byte 0x%02x at offset %zu)",
+                             index, (unsigned char)text[bad], bad);
+        if (len > (SIZE_MAX / sizeof(int32_t) - 2) / 2)
+            return kiln_fail(KILN_ERR_RANGE, "embed: input %d of %zu bytes is too long", index,
+                             len);
+        if ((s = grow_ids(buf, cap, 2 * len + 2, index))) return s;
+        if ((s = tok_wpm_encode(e->tok, text, len, true, *buf, *cap, &need))) return s;
+        if (need == 0)
+            return kiln_fail(KILN_ERR_INVALID_ARG, "embed: input %d has no tokens", index);
+    } else {
+        if (!ids || n_ids <= 0)
+            return kiln_fail(KILN_ERR_INVALID_ARG, "embed: input %d has no text and no token ids",
+                             index);
+        int32_t n_vocab = tok_wpm_n_vocab(e->tok);
+        for (int32_t k = 0; k < n_ids; k++)
+            if (ids[k] < 0 || ids[k] >= n_vocab)
+                return kiln_fail(KILN_ERR_RANGE,
+                                 "embed: input %d: token id %d at position %d is outside the "
+                                 "vocabulary of %d tokens",
+                                 index, ids[k], k, n_vocab);
+        int32_t cls = tok_wpm_cls(e->tok), sep = tok_wpm_sep(e->tok);
+        int add_cls = cls >= 0 && ids[0] != cls, add_sep = sep >= 0 && ids[n_ids - 1] != sep;
+        if ((s = grow_ids(buf, cap, (size_t)n_ids + 2, index))) return s;
+        if (add_cls) (*buf)[need++] = cls;
+        memcpy(*buf + need, ids, (size_t)n_ids * sizeof *ids);
+        need += (size_t)n_ids;
+        if (add_sep) (*buf)[need++] = sep;
+    }
+    if ((s = fit_context(e, index, truncate, *buf, &need, truncated_from))) return s;
+    *n_out = need;
     return KILN_OK;
 }
 
 /* Tokenizes every text into c->ids, truncating or rejecting over-long ones. */
-static kiln_status tokenize_all(struct call *c, const char *const *texts, const size_t *lens) {
+static kiln_status tokenize_all(struct call *c, const char *const *texts, const size_t *lens,
+                                int32_t **owned) {
     kiln_embed_ctx *e = c->e;
     int32_t *tmp = NULL, *ids = NULL;
     size_t tmp_cap = 0, ids_cap = 0, n_ids = 0;
     kiln_status s = KILN_OK;
     for (int32_t i = 0; i < c->n && !s; i++) {
-        size_t len = 0, need;
-        if ((s = check_text(texts, lens, i, &len))) break;
-        if (len > (SIZE_MAX / sizeof(int32_t) - 2) / 2) {
-            s = kiln_fail(KILN_ERR_RANGE, "embed: input %d of %zu bytes is too long", i, len);
+        size_t need;
+        if (!texts[i]) {
+            s = kiln_fail(KILN_ERR_INVALID_ARG, "embed: input %d is NULL", i);
             break;
         }
-        if (2 * len + 2 > tmp_cap) {
-            free(tmp);
-            tmp_cap = 2 * len + 2;
-            if (!(tmp = malloc(tmp_cap * sizeof *tmp))) {
-                s = kiln_fail(KILN_ERR_NOMEM, "embed: out of memory tokenizing input %d", i);
-                break;
-            }
-        }
-        if ((s = tok_wpm_encode(e->tok, texts[i], len, true, tmp, tmp_cap, &need))) break;
-        if (need == 0) {
-            s = kiln_fail(KILN_ERR_INVALID_ARG, "embed: input %d has no tokens", i);
+        size_t len = lens ? lens[i] : strlen(texts[i]);
+        if ((s = embed_input_tokens(e, i, texts[i], len, NULL, 0, e->p.truncate, &tmp, &tmp_cap,
+                                    &need, &c->r->truncated_from[i])))
             break;
-        }
-        if (need > (size_t)e->n_ctx) {
-            if (!e->p.truncate) {
-                s = kiln_fail(KILN_ERR_RANGE,
-                              "embed: input %d is %zu tokens, more than the model's context of "
-                              "%d tokens (truncation is off)",
-                              i, need, e->n_ctx);
-                break;
-            }
-            c->r->truncated_from[i] = (int32_t)(need > INT32_MAX ? INT32_MAX : need);
-            int32_t sep = tok_wpm_sep(e->tok);
-            if (sep >= 0 && tmp[need - 1] == sep) tmp[e->n_ctx - 1] = sep;
-            need = (size_t)e->n_ctx;
-        }
         if (n_ids + need > ids_cap) {
             size_t cap = ids_cap ? ids_cap * 2 : 4096;
             while (cap < n_ids + need) cap *= 2;
@@ -270,6 +313,7 @@ static kiln_status tokenize_all(struct call *c, const char *const *texts, const 
     c->start[c->n] = (int64_t)n_ids;
     free(tmp);
     c->ids = ids;
+    *owned = ids;
     return s;
 }
 
@@ -304,14 +348,18 @@ static kiln_status alloc_rows(struct call *c) {
 
 /* Truncates src (n_embd floats) to dim into dst and L2-normalises it when
  * asked: a double sum of squares, then a multiply by the float reciprocal. */
-static void finish_vec(const kiln_embed_ctx *e, const float *src, float *dst) {
-    memcpy(dst, src, (size_t)e->dim * sizeof *dst);
-    if (!e->p.normalize) return;
+void embed_finish_row(const float *src, int32_t dim, int normalize, float *dst) {
+    memmove(dst, src, (size_t)dim * sizeof *dst);
+    if (!normalize) return;
     double ss = 0;
-    for (int32_t i = 0; i < e->dim; i++) ss += (double)dst[i] * dst[i];
+    for (int32_t i = 0; i < dim; i++) ss += (double)dst[i] * dst[i];
     if (ss <= 0) return;
     float inv = (float)(1.0 / sqrt(ss));
-    for (int32_t i = 0; i < e->dim; i++) dst[i] *= inv;
+    for (int32_t i = 0; i < dim; i++) dst[i] *= inv;
+}
+
+static void finish_vec(const kiln_embed_ctx *e, const float *src, float *dst) {
+    embed_finish_row(src, e->dim, e->p.normalize, dst);
 }
 
 /* Pools text i's hidden states h (its n_tokens rows) into its result rows. */
@@ -395,6 +443,25 @@ static kiln_status run_batches(struct call *c) {
     return s;
 }
 
+/* The rest of a call once c->ids and c->start hold its tokens (s: the
+ * status so far): rows, passes, stats; hands the result to *out or frees it. */
+static kiln_status finish_call(struct call *c, kiln_status s, double t0, kiln_embeddings **out) {
+    if (!s) s = alloc_rows(c);
+    if (!s) s = run_batches(c);
+    c->st->n_texts = c->n;
+    c->st->n_tokens = c->start ? c->start[c->n] : 0;
+    c->st->batch_tokens = c->e->batch;
+    c->st->n_threads = kiln_pool_size(c->e->pool);
+    c->st->t_total = kiln_now_s() - t0;
+    free(c->start);
+    if (s) {
+        kiln_embeddings_free(c->r);
+        return s;
+    }
+    *out = c->r;
+    return KILN_OK;
+}
+
 kiln_status kiln_embed(kiln_embed_ctx *e, const char *const *texts, const size_t *lens, int32_t n,
                        kiln_embeddings **out, kiln_embed_stats *stats) {
     kiln_embed_stats local;
@@ -403,24 +470,57 @@ kiln_status kiln_embed(kiln_embed_ctx *e, const char *const *texts, const size_t
     *out = NULL;
     if (n <= 0 || !texts) return kiln_fail(KILN_ERR_INVALID_ARG, "embed: no inputs (%d texts)", n);
     double t0 = kiln_now_s();
+    int32_t *owned = NULL;
     kiln_status s = alloc_result(&c);
-    if (!s) s = tokenize_all(&c, texts, lens);
+    if (!s) s = tokenize_all(&c, texts, lens, &owned);
     c.st->t_tokenize = kiln_now_s() - t0;
-    if (!s) s = alloc_rows(&c);
-    if (!s) s = run_batches(&c);
-    c.st->n_texts = n;
-    c.st->n_tokens = c.start ? c.start[n] : 0;
-    c.st->batch_tokens = e->batch;
-    c.st->n_threads = kiln_pool_size(e->pool);
-    c.st->t_total = kiln_now_s() - t0;
-    free(c.ids);
-    free(c.start);
-    if (s) {
-        kiln_embeddings_free(c.r);
-        return s;
+    s = finish_call(&c, s, t0, out);
+    free(owned);
+    return s;
+}
+
+kiln_status embed_tokens(kiln_embed_ctx *e, const int32_t *ids, const int64_t *start, int32_t n,
+                         kiln_embeddings **out, kiln_embed_stats *stats) {
+    kiln_embed_stats local;
+    struct call c = {.e = e, .st = stats ? stats : &local, .n = n, .ids = ids};
+    memset(c.st, 0, sizeof *c.st);
+    *out = NULL;
+    if (n <= 0 || !ids || !start)
+        return kiln_fail(KILN_ERR_INVALID_ARG, "embed: no inputs (%d token sequences)", n);
+    double t0 = kiln_now_s();
+    kiln_status s = alloc_result(&c);
+    for (int32_t i = 0; i < n && !s; i++) {
+        int64_t len = start[i + 1] - start[i];
+        if (start[i] < 0 || len <= 0 || len > e->n_ctx)
+            s = kiln_fail(KILN_ERR_RANGE,
+                          "embed: input %d has %lld tokens; it needs 1 to the model's context "
+                          "of %d",
+                          i, (long long)len, e->n_ctx);
+        else {
+            c.start[i] = start[i];
+            c.r->n_tokens[i] = (int32_t)len;
+        }
     }
-    *out = c.r;
-    return KILN_OK;
+    if (!s) c.start[n] = start[n];
+    s = finish_call(&c, s, t0, out);
+    return s;
+}
+
+kiln_status embed_ctx_reserve(kiln_embed_ctx *e) {
+    return bert_ctx_reserve(e->bc, e->batch, e->p.mem_budget);
+}
+
+uint64_t embed_ctx_compute_bytes(const kiln_embed_ctx *e) {
+    int32_t cap = bert_ctx_capacity(e->bc);
+    return cap > 0 ? bert_ctx_bytes(e->bm, kiln_pool_size(e->pool), cap) : 0;
+}
+
+int32_t embed_ctx_n_ctx(const kiln_embed_ctx *e) {
+    return e->n_ctx;
+}
+
+int32_t embed_ctx_n_embd(const kiln_embed_ctx *e) {
+    return e->n_embd;
 }
 
 /* ---- the batch-size finder ---- */

@@ -1,7 +1,8 @@
 /* generate.c - the public model/context/generation API of kiln.h: loading a
  * model (GGUF file, tokenizer, forward-pass bindings), contexts (KV cache,
  * thread pool, logits buffer) and the prompt -> tokens -> prefill ->
- * sample/decode -> detokenize loop with per-stage timings.
+ * sample/decode -> detokenize loop with per-stage timings (the per-sequence
+ * sampling and detokenization state is genseq.h's, shared with sched.c).
  *
  * Sequences (kiln_seq_*, kiln_decode_batch) map onto llama_ctx's slots;
  * sequence 0 is the one the single-sequence calls and generation use, and
@@ -12,7 +13,7 @@
  * and the llama bindings that borrow from it; a kiln_ctx owns its pool,
  * llama_ctx, a logits buffer of n_vocab floats and cached[0..n_past of
  * sequence 0), the tokens sequence 0 holds. Per-generation buffers
- * (prompt ids, sampler, piece and text buffers) are allocated once per call,
+ * (prompt ids, the genseq's sampler and buffers) are allocated once per call,
  * never per token.
  */
 #include "base/status.h"
@@ -22,6 +23,7 @@
 #include "model/gguf.h"
 #include "engine/embed.h"
 #include "engine/eval.h"
+#include "engine/genseq.h"
 #include "model/llama.h"
 #include "text/sampler.h"
 #include "model/vocab.h"
@@ -52,6 +54,9 @@ const tok_wpm *engine_model_wpm(const kiln_model *m) {
 }
 const gguf_file *engine_model_gguf(const kiln_model *m) {
     return m->f;
+}
+size_t engine_model_max_piece(const kiln_model *m) {
+    return m->bpe ? tok_bpe_max_piece(m->bpe) : tok_spm_max_piece(m->tok);
 }
 
 struct kiln_ctx {
@@ -307,18 +312,15 @@ kiln_gen_params kiln_gen_default_params(void) {
                                           .seed = 0}};
 }
 
-/* State of one kiln_generate call. */
+/* State of one kiln_generate call: the prompt and the sequence's sampling
+ * and detokenization state (genseq.h). */
 struct gen {
     kiln_ctx *c;
     const kiln_gen_params *p;
     kiln_gen_stats *st;
     int32_t *ids; /* the prompt; owned when tokenized here */
     int32_t n_ids;
-    sampler *smp;
-    stop_matcher *stop;
-    char *piece, *text, *out;
-    size_t piece_cap;
-    tok_utf8_stream utf8;
+    struct genseq seq;
 };
 
 static kiln_status tokenize_prompt(struct gen *g, const char *prompt, size_t len) {
@@ -338,40 +340,16 @@ static kiln_status tokenize_prompt(struct gen *g, const char *prompt, size_t len
 }
 
 static kiln_status prepare(struct gen *g) {
-    const struct kiln_sampling *sp = &g->p->sampling;
-    struct sampler_params par = {.temp = sp->temp,
-                                 .top_k = sp->top_k,
-                                 .top_p = sp->top_p,
-                                 .min_p = sp->min_p,
-                                 .repeat_penalty = sp->repeat_penalty,
-                                 .repeat_last_n = sp->repeat_last_n,
-                                 .seed = sp->seed,
-                                 .presence_penalty = sp->presence_penalty,
-                                 .frequency_penalty = sp->frequency_penalty,
-                                 .logit_bias = sp->logit_bias,
-                                 .n_logit_bias = sp->n_logit_bias};
-    kiln_status s;
-    if (!(g->smp = sampler_create(kiln_model_n_vocab(g->c->m), &par, &s))) return s;
-    if (!(g->stop = stop_create(g->p->stop, g->p->n_stop > 0 ? g->p->n_stop : 0, &s))) return s;
-    for (int32_t i = 0; i < g->n_ids; i++) sampler_accept(g->smp, g->ids[i]);
-    g->piece_cap = g->c->m->bpe ? tok_bpe_max_piece(g->c->m->bpe) : tok_spm_max_piece(g->c->m->tok);
-    g->piece = malloc(g->piece_cap);
-    g->text = malloc(TOK_UTF8_OUT_MAX(g->piece_cap));
-    g->out = malloc(TOK_UTF8_OUT_MAX(g->piece_cap) + stop_max_len(g->stop));
-    if (!g->piece || !g->text || !g->out)
-        return kiln_fail(KILN_ERR_NOMEM, "generate: out of memory");
-    return KILN_OK;
+    return genseq_init(&g->seq, g->c->m, g->p, g->ids, g->n_ids);
 }
 
 /* Detokenizes id and hands its text, less any held back for the stop
  * strings, to the callback; returns its verdict. *hit: a stop string. */
 static int emit_token(struct gen *g, int32_t id, kiln_token_fn on_token, void *user, bool *hit) {
     double t0 = kiln_now_s();
-    size_t n = kiln_token_to_piece(g->c->m, id, 0, g->piece, g->piece_cap);
-    size_t w = tok_utf8_feed(&g->utf8, g->piece, n < g->piece_cap ? n : g->piece_cap, g->text);
-    w = stop_feed(g->stop, g->text, w, g->out, hit);
+    size_t w = genseq_detok(&g->seq, id, hit);
     g->st->t_detok += kiln_now_s() - t0;
-    return on_token ? on_token(user, id, g->out, w) : 0;
+    return on_token ? on_token(user, id, g->seq.out, w) : 0;
 }
 
 /* Prefills ids[0..n_ids) after the longest prefix of them the KV cache
@@ -406,8 +384,7 @@ static kiln_status run_loop(struct gen *g, kiln_token_fn on_token, void *user) {
     g->st->finish = KILN_FINISH_LENGTH;
     for (int32_t i = 0; i < g->p->n_predict; i++) {
         double t0 = kiln_now_s();
-        int32_t id = sampler_sample(g->smp, c->logits);
-        sampler_accept(g->smp, id);
+        int32_t id = genseq_sample(&g->seq, c->logits);
         g->st->t_sample += kiln_now_s() - t0;
         if (g->p->stop_at_eog && kiln_token_is_eog(c->m, id)) {
             g->st->finish = KILN_FINISH_EOG;
@@ -433,21 +410,14 @@ static kiln_status run_loop(struct gen *g, kiln_token_fn on_token, void *user) {
         g->st->t_decode += kiln_now_s() - t0;
         if (s) return s;
     }
-    size_t w = tok_utf8_flush(&g->utf8, g->text);
-    bool hit = false;
-    w = stop_feed(g->stop, g->text, w, g->out, &hit);
-    if (!hit) w += stop_flush(g->stop, g->out + w);
-    if (w && on_token) on_token(user, -1, g->out, w);
+    size_t w = genseq_flush(&g->seq);
+    if (w && on_token) on_token(user, -1, g->seq.out, w);
     return KILN_OK;
 }
 
 static void gen_free(struct gen *g, bool own_ids) {
     if (own_ids) free(g->ids);
-    sampler_free(g->smp);
-    stop_free(g->stop);
-    free(g->piece);
-    free(g->text);
-    free(g->out);
+    genseq_free(&g->seq);
 }
 
 kiln_status kiln_generate(kiln_ctx *c, const char *prompt, size_t len, const kiln_gen_params *p,

@@ -1,0 +1,64 @@
+/* genseq.h - the per-sequence state of a generation, shared by
+ * kiln_generate (generate.c) and the continuous-batching scheduler
+ * (sched.c): the sampler with its penalties' window, the stop-string
+ * matcher, the incremental UTF-8 decoder and the piece/text buffers that
+ * turn sampled ids into deliverable text.
+ *
+ * Invariants: every buffer is allocated by genseq_init, sized from the
+ * model's longest token piece and the longest stop string, so sampling and
+ * detokenizing never allocate. Once a stop string has completed, nothing
+ * more is delivered (genseq_detok and genseq_flush return 0). A genseq is
+ * used by one thread at a time; a zeroed one may be passed to genseq_free.
+ */
+#ifndef KILN_ENGINE_GENSEQ_H
+#define KILN_ENGINE_GENSEQ_H
+
+#include "kiln.h"
+#include "text/sampler.h"
+#include "text/tok_spm.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct genseq {
+    const kiln_model *m;
+    sampler *smp;
+    stop_matcher *stop;
+    char *piece; /* piece_cap bytes: one token's piece */
+    char *text;  /* the piece as whole UTF-8 */
+    char *out;   /* the text safe to deliver: what genseq_detok/flush wrote */
+    size_t piece_cap;
+    tok_utf8_stream utf8;
+    bool stopped; /* a stop string completed */
+};
+
+/* Defined in generate.c: an upper bound on kiln_token_to_piece's result for
+ * any id of decoder m. */
+size_t engine_model_max_piece(const kiln_model *m);
+
+/* Sets up g for decoder m with p's sampling parameters and stop strings
+ * (both copied; p is not kept) and records the prompt ids[0..n) in the
+ * penalties' window. Errors: the sampler's (KILN_ERR_INVALID_ARG naming a
+ * bad parameter or logit bias), KILN_ERR_NOMEM. On error g holds what was
+ * made; genseq_free releases it. */
+kiln_status genseq_init(struct genseq *g, const kiln_model *m, const kiln_gen_params *p,
+                        const int32_t *ids, int32_t n);
+
+/* Samples the next token from logits[0..n_vocab) and records it in the
+ * penalties' window. */
+int32_t genseq_sample(struct genseq *g, const float *logits);
+
+/* Detokenizes id and writes the text now safe to deliver (whole UTF-8, less
+ * any tail that may start a stop string) to g->out; returns its length.
+ * Sets *hit when a stop string completed (the text before it is in out). */
+size_t genseq_detok(struct genseq *g, int32_t id, bool *hit);
+
+/* Ends the stream: writes the held-back text (an incomplete UTF-8 sequence
+ * as U+FFFD, text held for the stop strings) to g->out and returns its
+ * length; 0 after a stop string. */
+size_t genseq_flush(struct genseq *g);
+
+void genseq_free(struct genseq *g);
+
+#endif
