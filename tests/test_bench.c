@@ -270,6 +270,21 @@ static void test_synthetic_chat(void **state) {
     assert_string_not_equal(w.bodies[0].json, w.bodies[1].json); /* distinct prompts */
     assert_ptr_equal(bench_workload_body(&w, 5), &w.bodies[1]);  /* cycles */
     bench_workload_free(&w);
+
+    /* only ignore_eos (for servers that reject unknown fields), extra fields merged */
+    o.eos_fields = BENCH_EOS_IGNORE_EOS;
+    o.extra = json_pack("{s:f, s:s}", "temperature", 0.0, "model", "override");
+    o.stream = false;
+    assert_int_equal(bench_workload_init(&w, &o), KILN_OK);
+    json_t *j = json_loads(w.bodies[0].json, 0, NULL);
+    assert_true(json_is_true(json_object_get(j, "ignore_eos")));
+    assert_null(json_object_get(j, "min_tokens"));
+    assert_null(json_object_get(j, "stream"));
+    assert_true(json_real_value(json_object_get(j, "temperature")) == 0.0);
+    assert_string_equal(json_string_value(json_object_get(j, "model")), "override");
+    json_decref(j);
+    json_decref(o.extra);
+    bench_workload_free(&w);
 }
 
 static const char *write_tmp(const char *name, const char *text, char *buf, size_t cap) {

@@ -30,6 +30,12 @@ const char *bench_kind_name(bench_kind k);
 /* false for an unknown name. */
 bool bench_kind_from_name(const char *name, bench_kind *out);
 
+/* How --ignore-eos is said: llama.cpp's, vLLM's and Kiln's "ignore_eos":
+ * true, and vLLM's "min_tokens": max_tokens (servers that reject unknown
+ * fields, like Kiln and OpenAI, need the first alone). */
+#define BENCH_EOS_IGNORE_EOS 1u
+#define BENCH_EOS_MIN_TOKENS 2u
+
 typedef struct bench_workload_opts {
     bench_kind kind;
     const char *model;       /* "model" field; NULL: omitted */
@@ -37,7 +43,9 @@ typedef struct bench_workload_opts {
     int input_tokens;        /* synthetic prompt length in words (~tokens) */
     int n_prompts;           /* distinct synthetic prompts (default 64) */
     int max_tokens;          /* 0: the file's or the server's default */
-    bool ignore_eos;         /* ignore_eos + min_tokens = max_tokens */
+    bool ignore_eos;         /* ask for exactly max_tokens, with eos_fields */
+    unsigned eos_fields;     /* BENCH_EOS_* flags: which fields say so (0: both) */
+    json_t *extra;           /* an object merged into every body (borrowed); NULL: none */
     bool stream;             /* chat/completions: SSE with include_usage */
     int inputs_per_request;  /* embeddings: strings per request (>= 1) */
     uint64_t seed;

@@ -145,8 +145,10 @@ static kiln_status build_gen(bench_workload *w, const prompt *p) {
     int mt = o->max_tokens ? o->max_tokens : p->max_tokens;
     if (mt > 0) json_object_set_new(req, "max_tokens", json_integer(mt));
     if (o->ignore_eos && mt > 0) {
-        json_object_set_new(req, "ignore_eos", json_true());      /* llama.cpp */
-        json_object_set_new(req, "min_tokens", json_integer(mt)); /* vLLM */
+        /* llama.cpp and vLLM (and Kiln) read ignore_eos; vLLM also min_tokens */
+        unsigned f = o->eos_fields ? o->eos_fields : BENCH_EOS_IGNORE_EOS | BENCH_EOS_MIN_TOKENS;
+        if (f & BENCH_EOS_IGNORE_EOS) json_object_set_new(req, "ignore_eos", json_true());
+        if (f & BENCH_EOS_MIN_TOKENS) json_object_set_new(req, "min_tokens", json_integer(mt));
     }
     if (o->stream) {
         json_object_set_new(req, "stream", json_true());
@@ -154,6 +156,7 @@ static kiln_status build_gen(bench_workload *w, const prompt *p) {
         json_object_set_new(so, "include_usage", json_true());
         json_object_set_new(req, "stream_options", so);
     }
+    if (o->extra) json_object_update(req, o->extra);
     st = add_body(w, req, p->words, mt > 0 ? mt : 0);
 fail:
     json_decref(req);
@@ -182,6 +185,7 @@ static kiln_status build_embed(bench_workload *w, const prompt *ps, size_t n) {
             words += p->words;
         }
         json_object_set_new(req, "input", in);
+        if (o->extra) json_object_update(req, o->extra);
         if (!st) st = add_body(w, req, words, 0);
         json_decref(req);
     }

@@ -28,6 +28,7 @@ struct bench_cli {
     double levels[MAX_LEVELS];
     int n_levels;
     bool have_conc, have_rate, no_models;
+    json_t *extra; /* --extra-body (owned) */
     double slo_target;
 };
 
@@ -48,7 +49,12 @@ static void bench_usage(FILE *out) {
             "  --input-tokens N        synthetic prompt length in ~1-token words (default 32)\n"
             "  --prompt-size S         small (32), medium (256) or large (1024) tokens\n"
             "  --max-tokens N          max_tokens for every request (default 64; 0: file's)\n"
-            "  --ignore-eos            ask for exactly max_tokens (ignore_eos, min_tokens)\n"
+            "  --ignore-eos            ask for exactly max_tokens: send \"ignore_eos\": true\n"
+            "                          (llama.cpp, vLLM, Kiln) and \"min_tokens\" (vLLM)\n"
+            "  --eos-fields LIST       which of those to send (default ignore_eos,min_tokens;\n"
+            "                          servers that reject unknown fields need ignore_eos)\n"
+            "  --extra-body JSON       fields merged into every request, e.g.\n"
+            "                          '{\"temperature\": 0}'\n"
             "  --no-stream             chat/completions without streaming (no TTFT/ITL)\n"
             "  --inputs-per-request N  embeddings: inputs per request (default 1)\n"
             "  --seed N                synthetic prompts and arrival times\n\n"
@@ -127,6 +133,30 @@ static int parse_opt(int argc, char **argv, int *i, struct bench_cli *c) {
     if (!strcmp(a, "--json")) return c->json_path = v, 0;
     if (!strcmp(a, "--csv")) return c->csv_path = v, 0;
     if (!strcmp(a, "--html")) return c->html_path = v, 0;
+    if (!strcmp(a, "--eos-fields")) {
+        c->wo.eos_fields = 0;
+        for (const char *p = v; *p;) {
+            size_t n = strcspn(p, ",");
+            if (n == 10 && !strncmp(p, "ignore_eos", n))
+                c->wo.eos_fields |= BENCH_EOS_IGNORE_EOS;
+            else if (n == 10 && !strncmp(p, "min_tokens", n))
+                c->wo.eos_fields |= BENCH_EOS_MIN_TOKENS;
+            else
+                return bad_value(a, v);
+            p += n + (p[n] == ',');
+        }
+        return c->wo.eos_fields ? 0 : bad_value(a, v);
+    }
+    if (!strcmp(a, "--extra-body")) {
+        json_decref(c->extra);
+        c->extra = json_loads(v, 0, NULL);
+        if (!json_is_object(c->extra)) {
+            fprintf(stderr, "kiln bench: --extra-body needs a JSON object, got '%s'\n", v);
+            return 2;
+        }
+        c->wo.extra = c->extra;
+        return 0;
+    }
     if (!strcmp(a, "--workload")) return bench_kind_from_name(v, &c->wo.kind) ? 0 : bad_value(a, v);
     if (!strcmp(a, "--slo")) {
         c->slo_spec = v;
@@ -244,6 +274,13 @@ static json_t *params_json(const struct bench_cli *c, const char *endpoint) {
         c->wo.inputs_per_request, "poisson", c->ro.poisson, "burst", c->ro.burst, "seed",
         (json_int_t)c->ro.seed, "slo", slo);
     json_object_set_new(p, "model", c->wo.model ? json_string(c->wo.model) : json_null());
+    json_t *eos = json_array();
+    if (c->wo.eos_fields & BENCH_EOS_IGNORE_EOS)
+        json_array_append_new(eos, json_string("ignore_eos"));
+    if (c->wo.eos_fields & BENCH_EOS_MIN_TOKENS)
+        json_array_append_new(eos, json_string("min_tokens"));
+    json_object_set_new(p, "eos_fields", eos);
+    json_object_set_new(p, "extra_body", c->extra ? json_deep_copy(c->extra) : json_null());
     json_object_set_new(p, "prompts",
                         c->wo.prompt_file ? json_string(c->wo.prompt_file) : json_null());
     return p;
@@ -381,12 +418,16 @@ int cmd_bench(int argc, char **argv) {
                .input_tokens = 32,
                .max_tokens = 64,
                .stream = true,
-               .inputs_per_request = 1},
+               .inputs_per_request = 1,
+               .eos_fields = BENCH_EOS_IGNORE_EOS | BENCH_EOS_MIN_TOKENS},
         .ro = {.poisson = true, .burst = 1, .timeout_s = 60, .progress = true, .spin_us = -1},
         .slo_target = 0.95};
     c.ro.api_key = getenv("OPENAI_API_KEY");
     int r = parse_args(argc, argv, &c);
-    if (r) return r < 0 ? 0 : r;
+    if (r) {
+        json_decref(c.extra);
+        return r < 0 ? 0 : r;
+    }
     char endpoint[2048], models_url[2048];
     make_urls(c.url, c.wo.kind, endpoint, sizeof endpoint, models_url, sizeof models_url);
     c.ro.url = endpoint;
@@ -398,6 +439,7 @@ int cmd_bench(int argc, char **argv) {
     if (bench_workload_init(&w, &c.wo)) {
         fprintf(stderr, "kiln bench: %s\n", kiln_last_error());
         json_decref(models);
+        json_decref(c.extra);
         return 1;
     }
     long nofile = bench_raise_nofile();
@@ -424,5 +466,6 @@ int cmd_bench(int argc, char **argv) {
     }
     json_decref(doc);
     bench_workload_free(&w);
+    json_decref(c.extra);
     return rc;
 }

@@ -18,6 +18,8 @@ segments before /v1, e.g. http://127.0.0.1:PORT/ttft=100/itl=20/v1/...:
              queues requests
   split=1    write every SSE event in two pieces with a pause between
   auth=KEY   answer 401 unless the request has "Authorization: Bearer KEY"
+  strict=1   answer 400 to a field OpenAI does not know, except ignore_eos
+             (as Kiln's server does)
 
 Streams send one content event per token, then a usage event, then
 data: [DONE]. GET .../v1/models lists one model, "stub-model"; GET /stats
@@ -41,7 +43,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def opts(self):
-        o = {"ttft": 100.0, "itl": 20.0, "tokens": 8, "mode": "ok", "split": 0, "auth": None}
+        o = {"ttft": 100.0, "itl": 20.0, "tokens": 8, "mode": "ok", "split": 0, "auth": None,
+             "strict": 0}
         for seg in self.path.split("/"):
             if "=" in seg:
                 k, v = seg.split("=", 1)
@@ -87,6 +90,12 @@ class Handler(BaseHTTPRequestHandler):
         mode = o["mode"]
         if o["auth"] is not None and self.headers.get("Authorization") != "Bearer " + o["auth"]:
             self.send_json(401, {"error": {"message": "bad or missing API key"}})
+            return
+        known = {"model", "messages", "prompt", "input", "max_tokens", "stream", "stream_options",
+                 "temperature", "top_p", "ignore_eos"}
+        if o["strict"] and set(req) - known:
+            self.send_json(400, {"error": {"message": "unrecognized request argument supplied: "
+                                           + ", ".join(sorted(set(req) - known))}})
             return
         if mode == "serial":
             with SERIAL:

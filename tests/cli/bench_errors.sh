@@ -80,6 +80,8 @@ usage --url "$STUB_URL" --slo ttft=fast
 usage --url "$STUB_URL" --workload images
 usage --url "$STUB_URL" --concurrency 0
 usage --url "$STUB_URL" --bogus
+usage --url "$STUB_URL" --extra-body '[1, 2]'
+usage --url "$STUB_URL" --eos-fields stop_tokens
 usage compare only-one.json
 timeout 10 "$KILN" bench --help | grep -qF -- "--concurrency" || fail "--help"
 timeout 10 "$KILN" bench --url "$STUB_URL" --prompts "$T/missing.jsonl" >/dev/null 2>"$T/err"

@@ -106,6 +106,24 @@ assert ok[0]["ok"] == 2 and ok[1]["ok"] == 2, ok[:2]
 assert ok[2]["ok"] == 0 and ok[2]["errors"]["http_4xx"] == 2, ok[2]
 PY
 
+# --ignore-eos against a server that rejects unknown fields: min_tokens is
+# refused, --eos-fields ignore_eos passes; --extra-body fields are sent
+run "$T/x1" --url "$STUB_URL/strict=1/ttft=5/itl=1" --requests 2 --max-tokens 3 --ignore-eos \
+    --json "$T/x1.json"
+run "$T/x2" --url "$STUB_URL/strict=1/ttft=5/itl=1" --requests 2 --max-tokens 3 --ignore-eos \
+    --eos-fields ignore_eos --extra-body '{"temperature": 0}' --json "$T/x2.json"
+run "$T/x3" --url "$STUB_URL/strict=1/ttft=5/itl=1" --requests 2 --max-tokens 3 \
+    --extra-body '{"seed_of_doom": 1}' --json "$T/x3.json"
+python3 - "$T" <<'PY' || fail "eos fields / extra body"
+import json, sys
+s = [json.load(open("%s/x%d.json" % (sys.argv[1], i))) for i in (1, 2, 3)]
+assert s[0]["runs"][0]["summary"]["errors"]["http_4xx"] == 2, s[0]["runs"][0]["summary"]
+assert s[1]["runs"][0]["summary"]["ok"] == 2 and s[1]["runs"][0]["summary"]["out_tokens"] == 6
+assert s[1]["params"]["eos_fields"] == ["ignore_eos"]
+assert s[1]["params"]["extra_body"] == {"temperature": 0}
+assert s[2]["runs"][0]["summary"]["errors"]["http_4xx"] == 2   # the extra field was sent
+PY
+
 # 4) sweep: one row per level, the knee
 run "$T/w" --url "$STUB_URL/ttft=50/itl=10" --concurrency 1,2,4 --requests 8 --max-tokens 4 \
     --slo ttft=1s --json "$T/w.json"
