@@ -322,9 +322,13 @@ static void on_sigint(int sig) {
 }
 
 static int run_levels(struct bench_cli *c, bench_workload *w, json_t *doc) {
-    bench_run runs[MAX_LEVELS];
+    bench_run *runs = calloc(MAX_LEVELS, sizeof *runs); /* ~66 KiB each (a histogram) */
     bench_stats *stats[MAX_LEVELS] = {0};
     int n_done = 0, rc = 0;
+    if (!runs) {
+        fprintf(stderr, "kiln bench: out of memory\n");
+        return 1;
+    }
     bool rate = c->ro.mode == BENCH_OPEN;
     json_t *jruns = json_array();
     json_object_set_new(doc, "runs", jruns);
@@ -362,10 +366,14 @@ static int run_levels(struct bench_cli *c, bench_workload *w, json_t *doc) {
     if (interrupted) fprintf(stderr, "kiln bench: interrupted; reporting what was measured\n");
     bool have_slo = c->slo.ttft_ms > 0 || c->slo.tpot_ms > 0 || c->slo.e2e_ms > 0;
     int knee = -1, best = -1;
+    /* peak throughput in output tokens/s, or requests/s for embeddings */
+    bool by_tokens = false;
+    for (int i = 0; i < n_done && stats[i]; i++) by_tokens |= stats[i]->out_tps > 0;
     for (int i = 0; i < n_done && stats[i]; i++) {
-        if (have_slo && meets(stats[i], c)) knee = i;
-        if (best < 0 || stats[i]->out_tps + stats[i]->rps > stats[best]->out_tps + stats[best]->rps)
-            best = i;
+        if (have_slo && meets(stats[i], c) && (knee < 0 || c->levels[i] > c->levels[knee]))
+            knee = i;
+        double t = by_tokens ? stats[i]->out_tps : stats[i]->rps;
+        if (best < 0 || t > (by_tokens ? stats[best]->out_tps : stats[best]->rps)) best = i;
     }
     if (n_done > 1) {
         printf("\n");
@@ -395,6 +403,7 @@ static int run_levels(struct bench_cli *c, bench_workload *w, json_t *doc) {
         bench_run_free(&runs[i]);
         free(stats[i]);
     }
+    free(runs);
     return rc;
 }
 
