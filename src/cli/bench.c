@@ -230,6 +230,12 @@ static int parse_args(int argc, char **argv, struct bench_cli *c) {
         return 2;
     }
     if (!c->have_conc && !c->have_rate) c->levels[0] = 1, c->n_levels = 1;
+    for (int i = 0; i < c->n_levels && !c->have_rate; i++)
+        if (c->levels[i] != floor(c->levels[i]) || c->levels[i] > 1000000) {
+            fprintf(stderr, "kiln bench: concurrency %g is not a whole number of clients\n",
+                    c->levels[i]);
+            return 2;
+        }
     c->ro.mode = c->have_rate ? BENCH_OPEN : BENCH_CLOSED;
     if (!c->ro.n_requests && !(c->ro.duration_s > 0)) c->ro.n_requests = 100;
     return 0;

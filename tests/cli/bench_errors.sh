@@ -79,6 +79,7 @@ usage --url "$STUB_URL" --concurrency 2 --rate 5
 usage --url "$STUB_URL" --slo ttft=fast
 usage --url "$STUB_URL" --workload images
 usage --url "$STUB_URL" --concurrency 0
+usage --url "$STUB_URL" --concurrency 1,2.5
 usage --url "$STUB_URL" --bogus
 usage --url "$STUB_URL" --extra-body '[1, 2]'
 usage --url "$STUB_URL" --eos-fields stop_tokens
