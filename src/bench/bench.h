@@ -139,7 +139,8 @@ typedef struct bench_record {
     int http_status;               /* 0 when no response */
     double overhead_ms;            /* the tool's own share of e2e: lag, curl's work before
                                       the request is written (connecting excluded), and
-                                      from the last byte received to completion */
+                                      from the loop's wake-up in which the last bytes
+                                      were read to completion */
     bench_err err;
 } bench_record;
 

@@ -40,8 +40,7 @@ typedef struct req {
     size_t rec; /* index into e->r->recs */
     bool stream, bad, saw_event, status_checked, http_error;
     int64_t t_last; /* last content event (ns, relative) */
-    int64_t t_byte; /* last bytes received (ns, relative) */
-    int64_t t_wake; /* the loop last woke for an event on this request's socket */
+    int64_t t_in;   /* when the loop woke up to read this request's last bytes */
     bench_sse sse;
     char *body; /* non-stream answer */
     size_t body_len, body_cap;
@@ -58,9 +57,8 @@ struct engine {
     int64_t t0;            /* absolute ns of the run's start */
     int64_t curl_deadline; /* relative ns when curl wants a timeout call; -1 */
     req *free_reqs;
-    req **fd_req; /* the request using each socket, by fd */
-    int n_fd;
-    req **all; /* every req made, to free them */
+    int64_t t_woke; /* when the loop last returned from epoll_wait */
+    req **all;      /* every req made, to free them */
     size_t n_all, cap_all;
     uint64_t n_sched, target; /* scheduled so far; warmup + n_requests */
     int64_t t_measure;        /* t_sched of the first measured request; -1 */
@@ -96,19 +94,6 @@ long bench_raise_nofile(void) {
 
 static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
     engine *e = userp;
-    req *q = NULL;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&q);
-    if (s >= e->n_fd) {
-        int n = e->n_fd ? e->n_fd : 1024;
-        while (n <= s) n *= 2;
-        req **nf = realloc(e->fd_req, (size_t)n * sizeof *nf);
-        if (nf) {
-            memset(nf + e->n_fd, 0, (size_t)(n - e->n_fd) * sizeof *nf);
-            e->fd_req = nf;
-            e->n_fd = n;
-        }
-    }
-    if (s < e->n_fd) e->fd_req[s] = what == CURL_POLL_REMOVE ? NULL : q;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(e->epfd, EPOLL_CTL_DEL, s, NULL);
         return 0;
@@ -155,7 +140,7 @@ static void on_event(void *ud, const bench_sse_event *ev) {
 static size_t write_cb(char *p, size_t size, size_t n, void *ud) {
     req *q = ud;
     size_t len = size * n;
-    q->t_byte = rel_now(q->e);
+    q->t_in = q->e->t_woke;
     if (!q->status_checked) {
         long code = 0;
         curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -277,7 +262,7 @@ static void launch(engine *e, int64_t t_sched) {
     q->rec = (size_t)(rec - e->r->recs);
     q->stream = e->w->o.stream && e->w->o.kind != BENCH_EMBEDDINGS;
     q->bad = q->saw_event = q->status_checked = q->http_error = false;
-    q->t_last = q->t_byte = q->t_wake = -1;
+    q->t_last = q->t_in = -1;
     q->body_len = 0;
     bench_sse_reset(&q->sse);
     curl_easy_setopt(q->easy, CURLOPT_POSTFIELDS, b->json);
@@ -338,14 +323,9 @@ static void finish(engine *e, req *q, CURLcode rc, bool cancelled) {
     curl_off_t pre = 0, conn = 0;
     curl_easy_getinfo(q->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
     curl_easy_getinfo(q->easy, CURLINFO_CONNECT_TIME_T, &conn);
-    /* a wake-up from before this request was sent belongs to another one */
-    int64_t t_in = q->t_wake >= rec->t_send ? q->t_wake : q->t_byte;
-    curl_socket_t fd = CURL_SOCKET_BAD;
-    curl_easy_getinfo(q->easy, CURLINFO_ACTIVESOCKET, &fd);
-    if (fd != CURL_SOCKET_BAD && fd < e->n_fd && e->fd_req[fd] == q) e->fd_req[fd] = NULL;
     rec->overhead_ms = (double)(rec->t_send - rec->t_sched) * 1e-6 +
                        (pre > conn ? (double)(pre - conn) * 1e-3 : 0) +
-                       (t_in >= 0 && t_in <= rec->t_done ? (double)(rec->t_done - t_in) * 1e-6 : 0);
+                       (q->t_in >= 0 ? (double)(rec->t_done - q->t_in) * 1e-6 : 0);
     if (cancelled) {
         rec->err = BENCH_ERR_TIMEOUT;
     } else if (rc != CURLE_OK) {
@@ -509,7 +489,6 @@ static void engine_free(engine *e) {
         free(e->all[i]);
     }
     free(e->all);
-    free(e->fd_req);
     if (e->multi) curl_multi_cleanup(e->multi);
     curl_slist_free_all(e->hdrs);
     if (e->epfd >= 0) close(e->epfd);
@@ -580,7 +559,7 @@ kiln_status bench_run_load(const bench_run_opts *o, const bench_workload *w, ben
             break;
         }
         int running;
-        int64_t woke = rel_now(&e);
+        e.t_woke = rel_now(&e);
         for (int i = 0; i < n; i++) {
             if (evs[i].data.fd == e.tfd) {
                 uint64_t ticks;
@@ -588,8 +567,6 @@ kiln_status bench_run_load(const bench_run_opts *o, const bench_workload *w, ben
                 }
                 continue;
             }
-            int fd = evs[i].data.fd;
-            if (fd < e.n_fd && e.fd_req[fd]) e.fd_req[fd]->t_wake = woke;
             int flags = 0;
             if (evs[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
             if (evs[i].events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
