@@ -176,6 +176,10 @@ static bool default_only(json_t *root, const char *key, srv_perr *e) {
         return true;
     if (!strcmp(key, "suffix") && json_is_string(v) && !json_string_length(v)) return true;
     if (!strcmp(key, "logprobs") && json_is_integer(v) && json_integer_value(v) == 0) return true;
+    /* vLLM's min_tokens: implied when end-of-generation tokens are ignored */
+    if (!strcmp(key, "min_tokens") && json_is_integer(v) &&
+        (json_integer_value(v) == 0 || json_is_true(json_object_get(root, "ignore_eos"))))
+        return true;
     return fail(e, 400, key, "unsupported_parameter", "'%s' is not supported by Kiln", key);
 }
 
@@ -197,10 +201,10 @@ static const char *const sampling_keys[] = {"temperature",
                                             "ignore_eos",
                                             NULL};
 static const char *const chat_unsupported[] = {
-    "n",     "logprobs",    "top_logprobs", "response_format",
-    "tools", "tool_choice", "functions",    "function_call",
-    NULL};
-static const char *const compl_unsupported[] = {"n", "logprobs", "echo", "best_of", "suffix", NULL};
+    "n",           "logprobs",  "top_logprobs",  "response_format", "tools",
+    "tool_choice", "functions", "function_call", "min_tokens",      NULL};
+static const char *const compl_unsupported[] = {"n",      "logprobs",   "echo", "best_of",
+                                                "suffix", "min_tokens", NULL};
 
 static bool check_keys(json_t *root, bool chat, srv_perr *e) {
     const char *key;

@@ -75,6 +75,9 @@ t = d["timings"]
 for k in ("queue_ms", "prompt_n", "prompt_ms", "predicted_n", "predicted_ms", "predicted_per_token_ms"):
     assert k in t, k
 PY
+# vLLM's min_tokens is accepted with ignore_eos (kiln bench sends both)
+req POST /v1/completions '{"model":"llama","prompt":"hi","max_tokens":4,"ignore_eos":true,"min_tokens":4}' -H "$AUTH"
+[ "$CODE" = 200 ] && grep -q '"completion_tokens":4' "$T/resp" || fail "ignore_eos + min_tokens: $CODE $(cat "$T/resp")"
 # the default model is the first one (no "model" field)
 req POST /v1/chat/completions '{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"max_completion_tokens":4,"temperature":0}' -H "$AUTH"
 [ "$CODE" = 200 ] || fail "chat: $CODE $(cat "$T/resp")"
@@ -160,6 +163,8 @@ req POST /v1/chat/completions '{"model":"llama","messages":[{"role":"user","cont
 expect_error "n=2" 400 invalid_request_error n unsupported_value
 req POST /v1/chat/completions '{"model":"llama","messages":[{"role":"user","content":"hi"}],"logprobs":true}' -H "$AUTH"
 expect_error "logprobs" 400 invalid_request_error logprobs unsupported_parameter
+req POST /v1/completions '{"model":"llama","prompt":"hi","min_tokens":4}' -H "$AUTH"
+expect_error "min_tokens without ignore_eos" 400 invalid_request_error min_tokens unsupported_parameter
 req POST /v1/chat/completions '{"model":"llama","messages":[{"role":"user","content":"hi"}],"top_p":3}' -H "$AUTH"
 expect_error "top_p out of range" 400 invalid_request_error top_p invalid_value
 req POST /v1/completions '{"model":"llama","prompt":"hi","logit_bias":{"99999":1}}' -H "$AUTH"
