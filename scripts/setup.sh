@@ -9,7 +9,7 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev libcmocka-dev libpcre2-dev libutf8proc-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev
-      python3 prometheus chromium wrk)
+      python3 curl prometheus chromium wrk)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -240,7 +240,11 @@ wait $slow
 
 # metrics: valid exposition, with the families the issue asks for
 curl -s -m 30 "$URL/metrics" >"$T/metrics" || fail "/metrics"
-promtool check metrics <"$T/metrics" >"$T/promtool" 2>&1 || fail "promtool: $(cat "$T/promtool")"
+if command -v promtool >/dev/null; then
+    promtool check metrics <"$T/metrics" >"$T/promtool" 2>&1 || fail "promtool: $(cat "$T/promtool")"
+else
+    echo "SKIP promtool check: promtool is not installed (Debian package prometheus)"
+fi
 for m in 'kiln_http_requests_total{route="/v1/completions",status="200"}' \
     'kiln_http_requests_total{route="/v1/chat/completions",status="400"}' \
     kiln_http_request_duration_seconds_bucket kiln_queue_time_seconds_bucket \

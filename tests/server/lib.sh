@@ -4,6 +4,11 @@
 # and check that it exits 0. Sourced; expects KILN and T (a scratch folder)
 # and a fail() function.
 
+command -v curl >/dev/null || {
+    echo "SKIP: curl is not installed"
+    exit 0
+}
+
 # Generous limits: the tests also run under ASan on a busy machine.
 SRV_START_TIMEOUT=${SRV_START_TIMEOUT:-60}
 
