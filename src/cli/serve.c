@@ -298,7 +298,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
     return 0;
 }
 
-static void log_start(const struct serve_opts *o, int port) {
+static void log_start(const struct serve_opts *o) {
     const kiln_sched_params *sp = &o->c.reg.sched;
     fprintf(stderr, "kiln serve %s: %d model(s):", kiln_version(), o->c.n_models);
     for (int i = 0; i < o->c.n_models; i++)
@@ -310,6 +310,10 @@ static void log_start(const struct serve_opts *o, int port) {
             sp->n_threads, kiln_isa_name(kiln_kernels_best()->isa), sp->n_slots, sp->n_ctx,
             sp->max_queue, o->c.http_threads ? o->c.http_threads : 4,
             o->c.api_key ? ", API key required" : "", o->c.cors ? ", CORS on" : "");
+    fflush(stderr);
+}
+
+static void log_address(const struct serve_opts *o, int port) {
     const char *h = o->c.host ? o->c.host : "127.0.0.1";
     bool v6 = strchr(h, ':') != NULL;
     fprintf(stderr, "kiln serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", h, v6 ? "]" : "",
@@ -346,12 +350,13 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     kiln_status st;
+    log_start(&o);
     if (!(s = srv_create(&o.c, &st))) {
         fprintf(stderr, "kiln serve: %s\n", kiln_last_error());
         rc = 1;
         goto done;
     }
-    log_start(&o, srv_port(s));
+    log_address(&o, srv_port(s));
     int sig = 0;
     sigwait(&set, &sig);
     fprintf(stderr, "kiln serve: %s: stopping (up to %.0f s for requests in flight)\n",
