@@ -132,3 +132,14 @@ kill_server() {
 metric() {
     curl -s -m 30 "$URL/metrics" | awk -v n="$1" '$1 == n {print $2}'
 }
+
+# wait_metric NAME_WITH_LABELS VALUE: true once /metrics shows that value
+# (within 10 s: gauges follow the engine's step and MHD's completion).
+wait_metric() {
+    local i
+    for i in $(seq 100); do
+        [ "$(metric "$1")" = "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
