@@ -267,7 +267,8 @@ static kiln_status alloc_state(llama_ctx *c) {
  * one per thread when some weight has fewer rows than matmul.c needs to
  * split rows over every thread (ROW_SPLIT: it then splits columns at
  * nc * ith / nth, which is a tile boundary only when nc is a multiple of
- * n_pad); n_batch is rounded up to a multiple of n_pad. */
+ * n_pad); n_batch is p's, not capped at n_ctx, rounded up to a multiple of
+ * n_pad. */
 #define ROW_SPLIT(nth) ((int64_t)(nth) * (int64_t)(KILN_CACHE_LINE / sizeof(float)))
 static kiln_status embed_geometry(llama_ctx *c, const struct llama_ctx_params *p) {
     const llama_model *m = c->m;
@@ -311,7 +312,8 @@ llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params 
     c->n_ctx = p->n_ctx;
     c->n_seq = p->n_seq;
     c->embed = p->embed;
-    /* a step never holds more tokens than all the sequences have positions */
+    /* a step never holds more tokens than all the sequences have positions
+     * (except in embed, whose step packs any number of sequences) */
     int64_t most = (int64_t)p->n_ctx * p->n_seq;
     c->n_batch = p->n_batch < most ? p->n_batch : (int32_t)most;
     if (c->embed && (s = embed_geometry(c, p))) goto fail;
