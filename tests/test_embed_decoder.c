@@ -1,9 +1,11 @@
 /* test_embed_decoder.c - decoders (llama, qwen2) as embedders through the
  * embeddings API (kiln_embed*), on the generation engine's blocks
  * (model/llama.c's llama_embed):
- *   - mini-llama-spm-Q8_0 and mini-qwen2-Q8_0 against llama.cpp's vectors
- *     (last and mean pooling, 4 sentences packed in one call): token ids
- *     exactly, cosine >= 0.999 (skipped when ../shared is absent);
+ *   - mini-llama-spm-Q8_0, mini-qwen2-Q8_0 and stories260K (F32) against
+ *     llama.cpp's vectors (last and mean pooling, 4 sentences packed in one
+ *     call): token ids exactly, cosine >= 0.999 on Q8_0 (where rounding
+ *     flips in the int8 activations differ) and >= 0.99999 with max |delta|
+ *     <= 5e-4 on F32 (the same arithmetic); skipped when ../shared is absent;
  *   - llama_embed's hidden states are the generation path's: times the
  *     output matrix they give llama_decode's logits; the context refuses
  *     decoding and llama_embed checks its input;
@@ -199,9 +201,11 @@ static void check_reference_model(const json_t *mj, const char *dir) {
             worst_cos = fmin(worst_cos, dot / sqrt(na * nb));
             worst_diff = fmax(worst_diff, md);
         }
-        print_message("%s %s pooling: min cos %.6f, max |delta| %.2e over %d sentences\n", model,
+        bool q8 = strstr(model, "Q8_0") != NULL;
+        print_message("%s %s pooling: min cos %.8f, max |delta| %.2e over %d sentences\n", model,
                       pools[k], worst_cos, worst_diff, n);
-        assert_true(worst_cos >= 0.999);
+        assert_true(worst_cos >= (q8 ? 0.999 : 0.99999));
+        if (!q8) assert_true(worst_diff <= 5e-4);
         kiln_embeddings_free(r);
         kiln_embed_ctx_free(e);
     }
@@ -222,7 +226,7 @@ static void test_reference(void **state) {
     json_t *root = json_load_file(path, 0, &err);
     if (!root) fail_msg("%s: %s (line %d)", path, err.text, err.line);
     const json_t *models = json_object_get(root, "models");
-    assert_int_equal(json_array_size(models), 2);
+    assert_int_equal(json_array_size(models), 3);
     for (size_t i = 0; i < json_array_size(models); i++)
         check_reference_model(json_array_get(models, i), dir);
     json_decref(root);
