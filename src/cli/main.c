@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"synth", cmd_synth, "write a random-weight model of a named architecture and shape"},
     {"perplexity", cmd_perplexity, "perplexity of a text; dump or compare top-k logits (KL)"},
     {"bench-model", cmd_bench_model, "prompt/generation tokens/s or embedding docs/s vs limits"},
+    {"bench", cmd_bench, "load-test an OpenAI-compatible server: TTFT, ITL, throughput, reports"},
     {"bench-kernels", cmd_bench_kernels, "measure kernel GB/s and GFLOP/s against machine peaks"},
 };
 
