@@ -99,10 +99,15 @@ static const char *synth_decoder(const char *name, enum arch_id arch, kiln_type 
     return buf;
 }
 
-/* Copies the GGUF at src to dst with key u32_key set to u32_val and
- * bool_key set to bool_val (either key NULL: left alone). */
-static void copy_with_keys(const char *src, const char *dst, const char *u32_key, uint32_t u32_val,
-                           const char *bool_key, bool bool_val) {
+/* A key to set when copying a file: a u32 or (is_bool) a bool. */
+struct key_set {
+    const char *key;
+    bool is_bool;
+    uint32_t val;
+};
+
+/* Copies the GGUF at src to dst with the keys set[0..n) set. */
+static void copy_with_keys(const char *src, const char *dst, const struct key_set *set, int n) {
     kiln_status st;
     gguf_file *f = gguf_open(src, &st);
     assert_non_null(f);
@@ -112,8 +117,10 @@ static void copy_with_keys(const char *src, const char *dst, const char *u32_key
         const gguf_kv *kv = gguf_kv_at(f, i);
         assert_int_equal(gguf_set_value(w, kv->key, &kv->value), KILN_OK);
     }
-    if (u32_key) assert_int_equal(gguf_set_u32(w, u32_key, u32_val), KILN_OK);
-    if (bool_key) assert_int_equal(gguf_set_bool(w, bool_key, bool_val), KILN_OK);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(set[i].is_bool ? gguf_set_bool(w, set[i].key, set[i].val != 0)
+                                        : gguf_set_u32(w, set[i].key, set[i].val),
+                         KILN_OK);
     for (int64_t i = 0; i < gguf_tensor_count(f); i++) {
         const gguf_tensor *t = gguf_tensor_at(f, i);
         assert_int_equal(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->size),
@@ -471,7 +478,9 @@ static void test_metadata(void **state) {
     char src[512], dst[512];
     synth_decoder("embdec-meta-src.gguf", ARCH_LLAMA, KILN_TYPE_Q8_0, 2, src, sizeof src);
     test_tmp_path("embdec-meta.gguf", dst, sizeof dst);
-    copy_with_keys(src, dst, "llama.pooling_type", 1, "tokenizer.ggml.add_eos_token", true);
+    const struct key_set mean_eos[] = {{"llama.pooling_type", false, 1},
+                                       {"tokenizer.ggml.add_eos_token", true, 1}};
+    copy_with_keys(src, dst, mean_eos, 2);
     kiln_model *m = load_model(dst);
     int32_t bos = kiln_token_bos(m), eos = kiln_token_eos(m);
     assert_true(bos >= 0 && eos >= 0);
@@ -502,6 +511,25 @@ static void test_metadata(void **state) {
     assert_int_equal(embed_input_tokens(e, 5, longt, o, NULL, 0, 0, &buf, &cap, &n, &tf),
                      KILN_ERR_RANGE);
     assert_non_null(strstr(kiln_last_error(), "input 5"));
+    kiln_embed_ctx_free(e);
+    kiln_model_free(m);
+
+    /* EOS only, and the same id as BOS (as in Qwen3-Embedding's files): it
+     * is appended, never prepended */
+    const struct key_set eos_only[] = {{"tokenizer.ggml.add_bos_token", true, 0},
+                                       {"tokenizer.ggml.add_eos_token", true, 1},
+                                       {"tokenizer.ggml.eos_token_id", false, (uint32_t)bos}};
+    copy_with_keys(src, dst, eos_only, 3);
+    m = load_model(dst);
+    assert_int_equal(kiln_token_eos(m), bos);
+    e = make_ctx(m, p);
+    assert_int_equal(kiln_embed_pooling(e), KILN_POOLING_LAST);
+    assert_int_equal(embed_input_tokens(e, 0, NULL, 0, ids, 2, 0, &buf, &cap, &n, &tf), KILN_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(buf[0], 100);
+    assert_int_equal(buf[2], bos);
+    assert_int_equal(embed_input_tokens(e, 0, "ab", 2, NULL, 0, 0, &buf, &cap, &n, &tf), KILN_OK);
+    assert_true(n >= 2 && buf[0] != bos && buf[n - 1] == bos);
     free(buf);
     kiln_embed_ctx_free(e);
     kiln_model_free(m);

@@ -124,16 +124,19 @@ static kiln_pooling decoder_pooling(const kiln_model *m, const struct arch_hpara
 }
 
 /* The ids a decoder's tokenizer adds around a text (BOS, EOS; -1 when it
- * adds none), found by tokenizing the empty text with add_special. */
+ * adds none): a probe text tokenized with add_special is the plain tokens
+ * with at most one id before and one after. (Comparing beats looking at
+ * ids alone: BOS and EOS are often the same id.) */
 static kiln_status decoder_specials(kiln_embed_ctx *e) {
-    int32_t ids[4];
-    size_t n = 0;
+    int32_t with[16], plain[16];
+    size_t nw = 0, np = 0;
     e->bos = e->eos = -1;
-    kiln_status s = kiln_tokenize(e->m, "", 0, 1, ids, 4, &n);
+    kiln_status s = kiln_tokenize(e->m, "a", 1, 1, with, 16, &nw);
+    if (!s) s = kiln_tokenize(e->m, "a", 1, 0, plain, 16, &np);
     if (s) return s;
-    int32_t bos = kiln_token_bos(e->m), eos = kiln_token_eos(e->m);
-    if (n > 0 && bos >= 0 && ids[0] == bos) e->bos = bos;
-    if (n > (e->bos >= 0 ? 1u : 0u) && eos >= 0 && ids[n - 1] == eos) e->eos = eos;
+    size_t front = nw > np && memcmp(with + 1, plain, np * sizeof *plain) == 0 ? 1 : 0;
+    if (front) e->bos = with[0];
+    if (nw == front + np + 1) e->eos = with[nw - 1];
     return KILN_OK;
 }
 
