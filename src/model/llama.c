@@ -6,6 +6,11 @@
  *     another); tok_slot/tok_pos give each token's sequence and position;
  *   - the KV cache (kvcache.h) holds each sequence's rows per (layer, KV
  *     head), consecutive by position; rows [0, n_past) of a slot are valid;
+ *     an embed context's cache is instead one layer of slot 0, n_batch
+ *     rows, where token j of the packed step writes row j and attends to
+ *     rows j - pos .. j (its sequence so far), rewritten by every layer;
+ *     its padding columns (tok_slot -1) are zero rows that write and attend
+ *     to nothing and stay zero through every block;
  *   - q/k/v and gate/up share one arena (attention and FFN never overlap);
  *     attention writes its output over q, and every block's output goes to
  *     xn, which the next phase adds into the residual x;

@@ -13,7 +13,9 @@
  * stack of a step is one task on the pool, its phases separated by
  * barriers. Attention is tiled with an online softmax, so its memory does
  * not depend on the context length. A context is used by one thread at a
- * time.
+ * time. A context made for embeddings (llama_ctx_params.embed) runs packed
+ * cache-less passes instead (llama_embed): the same blocks, returning the
+ * final hidden states rather than logits.
  */
 #ifndef KILN_MODEL_LLAMA_H
 #define KILN_MODEL_LLAMA_H
