@@ -365,8 +365,10 @@ const char *const *kiln_chat_stop_strings(const char *family);
 
 /* ---- embeddings ----
  *
- * Encoders (bert, nomic-bert) turn texts into vectors. A kiln_embed_ctx
- * holds the buffers and thread pool of one embedding engine on a model;
+ * Encoders (bert, nomic-bert) and decoders (llama, qwen2: a token's vector is
+ * its final hidden state after the output norm, attention causal within
+ * each text) turn texts into vectors. A kiln_embed_ctx holds the buffers
+ * and thread pool of one embedding engine on a model;
  * kiln_embed packs many texts of different lengths into batches with no
  * padding (attention stays within each text), pools each text's token
  * vectors into one, and normalises. A text's vector does not depend on the
@@ -374,9 +376,10 @@ const char *const *kiln_chat_stop_strings(const char *family);
  * number of contexts may share a model. */
 
 typedef enum kiln_pooling {
-    KILN_POOLING_MODEL = -1, /* the model's <arch>.pooling_type (mean when absent) */
+    KILN_POOLING_MODEL = -1, /* the model's <arch>.pooling_type (when absent: mean for
+                                encoders, last for decoders) */
     KILN_POOLING_NONE = 0,   /* one vector per token */
-    KILN_POOLING_MEAN = 1,   /* mean of the text's tokens, [CLS] and [SEP] included */
+    KILN_POOLING_MEAN = 1,   /* mean of the text's tokens, [CLS]/[SEP] (BOS/EOS) included */
     KILN_POOLING_CLS = 2,    /* the first token's vector */
     KILN_POOLING_LAST = 3    /* the last token's vector */
 } kiln_pooling;
@@ -393,7 +396,7 @@ typedef struct kiln_embed_params {
                              (64..2048) whose estimated compute memory fits mem_budget */
     uint64_t mem_budget;  /* bytes for compute buffers; 0: 512 MiB */
     int truncate;         /* 1: a text longer than the model's context is cut to it
-                             (keeping [SEP] last); 0 (default): it is an error */
+                             (keeping [SEP] or EOS last); 0 (default): it is an error */
     int32_t n_threads;    /* 0: the physical cores */
 } kiln_embed_params;
 
@@ -402,9 +405,9 @@ kiln_embed_params kiln_embed_default_params(void);
 typedef struct kiln_embed_ctx kiln_embed_ctx;
 
 /* An embedding context on m (borrowed; it must outlive the context).
- * NULL and *st on failure: KILN_ERR_UNSUPPORTED when m is not an encoder
- * (the message names its architecture), KILN_ERR_INVALID_ARG for a bad
- * parameter (named), KILN_ERR_NOMEM. */
+ * NULL and *st on failure: KILN_ERR_UNSUPPORTED when m's architecture has
+ * no embeddings forward pass (the message names it), KILN_ERR_INVALID_ARG
+ * for a bad parameter (named), KILN_ERR_NOMEM. */
 kiln_embed_ctx *kiln_embed_ctx_create(const kiln_model *m, const kiln_embed_params *p,
                                       kiln_status *st);
 void kiln_embed_ctx_free(kiln_embed_ctx *e);

@@ -8,8 +8,8 @@
  *   - token-id input (with and without [CLS]/[SEP]) equals the text's vector;
  *   - synchronous errors naming the input (fn never called): n == 0, empty
  *     text, invalid UTF-8, dim larger than the model's, ids outside the
- *     vocabulary, a text longer than the context unless truncating; a
- *     decoder refused;
+ *     vocabulary, a text longer than the context unless truncating;
+ *   - a decoder (llama) embeds through the batcher as kiln_embed does;
  *   - destroy with queued requests fails them with KILN_ERR_BUSY
  *     ("stopping"), and a full queue answers KILN_ERR_BUSY;
  *   - max_tokens: requests are merged whole up to it, and a request larger
@@ -396,7 +396,7 @@ static void test_errors(void **state) {
     kiln_embed_batcher_destroy(b);
     kiln_model_free(m);
 
-    /* a decoder where an encoder is required */
+    /* a decoder embeds through the batcher too, as kiln_embed does */
     test_tmp_path("batcher-llama.gguf", path, sizeof path);
     struct synth_params sp = {0};
     sp.hp = (struct arch_hparams){.arch = arch_get(ARCH_LLAMA),
@@ -416,8 +416,24 @@ static void test_errors(void **state) {
     assert_int_equal(synth_write(&sp, path), KILN_OK);
     m = load_model(path);
     kiln_status st;
-    assert_null(kiln_embed_batcher_create(m, NULL, &st));
-    assert_int_equal(st, KILN_ERR_UNSUPPORTED);
+    b = kiln_embed_batcher_create(m, NULL, &st);
+    assert_non_null(b);
+    struct sink ds;
+    sink_init(&ds);
+    assert_int_equal(submit_text(b, "hello world", 0, 1, 0, &ds), KILN_OK);
+    sink_wait(&ds);
+    assert_int_equal(ds.status, KILN_OK);
+    assert_int_equal(ds.dim, 64);
+    kiln_embed_ctx *de = kiln_embed_ctx_create(m, NULL, &st);
+    assert_non_null(de);
+    const char *dt = "hello world";
+    kiln_embeddings *dr = NULL;
+    assert_int_equal(kiln_embed(de, &dt, NULL, 1, &dr, NULL), KILN_OK);
+    for (int32_t k = 0; k < 64; k++) assert_true(fabsf(dr->data[k] - ds.data[k]) <= 1e-5f);
+    kiln_embeddings_free(dr);
+    kiln_embed_ctx_free(de);
+    sink_free(&ds);
+    kiln_embed_batcher_destroy(b);
     kiln_model_free(m);
 }
 

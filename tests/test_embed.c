@@ -9,8 +9,8 @@
  *     64 mixed lengths within 1e-5;
  *   - a `kiln synth`-style bert written here (no shared data needed):
  *     pooling modes, Matryoshka truncation, truncation of long inputs, the
- *     halving of the batch on allocation failure, bad input, and a decoder
- *     refused where an encoder is required.
+ *     halving of the batch on allocation failure and bad input.
+ * Decoders as embedders are tested in test_embed_decoder.c.
  * Data-dependent tests skip, saying why, when KILN_TEST_DATA is absent.
  */
 #include "testutil.h"
@@ -438,15 +438,6 @@ static void test_bad_input(void **state) {
     assert_int_equal(r->truncated_from[0], 0);
     kiln_embeddings_free(r);
     kiln_embed_ctx_free(e);
-    kiln_model_free(m);
-
-    /* a decoder where an encoder is required */
-    synth_model("embed-llama.gguf", ARCH_LLAMA, KILN_TYPE_Q8_0, path, sizeof path);
-    m = load_model(path);
-    kiln_status st;
-    assert_null(kiln_embed_ctx_create(m, NULL, &st));
-    assert_int_equal(st, KILN_ERR_UNSUPPORTED);
-    assert_non_null(strstr(kiln_last_error(), "llama"));
     kiln_model_free(m);
 }
 

@@ -28,9 +28,10 @@ struct embed_opts {
 static void embed_usage(FILE *out) {
     fprintf(out,
             "usage: kiln embed -m MODEL.gguf [TEXT ...] [-f FILE] [options]\n\n"
-            "Embeds each TEXT (and each line of FILE; '-' is stdin) with an encoder model\n"
-            "(bert, nomic-bert) and prints the vectors as JSON; a summary goes to stderr.\n\n"
-            "  -m, --model FILE        GGUF encoder model\n"
+            "Embeds each TEXT (and each line of FILE; '-' is stdin) with an encoder (bert,\n"
+            "nomic-bert) or decoder (llama, qwen2) model and prints the vectors as JSON; a\n"
+            "summary goes to stderr.\n\n"
+            "  -m, --model FILE        GGUF model\n"
             "  -f, --file FILE         read texts from FILE, one per line\n"
             "      --jsonl             print one JSON object per input line\n"
             "      --pooling P         mean, cls, last or none (default: the model's)\n"

@@ -1,23 +1,34 @@
 /* embed.c - the embeddings engine behind kiln.h's kiln_embed*: validation
  * and tokenization of the texts, packing them into batches of whole texts
- * (no padding; bert_encode keeps attention within each text), pooling,
+ * (no padding; the forward pass keeps attention within each text), pooling,
  * Matryoshka truncation and L2 normalisation, the batch size from a memory
  * budget with halving on allocation failure, and the batch-size finder;
  * plus, for the embeddings batcher (engine/batcher.c), the per-input
  * validation and tokenization on its own and embedding of pre-tokenized
  * id sequences through the same packing, forward and pooling code.
  *
- * Invariants: a kiln_embed_ctx owns its pool and bert_ctx; the bert_ctx's
- * buffers only grow (to the largest batch seen), except that a failed
- * reservation halves `batch` at most MAX_HALVINGS times over the context's
- * life; per-call memory (ids, results) is allocated once per call. A text's
- * tokens are never split across batches, so its vector does not depend on
- * which batch it landed in.
+ * Two forward passes sit behind one interface (ctx_reserve, forward): an
+ * encoder's (model/bert.c: bidirectional attention, WordPiece with [CLS]
+ * and [SEP]) and a decoder's (model/llama.c's llama_embed, the generation
+ * engine's blocks: causal attention within each text, the model's own
+ * tokenizer with BOS/EOS as its metadata asks; the vector of a token is its
+ * final hidden state after the output norm). Everything else - packing,
+ * batch size and halving, pooling, truncation, normalisation - is shared.
+ *
+ * Invariants: a kiln_embed_ctx owns its pool and its bert_ctx or llama_ctx;
+ * their buffers only grow (to the largest batch seen; a llama_ctx is
+ * replaced by a larger one), except that a failed reservation halves
+ * `batch` at most MAX_HALVINGS times over the context's life; per-call
+ * memory (ids, results) is allocated once per call. A text's tokens are
+ * never split across batches, so its vector does not depend on which batch
+ * it landed in.
  */
 #include "engine/embed.h"
 #include "base/status.h"
 #include "base/time.h"
 #include "compute/threadpool.h"
+#include "engine/eval.h"
+#include "model/llama.h"
 #include "model/memory.h"
 
 #include <math.h>
@@ -33,10 +44,14 @@
 
 struct kiln_embed_ctx {
     const kiln_model *m;
-    const bert_model *bm;
+    const bert_model *bm; /* an encoder: bm, tok and bc */
     const tok_wpm *tok;
+    const llama_model *lm; /* a decoder: lm and lc */
     kiln_pool *pool;
     bert_ctx *bc;
+    llama_ctx *lc;    /* NULL until the first reservation */
+    int32_t bos, eos; /* ids added to a text's ends (decoders: as the metadata asks), or -1 */
+    int32_t n_vocab;
     kiln_embed_params p;
     kiln_pooling pooling;
     int32_t dim, n_embd, n_ctx;
@@ -98,6 +113,33 @@ static kiln_pooling model_pooling(const struct arch_hparams *hp) {
     }
 }
 
+/* A decoder's pooling: <arch>.pooling_type when the file has it, else the
+ * last token (what llama.cpp does for decoder embedding models). */
+static kiln_pooling decoder_pooling(const kiln_model *m, const struct arch_hparams *hp) {
+    char key[96];
+    uint32_t v;
+    snprintf(key, sizeof key, "%s.pooling_type", hp->arch->name);
+    if (gguf_get_u32(engine_model_gguf(m), key, &v) != KILN_OK) return KILN_POOLING_LAST;
+    return model_pooling(hp);
+}
+
+/* The ids a decoder's tokenizer adds around a text (BOS, EOS; -1 when it
+ * adds none): a probe text tokenized with add_special is the plain tokens
+ * with at most one id before and one after. (Comparing beats looking at
+ * ids alone: BOS and EOS are often the same id.) */
+static kiln_status decoder_specials(kiln_embed_ctx *e) {
+    int32_t with[16], plain[16];
+    size_t nw = 0, np = 0;
+    e->bos = e->eos = -1;
+    kiln_status s = kiln_tokenize(e->m, "a", 1, 1, with, 16, &nw);
+    if (!s) s = kiln_tokenize(e->m, "a", 1, 0, plain, 16, &np);
+    if (s) return s;
+    size_t front = nw > np && memcmp(with + 1, plain, np * sizeof *plain) == 0 ? 1 : 0;
+    if (front) e->bos = with[0];
+    if (nw == front + np + 1) e->eos = with[nw - 1];
+    return KILN_OK;
+}
+
 static kiln_status check_params(const kiln_embed_params *p, uint32_t n_embd) {
     if (p->pooling < KILN_POOLING_MODEL || p->pooling > KILN_POOLING_LAST)
         return kiln_fail(KILN_ERR_INVALID_ARG, "embed: unknown pooling %d", (int)p->pooling);
@@ -123,24 +165,33 @@ kiln_embed_ctx *kiln_embed_ctx_create(const kiln_model *m, const kiln_embed_para
     e->m = m;
     e->bm = engine_model_bert(m);
     e->tok = engine_model_wpm(m);
-    if (!e->bm || !e->tok) {
+    e->lm = engine_model_llama(m);
+    if (!(e->bm && e->tok) && !e->lm) {
         s = kiln_fail(KILN_ERR_UNSUPPORTED,
-                      "embed: the model's architecture '%s' is not an encoder; embeddings need "
-                      "an encoder model (bert, nomic-bert)",
+                      "embed: the model's architecture '%s' has no embeddings forward pass "
+                      "(encoders: bert, nomic-bert; decoders: llama, qwen2)",
                       kiln_model_arch(m));
         goto fail;
     }
-    const struct arch_hparams *hp = e->bm->hp;
+    const struct arch_hparams *hp = e->bm ? e->bm->hp : e->lm->hp;
     if ((s = check_params(&d, hp->n_embd))) goto fail;
     if (!d.mem_budget) d.mem_budget = DEFAULT_BUDGET;
     e->p = d;
-    e->pooling = d.pooling == KILN_POOLING_MODEL ? model_pooling(hp) : d.pooling;
+    kiln_pooling mp = e->bm ? model_pooling(hp) : decoder_pooling(m, hp);
+    e->pooling = d.pooling == KILN_POOLING_MODEL ? mp : d.pooling;
+    e->n_vocab = kiln_model_n_vocab(m);
+    if (e->bm) {
+        e->bos = tok_wpm_cls(e->tok);
+        e->eos = tok_wpm_sep(e->tok);
+    } else if ((s = decoder_specials(e))) {
+        goto fail;
+    }
     e->n_embd = (int32_t)hp->n_embd;
     e->dim = d.dim ? d.dim : e->n_embd;
     e->n_ctx = (int32_t)hp->n_ctx_train;
     e->batch = d.batch_tokens ? d.batch_tokens : batch_from_budget(hp, d.mem_budget);
     if (!(e->pool = kiln_pool_create(d.n_threads, &s))) goto fail;
-    if (!(e->bc = bert_ctx_create(e->bm, e->pool, &s))) goto fail;
+    if (e->bm && !(e->bc = bert_ctx_create(e->bm, e->pool, &s))) goto fail;
     if (st) *st = KILN_OK;
     return e;
 fail:
@@ -152,6 +203,7 @@ fail:
 void kiln_embed_ctx_free(kiln_embed_ctx *e) {
     if (!e) return;
     bert_ctx_free(e->bc);
+    llama_ctx_free(e->lc);
     kiln_pool_destroy(e->pool);
     free(e);
 }
@@ -214,8 +266,8 @@ static kiln_status grow_ids(int32_t **buf, size_t *cap, size_t need, int32_t ind
     return KILN_OK;
 }
 
-/* Cuts *n tokens in buf to the context (keeping a final [SEP] last) when
- * truncating, else fails naming the input. */
+/* Cuts *n tokens in buf to the context (keeping a final [SEP], or a
+ * decoder's EOS, last) when truncating, else fails naming the input. */
 static kiln_status fit_context(const kiln_embed_ctx *e, int32_t index, int truncate, int32_t *buf,
                                size_t *n, int32_t *truncated_from) {
     *truncated_from = 0;
@@ -226,8 +278,7 @@ static kiln_status fit_context(const kiln_embed_ctx *e, int32_t index, int trunc
                          "tokens (truncation is off)",
                          index, *n, e->n_ctx);
     *truncated_from = (int32_t)(*n > INT32_MAX ? INT32_MAX : *n);
-    int32_t sep = tok_wpm_sep(e->tok);
-    if (sep >= 0 && buf[*n - 1] == sep) buf[e->n_ctx - 1] = sep;
+    if (e->eos >= 0 && buf[*n - 1] == e->eos) buf[e->n_ctx - 1] = e->eos;
     *n = (size_t)e->n_ctx;
     return KILN_OK;
 }
@@ -251,21 +302,23 @@ kiln_status embed_input_tokens(const kiln_embed_ctx *e, int32_t index, const cha
             return kiln_fail(KILN_ERR_RANGE, "embed: input %d of %zu bytes is too long", index,
                              len);
         if ((s = grow_ids(buf, cap, 2 * len + 2, index))) return s;
-        if ((s = tok_wpm_encode(e->tok, text, len, true, *buf, *cap, &need))) return s;
+        if ((s = e->tok ? tok_wpm_encode(e->tok, text, len, true, *buf, *cap, &need)
+                        : kiln_tokenize(e->m, text, len, 1, *buf, *cap, &need)))
+            return s;
         if (need == 0)
             return kiln_fail(KILN_ERR_INVALID_ARG, "embed: input %d has no tokens", index);
     } else {
         if (!ids || n_ids <= 0)
             return kiln_fail(KILN_ERR_INVALID_ARG, "embed: input %d has no text and no token ids",
                              index);
-        int32_t n_vocab = tok_wpm_n_vocab(e->tok);
+        int32_t n_vocab = e->n_vocab;
         for (int32_t k = 0; k < n_ids; k++)
             if (ids[k] < 0 || ids[k] >= n_vocab)
                 return kiln_fail(KILN_ERR_RANGE,
                                  "embed: input %d: token id %d at position %d is outside the "
                                  "vocabulary of %d tokens",
                                  index, ids[k], k, n_vocab);
-        int32_t cls = tok_wpm_cls(e->tok), sep = tok_wpm_sep(e->tok);
+        int32_t cls = e->bos, sep = e->eos;
         int add_cls = cls >= 0 && ids[0] != cls, add_sep = sep >= 0 && ids[n_ids - 1] != sep;
         if ((s = grow_ids(buf, cap, (size_t)n_ids + 2, index))) return s;
         if (add_cls) (*buf)[need++] = cls;
@@ -389,12 +442,53 @@ static void pool_text(struct call *c, int32_t i, const float *h, float *acc_buf)
     }
 }
 
+/* A decoder's llama_ctx for batches of n tokens: kept when it holds them,
+ * else replaced by one holding max(n, batch) (the old one kept when the new
+ * one cannot be had); KILN_ERR_NOMEM when it would take more than the
+ * budget (cache and compute buffers) or cannot be allocated. */
+static kiln_status decoder_reserve(kiln_embed_ctx *e, int32_t n) {
+    if (n <= 0) return kiln_fail(KILN_ERR_RANGE, "embed: a batch of %d tokens", n);
+    if (e->lc && llama_ctx_n_batch(e->lc) >= n) return KILN_OK;
+    struct llama_ctx_params lp = {.n_ctx = e->n_ctx,
+                                  .n_batch = n > e->batch ? n : e->batch,
+                                  .n_seq = 1,
+                                  .type_k = KILN_TYPE_F16,
+                                  .type_v = KILN_TYPE_F16,
+                                  .embed = true};
+    kiln_status s;
+    llama_ctx *lc = llama_ctx_create(e->lm, &lp, e->pool, &s);
+    if (!lc) return s;
+    uint64_t kv, compute;
+    llama_ctx_memory(lc, &kv, &compute);
+    if (e->p.mem_budget && kv + compute > e->p.mem_budget) {
+        llama_ctx_free(lc);
+        return kiln_fail(KILN_ERR_NOMEM,
+                         "embed: buffers for %d tokens take %llu bytes, more than the budget of "
+                         "%llu",
+                         lp.n_batch, (unsigned long long)(kv + compute),
+                         (unsigned long long)e->p.mem_budget);
+    }
+    llama_ctx_free(e->lc);
+    e->lc = lc;
+    return KILN_OK;
+}
+
+static kiln_status ctx_reserve(kiln_embed_ctx *e, int32_t n) {
+    return e->bc ? bert_ctx_reserve(e->bc, n, e->p.mem_budget) : decoder_reserve(e, n);
+}
+
+/* One forward pass over n_seq packed texts (see bert_encode, llama_embed). */
+static kiln_status forward(kiln_embed_ctx *e, const int32_t *ids, const int32_t *seq, int32_t n_seq,
+                           const float **h) {
+    return e->bc ? bert_encode(e->bc, ids, seq, n_seq, h) : llama_embed(e->lc, ids, seq, n_seq, h);
+}
+
 /* Reserves buffers for a batch of n tokens; on failure halves the batch
  * size (at most MAX_HALVINGS times per context) and says so with *retry. */
 static kiln_status reserve(struct call *c, int32_t n, bool *retry) {
     kiln_embed_ctx *e = c->e;
     *retry = false;
-    kiln_status s = bert_ctx_reserve(e->bc, n, e->p.mem_budget);
+    kiln_status s = ctx_reserve(e, n);
     if (s != KILN_ERR_NOMEM) return s;
     if (e->n_halvings >= MAX_HALVINGS || e->batch <= 1)
         return kiln_fail(KILN_ERR_NOMEM,
@@ -427,7 +521,7 @@ static kiln_status run_batches(struct call *c) {
         if ((s = reserve(c, total, &retry)) || retry) continue;
         double t0 = kiln_now_s();
         const float *h;
-        s = bert_encode(e->bc, c->ids + c->start[i], seq, j - i, &h);
+        s = forward(e, c->ids + c->start[i], seq, j - i, &h);
         double t1 = kiln_now_s();
         c->st->t_forward += t1 - t0;
         if (s) break;
@@ -507,10 +601,15 @@ kiln_status embed_tokens(kiln_embed_ctx *e, const int32_t *ids, const int64_t *s
 }
 
 kiln_status embed_ctx_reserve(kiln_embed_ctx *e) {
-    return bert_ctx_reserve(e->bc, e->batch, e->p.mem_budget);
+    return ctx_reserve(e, e->batch);
 }
 
 uint64_t embed_ctx_compute_bytes(const kiln_embed_ctx *e) {
+    if (!e->bc) {
+        uint64_t kv = 0, compute = 0;
+        if (e->lc) llama_ctx_memory(e->lc, &kv, &compute);
+        return kv + compute;
+    }
     int32_t cap = bert_ctx_capacity(e->bc);
     return cap > 0 ? bert_ctx_bytes(e->bm, kiln_pool_size(e->pool), cap) : 0;
 }

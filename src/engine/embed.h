@@ -1,6 +1,6 @@
 /* embed.h - engine-internal pieces of the embeddings engine (embed.c): how
  * kiln_model_load recognises an encoder, and the accessors embed.c uses to
- * reach the encoder bindings inside a kiln_model (whose struct is private
+ * reach the encoder or decoder bindings inside a kiln_model (whose struct is private
  * to generate.c). The public API is in kiln.h. */
 #ifndef KILN_ENGINE_EMBED_H
 #define KILN_ENGINE_EMBED_H
@@ -8,6 +8,7 @@
 #include "kiln.h"
 #include "model/bert.h"
 #include "model/gguf.h"
+#include "model/llama.h"
 #include "text/tok_wpm.h"
 
 #include <stdbool.h>
@@ -18,18 +19,21 @@
 bool embed_arch_is_encoder(const gguf_file *f);
 
 /* Defined in generate.c: the encoder forward-pass bindings and WordPiece
- * tokenizer of m, or NULL when m is a decoder. */
+ * tokenizer of m, or NULL when m is a decoder; the decoder's bindings, or
+ * NULL when m is an encoder. */
 const bert_model *engine_model_bert(const kiln_model *m);
 const tok_wpm *engine_model_wpm(const kiln_model *m);
+const llama_model *engine_model_llama(const kiln_model *m);
 
 /* ---- for the embeddings batcher (engine/batcher.c) ---- */
 
 /* Validates and tokenizes one input the way kiln_embed does, errors naming
  * it as input `index`: text (len bytes of UTF-8) when text is not NULL,
  * else the token ids[0..n_ids) (each inside the vocabulary, else
- * KILN_ERR_RANGE) with [CLS] prepended and [SEP] appended when absent and
- * the tokenizer adds them. An input longer than the context is cut to it
- * (keeping a final [SEP]) when truncate, *truncated_from then the length
+ * KILN_ERR_RANGE) with [CLS] (a decoder's BOS) prepended and [SEP] (EOS)
+ * appended when absent and the tokenizer adds them. An input longer than
+ * the context is cut to it (keeping a final [SEP] or EOS) when truncate,
+ * *truncated_from then the length
  * before (else 0), or else is KILN_ERR_RANGE naming both numbers. The
  * tokens go to *buf, grown with realloc as needed (*cap ids; the caller
  * frees it), *n_out of them. Reads only what does not change after
@@ -41,7 +45,7 @@ kiln_status embed_input_tokens(const kiln_embed_ctx *e, int32_t index, const cha
 /* Embeds n pre-tokenized texts as kiln_embed would (same packing, passes,
  * pooling, dim and normalisation of e): text i is ids[start[i] ..
  * start[i + 1]) (start has n + 1 entries), 1 to the context's tokens
- * (KILN_ERR_RANGE naming it otherwise; bert_encode rejects ids outside the
+ * (KILN_ERR_RANGE naming it otherwise; the forward pass rejects ids outside the
  * vocabulary). truncated_from is all 0 in the result. */
 kiln_status embed_tokens(kiln_embed_ctx *e, const int32_t *ids, const int64_t *start, int32_t n,
                          kiln_embeddings **out, kiln_embed_stats *stats);

@@ -52,6 +52,9 @@ const bert_model *engine_model_bert(const kiln_model *m) {
 const tok_wpm *engine_model_wpm(const kiln_model *m) {
     return m->wpm;
 }
+const llama_model *engine_model_llama(const kiln_model *m) {
+    return m->lm;
+}
 const gguf_file *engine_model_gguf(const kiln_model *m) {
     return m->f;
 }

@@ -6,6 +6,11 @@
  *     another); tok_slot/tok_pos give each token's sequence and position;
  *   - the KV cache (kvcache.h) holds each sequence's rows per (layer, KV
  *     head), consecutive by position; rows [0, n_past) of a slot are valid;
+ *     an embed context's cache is instead one layer of slot 0, n_batch
+ *     rows, where token j of the packed step writes row j and attends to
+ *     rows j - pos .. j (its sequence so far), rewritten by every layer;
+ *     its padding columns (tok_slot -1) are zero rows that write and attend
+ *     to nothing and stay zero through every block;
  *   - q/k/v and gate/up share one arena (attention and FFN never overlap);
  *     attention writes its output over q, and every block's output goes to
  *     xn, which the next phase adds into the residual x;
@@ -153,15 +158,19 @@ struct llama_ctx {
     kiln_pool *pool;
     kiln_matmul_ctx *mm;
     int32_t n_ctx, n_batch, n_seq, n_threads;
+    bool embed;    /* made for llama_embed: one-layer scratch cache, no logits */
+    int32_t n_pad; /* embed: a step's columns are a multiple of this */
     struct kv_cache kv;
     float *x, *xn; /* n_batch rows of n_embd: residual stream, normed / block output */
     float *arena;  /* attention (q, k, v) or FFN (gate, up) activations, never both */
     float *q, *k, *v, *gate, *up; /* views into arena */
     float *rope;                  /* n_batch rows of n_rot floats: cos, sin pairs */
-    float *logits;                /* n_seq rows of n_vocab: a step's last-token logits */
+    float *logits;                /* n_seq rows of n_vocab: a step's last-token logits
+                                     (none for embed) */
     char *tiles;                  /* per thread: attention scratch of tile_bytes */
     size_t tile_bytes;
-    int32_t *tok_id, *tok_slot, *tok_pos; /* per token of the step: id, sequence, position */
+    int32_t *tok_id, *tok_slot, *tok_pos; /* per token of the step: id, sequence (-1: a
+                                             padding column of embed), position */
     int32_t *out_src;                     /* per logits row of the step: its token index */
     uint32_t *stamp, step_no;             /* per slot: the last step it appeared in (duplicates) */
     uint64_t compute_bytes;
@@ -240,7 +249,7 @@ static kiln_status alloc_state(llama_ctx *c) {
     c->xn = alloc_floats(nb * d, c, &s);
     c->arena = alloc_floats(attn > ffn ? attn : ffn, c, &s);
     c->rope = alloc_floats(nb * hp->n_rot, c, &s);
-    c->logits = alloc_floats((uint64_t)c->n_seq * hp->n_vocab, c, &s);
+    c->logits = alloc_floats(c->embed ? 1 : (uint64_t)c->n_seq * hp->n_vocab, c, &s);
     c->tile_bytes =
         llama_attend_scratch((int32_t)hp->head_dim, (int32_t)(hp->n_head / hp->n_head_kv));
     c->tiles = alloc_bytes((uint64_t)c->n_threads * c->tile_bytes, c, &s);
@@ -256,6 +265,34 @@ static kiln_status alloc_state(llama_ctx *c) {
     c->v = c->k + nb * dkv;
     c->gate = c->arena;
     c->up = c->gate + nb * ff;
+    return KILN_OK;
+}
+
+/* An embed context's column padding and batch: n_pad is one column tile, or
+ * one per thread when some weight has fewer rows than matmul.c needs to
+ * split rows over every thread (ROW_SPLIT: it then splits columns at
+ * nc * ith / nth, which is a tile boundary only when nc is a multiple of
+ * n_pad); n_batch is p's, not capped at n_ctx, rounded up to a multiple of
+ * n_pad. */
+#define ROW_SPLIT(nth) ((int64_t)(nth) * (int64_t)(KILN_CACHE_LINE / sizeof(float)))
+static kiln_status embed_geometry(llama_ctx *c, const struct llama_ctx_params *p) {
+    const llama_model *m = c->m;
+    if (p->n_seq != 1)
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "llama: an embeddings context has 1 sequence slot, not %d", p->n_seq);
+    int64_t min_rows = INT64_MAX;
+    for (uint32_t il = 0; il < m->hp->n_layer; il++) {
+        const struct llama_layer *L = &m->layers[il];
+        const struct llama_w *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
+            if (ws[i]->n_out < min_rows) min_rows = ws[i]->n_out;
+    }
+    c->n_pad = KILN_GEMM_MAX_C * (min_rows < ROW_SPLIT(c->n_threads) ? c->n_threads : 1);
+    int64_t nb = ((int64_t)p->n_batch + c->n_pad - 1) / c->n_pad * c->n_pad;
+    if (nb > INT32_MAX / 2)
+        return kiln_fail(KILN_ERR_RANGE, "llama: an embeddings batch of %d tokens is too large",
+                         p->n_batch);
+    c->n_batch = (int32_t)nb;
     return KILN_OK;
 }
 
@@ -279,12 +316,17 @@ llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params 
     c->n_threads = pool ? kiln_pool_size(pool) : 1;
     c->n_ctx = p->n_ctx;
     c->n_seq = p->n_seq;
-    /* a step never holds more tokens than all the sequences have positions */
+    c->embed = p->embed;
+    /* a step never holds more tokens than all the sequences have positions
+     * (except in embed, whose step packs any number of sequences) */
     int64_t most = (int64_t)p->n_ctx * p->n_seq;
     c->n_batch = p->n_batch < most ? p->n_batch : (int32_t)most;
+    if (c->embed && (s = embed_geometry(c, p))) goto fail;
     c->kern = kiln_kernels_best();
-    if ((s = kv_init(&c->kv, p->type_k, p->type_v, (int32_t)hp->n_layer, (int32_t)hp->n_head_kv,
-                     (int32_t)hp->head_dim, p->n_ctx, p->n_seq)))
+    /* embed: one layer's keys and values of the packed step, reused by every layer */
+    if ((s = kv_init(&c->kv, p->type_k, p->type_v, c->embed ? 1 : (int32_t)hp->n_layer,
+                     (int32_t)hp->n_head_kv, (int32_t)hp->head_dim,
+                     c->embed ? c->n_batch : p->n_ctx, p->n_seq)))
         goto fail;
     kiln_type qt = kiln_vec_dot_type(p->type_k);
     if (!c->kern->vec_dot[p->type_k] || !c->kern->from_float[qt] ||
@@ -425,6 +467,10 @@ static void embed_part(llama_ctx *c, const int32_t *tokens, int ith, int nth) {
     int64_t lo, hi;
     split(c->n_tok, ith, nth, &lo, &hi);
     for (int64_t i = lo; i < hi; i++) {
+        if (c->tok_slot[i] < 0) { /* a padding column: zero, and it stays zero */
+            memset(c->x + i * e->n_in, 0, (size_t)e->n_in * sizeof *c->x);
+            continue;
+        }
         const char *row = (const char *)e->data + (size_t)tokens[i] * e->row_bytes;
         c->kern->to_float[e->type](row, c->x + i * e->n_in, e->n_in);
     }
@@ -466,7 +512,9 @@ static void add_vec(float *y, const float *b, int64_t n) {
 }
 
 /* Biases and rotation of each (token, head) of q and k, and the new k and v
- * rows into their sequences' caches. */
+ * rows into their sequences' caches: row pos of the slot's layer il, or for
+ * embed row j (the token's place in the packed step) of the one scratch
+ * layer. Padding columns are left alone (their q, k and v are zero). */
 static void qkv_part(llama_ctx *c, int32_t il, int ith, int nth) {
     const struct arch_hparams *hp = c->m->hp;
     const struct llama_layer *L = &c->m->layers[il];
@@ -476,6 +524,7 @@ static void qkv_part(llama_ctx *c, int32_t il, int ith, int nth) {
     split(c->n_tok * per, ith, nth, &lo, &hi);
     for (int64_t it = lo; it < hi; it++) {
         int64_t j = it / per, h = it % per;
+        if (c->tok_slot[j] < 0) continue;
         const float *cs = c->rope + j * hp->n_rot;
         if (h < nh) {
             float *q = c->q + j * dq + h * hd;
@@ -488,11 +537,12 @@ static void qkv_part(llama_ctx *c, int32_t il, int ith, int nth) {
         add_vec(k, L->bk ? L->bk + h * hd : NULL, hd);
         add_vec(v, L->bv ? L->bv + h * hd : NULL, hd);
         rope_head(hp, k, cs);
-        int32_t slot = c->tok_slot[j], pos = c->tok_pos[j];
+        int32_t slot = c->tok_slot[j], kl = c->embed ? 0 : il;
+        size_t row = (size_t)(c->embed ? j : c->tok_pos[j]);
         kern->from_float[c->kv.type_k](
-            k, kv_k_rows(&c->kv, slot, il, (int32_t)h) + (size_t)pos * c->kv.row_k, hd);
+            k, kv_k_rows(&c->kv, slot, kl, (int32_t)h) + row * c->kv.row_k, hd);
         kern->from_float[c->kv.type_v](
-            v, kv_v_rows(&c->kv, slot, il, (int32_t)h) + (size_t)pos * c->kv.row_v, hd);
+            v, kv_v_rows(&c->kv, slot, kl, (int32_t)h) + row * c->kv.row_v, hd);
     }
 }
 
@@ -596,7 +646,9 @@ static int32_t att_heads_per_item(const llama_ctx *c) {
 
 /* Work items (token, KV head, run of query heads), interleaved over the
  * threads so that later (longer) positions of a prompt are shared out
- * evenly. */
+ * evenly. A token attends to its sequence's rows 0..pos; for embed those
+ * are rows j - pos .. j of the scratch layer. Padding columns attend to
+ * nothing (their q stays zero). */
 static void attn_part(llama_ctx *c, int32_t il, int ith, int nth) {
     const struct arch_hparams *hp = c->m->hp;
     int64_t hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, group = nh / nkv;
@@ -606,11 +658,14 @@ static void attn_part(llama_ctx *c, int32_t il, int ith, int nth) {
     for (int64_t it = ith; it < items; it += nth) {
         int64_t j = it / (nkv * runs), g = it / runs % nkv, h0 = g * group + it % runs * per;
         int32_t n_q = (int32_t)(g * group + group - h0 < per ? g * group + group - h0 : per);
-        int32_t slot = c->tok_slot[j];
+        int32_t slot = c->tok_slot[j], kl = c->embed ? 0 : il;
+        if (slot < 0) continue;
+        size_t first = c->embed ? (size_t)(j - c->tok_pos[j]) : 0;
         float *q = c->q + (j * nh + h0) * hd;
         llama_attend(c->kern, c->kv.type_k, c->kv.type_v, (int32_t)hd, n_q, q,
-                     kv_k_rows(&c->kv, slot, il, (int32_t)g),
-                     kv_v_rows(&c->kv, slot, il, (int32_t)g), c->tok_pos[j] + 1, q, scratch);
+                     kv_k_rows(&c->kv, slot, kl, (int32_t)g) + first * c->kv.row_k,
+                     kv_v_rows(&c->kv, slot, kl, (int32_t)g) + first * c->kv.row_v,
+                     c->tok_pos[j] + 1, q, scratch);
     }
 }
 
@@ -653,10 +708,9 @@ static void layer(llama_ctx *c, int32_t il, int ith, int nth) {
     barrier(c);
 }
 
-/* The final residual, norm and output projection of the rows that want
- * logits: rows [0, n_last) into the context's buffer, then each item that
- * wants every token's logits straight into its own buffer. */
-static void output_part(llama_ctx *c, int ith, int nth) {
+/* The final residual and output norm of the rows that want an output: row r
+ * of xn becomes token out_src[r]'s final hidden state. */
+static void final_norm_part(llama_ctx *c, int ith, int nth) {
     const struct arch_hparams *hp = c->m->hp;
     int64_t d = hp->n_embd, lo, hi;
     split((int64_t)c->n_tok * d, ith, nth, &lo, &hi);
@@ -666,6 +720,15 @@ static void output_part(llama_ctx *c, int ith, int nth) {
     for (int64_t r = lo; r < hi; r++)
         rmsnorm(c->xn + r * d, c->x + (int64_t)c->out_src[r] * d, c->m->output_norm, d,
                 hp->norm_eps);
+}
+
+/* The final norm and output projection of the rows that want logits: rows
+ * [0, n_last) into the context's buffer, then each item that wants every
+ * token's logits straight into its own buffer. */
+static void output_part(llama_ctx *c, int ith, int nth) {
+    const struct arch_hparams *hp = c->m->hp;
+    int64_t d = hp->n_embd;
+    final_norm_part(c, ith, nth);
     barrier(c);
     bool first = true;
     if (c->n_last) {
@@ -690,7 +753,10 @@ static void step_task(void *arg, int ith, int nth) {
     rope_part(c, ith, nth);
     barrier(c);
     for (int32_t il = 0; il < (int32_t)c->m->hp->n_layer; il++) layer(c, il, ith, nth);
-    if (c->n_out) output_part(c, ith, nth);
+    if (c->embed)
+        final_norm_part(c, ith, nth);
+    else if (c->n_out)
+        output_part(c, ith, nth);
 }
 
 /* ---- steps ---- */
@@ -725,6 +791,9 @@ kiln_status llama_decode_batch(llama_ctx *c, const struct llama_batch_item *item
                                int32_t n_items) {
     if (n_items < 0 || (n_items > 0 && !items))
         return kiln_fail(KILN_ERR_INVALID_ARG, "decode: %d items", n_items);
+    if (c->embed)
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "decode: the context was made for embeddings (llama_embed)");
     if (++c->step_no == 0) { /* wrapped: forget old stamps */
         memset(c->stamp, 0, (size_t)c->n_seq * sizeof *c->stamp);
         c->step_no = 1;
@@ -782,6 +851,9 @@ kiln_status llama_decode_batch(llama_ctx *c, const struct llama_batch_item *item
 
 kiln_status llama_decode(llama_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all) {
     if (n < 0 || (n > 0 && !tokens)) return kiln_fail(KILN_ERR_INVALID_ARG, "decode: %d tokens", n);
+    if (c->embed)
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "decode: the context was made for embeddings (llama_embed)");
     if (!c->kv.used[0])
         return kiln_fail(KILN_ERR_INVALID_ARG, "decode: sequence 0 was freed (kiln_ctx_reset "
                                                "claims it again)");
@@ -805,5 +877,56 @@ kiln_status llama_decode(llama_ctx *c, const int32_t *tokens, int32_t n, float *
         kiln_status s = llama_decode_batch(c, &it, 1);
         KILN_ASSERT(s == KILN_OK); /* everything was checked above */
     }
+    return KILN_OK;
+}
+
+/* ---- embeddings ---- */
+
+kiln_status llama_embed(llama_ctx *c, const int32_t *tokens, const int32_t *seq_start,
+                        int32_t n_seq, const float **hidden) {
+    int32_t n_vocab = (int32_t)c->m->hp->n_vocab;
+    if (!c->embed)
+        return kiln_fail(KILN_ERR_INVALID_ARG,
+                         "embed: the context was not made for embeddings (llama_ctx_params.embed)");
+    if (n_seq <= 0 || !tokens || !seq_start || seq_start[0] != 0)
+        return kiln_fail(KILN_ERR_RANGE, "embed: a batch of %d sequences", n_seq);
+    int32_t n = seq_start[n_seq];
+    if (n > c->n_batch)
+        return kiln_fail(KILN_ERR_RANGE, "embed: %d tokens, more than the batch of %d", n,
+                         c->n_batch);
+    for (int32_t i = 0; i < n_seq; i++) {
+        int32_t len = seq_start[i + 1] - seq_start[i];
+        if (len <= 0 || len > c->n_ctx)
+            return kiln_fail(KILN_ERR_RANGE,
+                             "embed: sequence %d has %d tokens; it must have 1 to %d", i, len,
+                             c->n_ctx);
+        for (int32_t t = seq_start[i]; t < seq_start[i + 1]; t++) {
+            if (tokens[t] < 0 || tokens[t] >= n_vocab)
+                return kiln_fail(KILN_ERR_RANGE,
+                                 "embed: token %d of sequence %d is outside the vocabulary of %d",
+                                 tokens[t], i, n_vocab);
+            c->tok_id[t] = tokens[t];
+            c->tok_slot[t] = 0;
+            c->tok_pos[t] = t - seq_start[i];
+            c->out_src[t] = t;
+        }
+    }
+    int32_t nc = (n + c->n_pad - 1) / c->n_pad * c->n_pad; /* <= n_batch, a multiple of n_pad */
+    for (int32_t t = n; t < nc; t++) {
+        c->tok_id[t] = 0;
+        c->tok_slot[t] = -1;
+        c->tok_pos[t] = 0;
+    }
+    c->items = NULL;
+    c->n_items = 0;
+    c->n_tok = nc;
+    c->n_last = 0;
+    c->n_out = n;
+    if (c->pool)
+        kiln_pool_run(c->pool, step_task, c);
+    else
+        step_task(c, 0, 1);
+    c->kv.n_past[0] = 0;
+    *hidden = c->xn;
     return KILN_OK;
 }

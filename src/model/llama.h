@@ -13,7 +13,9 @@
  * stack of a step is one task on the pool, its phases separated by
  * barriers. Attention is tiled with an online softmax, so its memory does
  * not depend on the context length. A context is used by one thread at a
- * time.
+ * time. A context made for embeddings (llama_ctx_params.embed) runs packed
+ * cache-less passes instead (llama_embed): the same blocks, returning the
+ * final hidden states rather than logits.
  */
 #ifndef KILN_MODEL_LLAMA_H
 #define KILN_MODEL_LLAMA_H
@@ -65,6 +67,9 @@ struct llama_ctx_params {
     int32_t n_batch;          /* most tokens in one forward pass (capped at n_ctx * n_seq) */
     int32_t n_seq;            /* sequence slots (each with n_ctx positions) */
     kiln_type type_k, type_v; /* KV cache element types: F32, F16 or Q8_0 */
+    bool embed;               /* a context for llama_embed only (see there): n_seq must be 1,
+                                 n_batch is rounded up to whole column tiles, the cache is
+                                 one layer of n_batch rows and there are no logits */
 };
 
 /* A context for m (borrowed; it must outlive the context) on pool (borrowed;
@@ -128,6 +133,32 @@ kiln_status llama_decode_batch(llama_ctx *c, const struct llama_batch_item *item
  * the tokens do not fit in the context or an id is out of the vocabulary
  * (nothing is changed then). */
 kiln_status llama_decode(llama_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all);
+
+/* Embeddings: the final hidden states (after the output norm, before the
+ * output projection) of n_seq independent token sequences packed end to end
+ * in one forward pass, for a context created with embed (KILN_ERR_INVALID_ARG
+ * otherwise; such a context refuses llama_decode*). Sequence i is
+ * tokens[seq_start[i] .. seq_start[i + 1]) (seq_start has n_seq + 1
+ * entries, starting at 0, each sequence 1 to n_ctx tokens); its positions
+ * start at 0 and attention is causal within it, never across sequences.
+ * Nothing persists between calls: the cache is scratch, its rows reused
+ * layer after layer. *hidden receives token t's vector at
+ * (*hidden)[t * n_embd], valid until the next call on c.
+ *
+ * Batch invariance: a sequence's vectors do not depend on the other
+ * sequences of the pass. The step is padded with zero columns (tokens of no
+ * sequence, which write no cache rows and attend to nothing) to whole
+ * KILN_GEMM_MAX_C-column tiles - and to whole tiles per thread when a weight
+ * has too few rows for matmul.c to split rows over the threads, so that it
+ * splits columns at tile boundaries - so every token's column of every
+ * product is computed by the same kernel path in any batch (matmul.c takes
+ * vec_dot for a single column, and the gemm kernels pick their summation
+ * order by tile width). Every other step works per token or per (token,
+ * head) in a fixed order.
+ * KILN_ERR_RANGE (naming it) for a bad sequence layout, more than n_batch
+ * tokens, or a token id outside the vocabulary; nothing runs then. */
+kiln_status llama_embed(llama_ctx *c, const int32_t *tokens, const int32_t *seq_start,
+                        int32_t n_seq, const float **hidden);
 
 /* The attention of n_q query heads that share one KV head: for each head i,
  * out_i = softmax(q_i . K / sqrt(head_dim)) V over n_keys >= 1 rows of K

@@ -2,9 +2,10 @@
 # kiln embed on a synthetic bert written by kiln synth (no shared data
 # needed): JSON and JSONL output with unit-norm vectors, pooling and --dim
 # options, the summary on stderr, and clear errors (exit 1) for bad input:
-# empty text, invalid UTF-8, over-long text (and --truncate), a decoder
-# model; usage errors exit 2. With KILN_TEST_DATA, mini-bert's first
-# reference sentence reproduces its reference vector.
+# empty text, invalid UTF-8, over-long text (and --truncate); usage errors
+# exit 2; a synthetic llama decoder embeds (last-token pooling). With
+# KILN_TEST_DATA, mini-bert's first reference sentence reproduces its
+# reference vector, and mini-qwen2's llama.cpp's (tests/data).
 set -u
 KILN=$1
 T=${KILN_TEST_TMP:-/tmp}/cli-embed-$$
@@ -69,7 +70,19 @@ expect_err "context of 64 tokens" -m "$T/bert.gguf" "short" "$long"
 grep -qF '"n_tokens":64,"truncated_from":202' "$T/tr" || fail "truncation not reported"
 "$KILN" synth --arch llama --n-embd 64 --n-layer 1 --n-head 4 --n-ff 128 --ctx 64 --vocab 300 \
     -q -o "$T/llama.gguf" >/dev/null || fail "synth llama"
-expect_err "not an encoder" -m "$T/llama.gguf" "hello"
+# a decoder embeds too: last-token pooling by default, unit norm
+"$KILN" embed -m "$T/llama.gguf" --jsonl "hello" "a longer text here" >"$T/dec" 2>"$T/e" ||
+    fail "decoder exit $?: $(cat "$T/e")"
+python3 - "$T/dec" <<'PY' || fail "decoder output: $(head -c 300 "$T/dec")"
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 2
+for r in rows:
+    assert len(r["embedding"]) == 64 and abs(math.sqrt(sum(x * x for x in r["embedding"])) - 1) < 1e-4
+assert rows[0]["embedding"] != rows[1]["embedding"]
+PY
+"$KILN" embed -m "$T/llama.gguf" "hello" 2>/dev/null | grep -qF '"pooling":"last"' ||
+    fail "a decoder's default pooling is not last"
 expect_err "cannot open" -m "$T/missing.gguf" "hello"
 
 # usage errors
@@ -95,5 +108,25 @@ PY
         fail "mini-bert vector differs from the reference"
 else
     echo "SKIP reference check: KILN_TEST_DATA not set"
+fi
+
+# a decoder model against llama.cpp's vector (tests/data, see test_embed_decoder.c)
+if [ -n "${KILN_TEST_DATA:-}" ] && [ -f "$KILN_TEST_DATA/models/mini-qwen2-Q8_0.gguf" ]; then
+    "$KILN" embed -m "$KILN_TEST_DATA/models/mini-qwen2-Q8_0.gguf" "hello" >"$T/q" 2>/dev/null ||
+        fail "mini-qwen2 'hello' exit $?"
+    grep -qF '"pooling":"last"' "$T/q" || fail "mini-qwen2 pooling is not last"
+    "$KILN" embed -m "$KILN_TEST_DATA/models/mini-qwen2-Q8_0.gguf" --jsonl \
+        "The cat sits on the mat." >"$T/qref" 2>/dev/null || fail "mini-qwen2 exit $?"
+    python3 - "$T/qref" "$(dirname "$0")/../data/embed-decoder-ref.json" <<'PY' ||
+import json, math, sys
+got = json.loads(open(sys.argv[1]).readline())["embedding"]
+m = [m for m in json.load(open(sys.argv[2]))["models"] if m["model"] == "mini-qwen2-Q8_0.gguf"][0]
+ref = m["sentences"][0]["last"]
+dot = sum(a * b for a, b in zip(got, ref))
+assert dot / math.sqrt(sum(a * a for a in got) * sum(b * b for b in ref)) >= 0.999
+PY
+        fail "mini-qwen2 vector differs from llama.cpp's"
+else
+    echo "SKIP decoder reference check: mini-qwen2-Q8_0.gguf not found"
 fi
 echo "PASS"
