@@ -41,7 +41,7 @@ typedef struct bench_workload_opts {
     const char *model;       /* "model" field; NULL: omitted */
     const char *prompt_file; /* JSONL; NULL: synthetic prompts */
     int input_tokens;        /* synthetic prompt length in words (~tokens) */
-    int n_prompts;           /* distinct synthetic prompts (default 64) */
+    int n_prompts;           /* distinct synthetic prompts (default 1024) */
     int max_tokens;          /* 0: the file's or the server's default */
     bool ignore_eos;         /* ask for exactly max_tokens, with eos_fields */
     unsigned eos_fields;     /* BENCH_EOS_* flags: which fields say so (0: both) */
@@ -166,6 +166,11 @@ typedef struct bench_run_opts {
     int spin_us;         /* open loop: poll this long before each arrival instead of
                             sleeping (< 0: the default, 100; 0: never) */
     uint64_t seed;
+    /* The workload body of the first request (warm-up included); request k
+     * takes body first_body + k. A sweep starts each level where the last
+     * one stopped, so no prompt is sent twice while the pool lasts and a
+     * server's prompt cache cannot flatter the later levels. */
+    uint64_t first_body;
     volatile int *stop; /* when set and *stop becomes non-zero (a signal
                            handler), the run ends at once: requests in
                            flight count as timeouts */

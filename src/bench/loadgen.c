@@ -250,7 +250,7 @@ static void launch(engine *e, int64_t t_sched) {
         return;
     }
     uint64_t idx = e->n_sched++;
-    const bench_body *b = bench_workload_body(e->w, idx);
+    const bench_body *b = bench_workload_body(e->w, e->o->first_body + idx);
     *rec = (bench_record){.index = idx,
                           .warmup = idx < e->o->warmup,
                           .t_sched = t_sched,
@@ -279,7 +279,7 @@ static void launch(engine *e, int64_t t_sched) {
 
 /* Reads a non-stream answer: usage, and whether it has the expected shape. */
 static void finish_body(req *q, bench_record *rec) {
-    json_t *j = json_loadb(q->body ? q->body : "", q->body_len, 0, NULL);
+    json_t *j = json_loadb(q->body ? q->body : "", q->body_len, JSON_ALLOW_NUL, NULL);
     if (!json_is_object(j) || json_object_get(j, "error")) {
         q->bad = true;
     } else {

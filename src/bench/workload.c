@@ -267,7 +267,7 @@ static kiln_status read_prompts(const char *path, prompt **out, size_t *n_out) {
 }
 
 static kiln_status synth_prompts(const bench_workload_opts *o, prompt **out, size_t *n_out) {
-    size_t n = o->n_prompts > 0 ? (size_t)o->n_prompts : 64;
+    size_t n = o->n_prompts > 0 ? (size_t)o->n_prompts : 1024;
     int words = o->input_tokens > 0 ? o->input_tokens : 32;
     prompt *ps = calloc(n, sizeof *ps);
     size_t cap = (size_t)words * 8 + 16;

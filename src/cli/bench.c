@@ -340,8 +340,10 @@ static int run_levels(struct bench_cli *c, bench_workload *w, json_t *doc) {
     json_object_set_new(doc, "runs", jruns);
     c->ro.stop = &interrupted;
     signal(SIGINT, on_sigint);
+    uint64_t next_body = 0; /* each level's prompts follow the previous level's */
     for (int i = 0; i < c->n_levels && !interrupted; i++) {
         bench_run_opts ro = c->ro;
+        ro.first_body = next_body;
         if (rate)
             ro.rate = c->levels[i];
         else
@@ -356,6 +358,7 @@ static int run_levels(struct bench_cli *c, bench_workload *w, json_t *doc) {
             break;
         }
         n_done++;
+        next_body += runs[i].n_recs;
         stats[i] = bench_stats_compute(&runs[i], &c->slo);
         if (!stats[i]) {
             fprintf(stderr, "kiln bench: out of memory\n");
