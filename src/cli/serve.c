@@ -8,6 +8,7 @@
  * stderr), 2 on a usage error. */
 #include "cli/commands.h"
 #include "compute/kernels.h"
+#include "compute/threadpool.h"
 #include "kiln.h"
 #include "server/server.h"
 
@@ -304,12 +305,16 @@ static void log_start(const struct serve_opts *o) {
     for (int i = 0; i < o->c.n_models; i++)
         fprintf(stderr, " %s=%s%s", o->models[i].name, o->models[i].path,
                 o->models[i].pin ? " (pinned)" : "");
+    char ctx[48] = "the model's context (at most 4096)";
+    if (sp->n_ctx > 0) snprintf(ctx, sizeof ctx, "%d", (int)sp->n_ctx);
     fprintf(stderr,
-            "\nkiln serve: engine threads %d (0: physical cores), kernels %s, %d slot(s) of %d "
-            "positions (0: the model's), queue %d, HTTP threads %d%s%s\n",
-            sp->n_threads, kiln_isa_name(kiln_kernels_best()->isa), sp->n_slots, sp->n_ctx,
-            sp->max_queue, o->c.http_threads ? o->c.http_threads : 4,
-            o->c.api_key ? ", API key required" : "", o->c.cors ? ", CORS on" : "");
+            "\nkiln serve: engine threads %d%s, kernels %s, %d slot(s) of %s positions, queue %d, "
+            "HTTP threads %d%s%s\n",
+            sp->n_threads > 0 ? (int)sp->n_threads : kiln_cpu_physical_cores(),
+            sp->n_threads > 0 ? "" : " (the physical cores)",
+            kiln_isa_name(kiln_kernels_best()->isa), sp->n_slots, ctx, sp->max_queue,
+            o->c.http_threads ? o->c.http_threads : 4, o->c.api_key ? ", API key required" : "",
+            o->c.cors ? ", CORS on" : "");
     fflush(stderr);
 }
 
