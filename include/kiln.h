@@ -621,6 +621,8 @@ typedef struct kiln_embed_result {
     double t_tokenize;          /* validating and tokenizing (on the submitting thread), s */
     double t_inference;         /* the merged call (shared by its requests), s */
     int32_t batch_texts;        /* texts in the merged call it joined */
+    int first_in_batch;         /* 1 for exactly one request of each merged call (per-call
+                                   statistics count it once) */
 } kiln_embed_result;
 
 typedef void (*kiln_embed_fn)(void *user, const kiln_embed_result *r);

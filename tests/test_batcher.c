@@ -42,7 +42,7 @@ struct sink {
     char error[256];
     float *data;
     int64_t n_rows;
-    int32_t dim, n_texts, batch_texts;
+    int32_t dim, n_texts, batch_texts, first_in_batch;
     int32_t n_tokens0, truncated0;
 };
 
@@ -64,6 +64,7 @@ static void on_result(void *user, const kiln_embed_result *r) {
     s->calls++;
     s->status = r->status;
     s->batch_texts = r->batch_texts;
+    s->first_in_batch = r->first_in_batch;
     if (r->status) {
         snprintf(s->error, sizeof s->error, "%s", r->error ? r->error : "");
     } else {
@@ -224,13 +225,14 @@ static void check_concurrent(const kiln_model *m) {
     for (int i = 0; i < 16; i++) pthread_join(th[i], NULL);
     pthread_barrier_destroy(&go);
     double worst = 0;
-    int32_t most = 0;
+    int32_t most = 0, firsts = 0;
     for (int i = 0; i < 16; i++) {
         if (cl[i].submit_status) print_error("submit %d: %s\n", i, kiln_last_error());
         assert_int_equal(cl[i].submit_status, KILN_OK);
         sink_wait(&cl[i].sink);
         assert_int_equal(cl[i].sink.calls, 1);
         assert_int_equal(cl[i].sink.status, KILN_OK);
+        firsts += cl[i].sink.first_in_batch;
         int32_t dim;
         float *want = embed_alone(m, sentences[i], 1, &dim);
         assert_int_equal(cl[i].sink.dim, dim);
@@ -246,6 +248,7 @@ static void check_concurrent(const kiln_model *m) {
                   kiln_model_arch(m), (unsigned long long)bs.n_batches, most, worst);
     assert_true(worst <= 1e-5);
     assert_true(bs.n_batches >= 1 && bs.n_batches < 16);
+    assert_int_equal(firsts, (int)bs.n_batches); /* one request of each pass is marked first */
     assert_true(most > 1);
     assert_int_equal(bs.queued, 0);
     assert_true(bs.compute_bytes > 0);

@@ -183,6 +183,7 @@ static void run_batch(kiln_embed_batcher *b, struct breq *const *batch, int32_t 
     for (int32_t i = 0; i < n_req; i++) {
         struct breq *q = batch[i];
         common.t_queue = t0 - q->t_submit;
+        common.first_in_batch = i == 0;
         if (st)
             breq_fail(q, st, msg, n_texts);
         else

@@ -43,8 +43,10 @@ static void on_result(void *user, const kiln_embed_result *res) {
     if (res->status == KILN_OK) {
         metric_observe(s->m.queue, NULL, res->t_queue);
         metric_observe(s->m.tokenize, NULL, res->t_tokenize);
-        metric_observe(s->m.emb_batch, NULL, res->batch_texts);
-        metric_observe(s->m.emb_batch_latency, NULL, res->t_inference);
+        if (res->first_in_batch) { /* once per merged forward pass, not per request */
+            metric_observe(s->m.emb_batch, NULL, res->batch_texts);
+            metric_observe(s->m.emb_batch_latency, NULL, res->t_inference);
+        }
         metric_inc(s->m.emb_tokens, NULL, (double)res->n_tokens);
     }
     srv_req_wake(r);
