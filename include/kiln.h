@@ -664,6 +664,10 @@ typedef struct kiln_registry_params {
     uint64_t mem_budget;         /* bytes for loaded models; 0: no limit */
     kiln_sched_params sched;     /* for decoders */
     kiln_batcher_params batcher; /* for encoders */
+    /* 1: decoders get an embeddings batcher too (same params; pooling as
+     * the model says, last token by default), next to their scheduler;
+     * 0 (default): decoders serve generation only. */
+    int decoder_embeddings;
 } kiln_registry_params;
 
 kiln_registry_params kiln_registry_default_params(void);
@@ -687,7 +691,7 @@ typedef struct kiln_served {
     const char *name;
     const kiln_model *model;
     kiln_sched *sched;         /* decoders, else NULL */
-    kiln_embed_batcher *embed; /* encoders, else NULL */
+    kiln_embed_batcher *embed; /* encoders (and decoders with decoder_embeddings), else NULL */
 } kiln_served;
 
 /* Finds name, loading it when needed (which may unload others), and holds

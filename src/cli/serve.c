@@ -59,6 +59,9 @@ static void serve_usage(FILE *out) {
             "      --mem-budget BYTES   memory for loaded models; LRU unload above (default: no "
             "limit)\n"
             "      --cors ORIGIN,...    allow these browser origins ('*': any; default: off)\n"
+            "      --embeddings         decoders (llama, qwen2) serve /v1/embeddings too "
+            "(last-token\n"
+            "                           pooling unless the model says otherwise)\n"
             "      --embed-wait-ms MS   longest an embedding request waits for company "
             "(default 2)\n"
             "      --http-threads N     HTTP worker threads (default 4)\n"
@@ -222,6 +225,11 @@ static int load_config(struct serve_opts *o, const char *file) {
             }
             continue;
         }
+        if (!strcmp(key, "embeddings")) {
+            if (!json_is_boolean(v)) goto bad;
+            o->c.reg.decoder_embeddings = json_is_true(v);
+            continue;
+        }
         char opt[64], val[64];
         snprintf(opt, sizeof opt, "--%s", key);
         for (char *c = opt; *c; c++)
@@ -275,6 +283,10 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "--embeddings")) { /* the one option without a value */
+            o->c.reg.decoder_embeddings = 1;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "kiln serve: %s needs a value (kiln serve --help)\n", a);
             return 2;

@@ -322,6 +322,17 @@ static kiln_status load_model(const kiln_registry *r, struct reg_entry *e, struc
             kiln_sched_state ss;
             kiln_sched_get_state(out->sched, &ss);
             *bytes = e->file_bytes + ss.kv_bytes + ss.compute_bytes;
+            if (r->p.decoder_embeddings) { /* embeddings from the same weights */
+                out->embed = kiln_embed_batcher_create(out->model, &r->p.batcher, &s);
+                if (out->embed) {
+                    kiln_batcher_state bs;
+                    kiln_embed_batcher_get_state(out->embed, &bs);
+                    *bytes += bs.compute_bytes;
+                } else {
+                    kiln_sched_destroy(out->sched);
+                    out->sched = NULL;
+                }
+            }
         }
     }
     if (s) {

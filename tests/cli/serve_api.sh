@@ -7,6 +7,7 @@
 # prompt longer than the context, body over the limit, invalid UTF-8,
 # missing/wrong API key, wrong method, unknown route, oversized headers),
 # CORS preflight, then a good request to show the server still serves;
+# decoder embeddings refused without --embeddings and served with it;
 # `promtool check metrics` on /metrics; SIGTERM exits 0.
 # Usage: bash serve_api.sh /path/to/kiln
 set -u
@@ -259,5 +260,25 @@ for m in 'kiln_http_requests_total{route="/v1/completions",status="200"}' \
 done
 [ "$(awk '$1 == "kiln_models_loaded" {print $2}' "$T/metrics")" = 2 ] || fail "kiln_models_loaded != 2"
 
+# a decoder without --embeddings: embeddings are a clear 400
+req POST /v1/embeddings '{"model":"llama","input":"hello"}' -H "$AUTH"
+[ "$CODE" = 400 ] && grep -q "generation model" "$T/resp" || fail "decoder embeddings without --embeddings: $CODE $(cat "$T/resp")"
+
+stop_server
+
+# --embeddings: the decoder serves embeddings (last-token pooling) and still generates
+start_server dec -m "$T/llama.gguf" --ctx 200 --parallel 1 -t 1 --embeddings
+req POST /v1/embeddings '{"model":"llama","input":["hello world","a b c"]}'
+[ "$CODE" = 200 ] || fail "decoder embeddings: $CODE $(cat "$T/resp")"
+python3 - "$T/resp" <<'PY' || fail "decoder embeddings body: $(cat "$T/resp")"
+import json, math, sys
+d = json.load(open(sys.argv[1]))
+v = [e["embedding"] for e in d["data"]]
+assert len(v) == 2 and len(v[0]) == len(v[1]) > 0
+assert all(abs(math.sqrt(sum(x * x for x in e)) - 1) < 1e-4 for e in v)
+assert v[0] != v[1]
+PY
+req POST /v1/completions '{"prompt":"hello","max_tokens":3}'
+[ "$CODE" = 200 ] || fail "completion with --embeddings: $CODE $(cat "$T/resp")"
 stop_server
 echo "PASS"
