@@ -8,6 +8,7 @@
  * stderr at the end. Uses only the public API (kiln.h).
  * Exit status: 0 on success, 1 on a runtime error (one line on stderr), 2 on
  * a usage error. */
+#include "base/strbuf.h"
 #include "cli/commands.h"
 #include "cli/gen_opts.h"
 #include "kiln.h"
@@ -81,30 +82,6 @@ static int parse_args(int argc, char **argv, struct chat_opts *o) {
 
 /* ---- the conversation ---- */
 
-struct text {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void text_put(struct text *t, const char *s, size_t n) {
-    if (t->oom) return;
-    if (t->n + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 256;
-        while (cap < t->n + n + 1) cap *= 2;
-        char *p = realloc(t->p, cap);
-        if (!p) {
-            t->oom = true;
-            return;
-        }
-        t->p = p;
-        t->cap = cap;
-    }
-    memcpy(t->p + t->n, s, n);
-    t->n += n;
-    t->p[t->n] = 0;
-}
-
 struct history {
     kiln_chat_message *m;
     size_t n, cap;
@@ -159,7 +136,7 @@ struct session {
 
 static int print_token(void *user, int32_t id, const char *text, size_t len) {
     (void)id;
-    text_put(user, text, len);
+    strbuf_put(user, text, len);
     if (len) {
         fwrite(text, 1, len, stdout);
         fflush(stdout);
@@ -206,7 +183,7 @@ static bool chat_turn(struct session *s, const char *line) {
     int32_t n = build_prompt(s);
     s->tot.t_render += now_s() - t0;
     if (n < 0) return false;
-    struct text reply = {0};
+    strbuf reply = {0};
     kiln_gen_stats st;
     s->gen.sampling.seed = s->o->g.gen.sampling.seed + (uint64_t)s->tot.turns;
     kiln_status rc = kiln_generate_tokens(s->c, s->ids, n, &s->gen, print_token, &reply, &st);

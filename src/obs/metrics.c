@@ -15,6 +15,7 @@
 
 #include "base/log.h"
 #include "base/status.h"
+#include "base/strbuf.h"
 #include "obs/hist.h"
 
 #include <inttypes.h>
@@ -473,38 +474,6 @@ uint64_t metric_count(metric *f, const char *const *values) {
 
 /* ---- text exposition ---- */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static bool sb_reserve(sbuf *b, size_t extra) {
-    if (b->oom) return false;
-    if (b->len + extra + 1 <= b->cap) return true;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->oom = true;
-        return false;
-    }
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (!sb_reserve(b, n)) return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-
 /* The length of the valid UTF-8 sequence at s (1-4), or 0 when the bytes
  * there are not one (overlong forms, surrogates and values past U+10FFFF
  * included). */
@@ -528,24 +497,24 @@ static int utf8_len(const unsigned char *s) {
 /* Appends s escaped for the exposition: backslash and newline always, the
  * double quote too in a label value (quote); invalid UTF-8 bytes become
  * U+FFFD, since Prometheus rejects a scrape that holds any. */
-static void sb_escaped(sbuf *b, const char *s, bool quote) {
+static void sb_escaped(strbuf *b, const char *s, bool quote) {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
         if (*p == '\\') {
-            sb_put(b, "\\\\", 2);
+            strbuf_put(b, "\\\\", 2);
             p++;
         } else if (*p == '\n') {
-            sb_put(b, "\\n", 2);
+            strbuf_put(b, "\\n", 2);
             p++;
         } else if (*p == '"' && quote) {
-            sb_put(b, "\\\"", 2);
+            strbuf_put(b, "\\\"", 2);
             p++;
         } else {
             int n = utf8_len(p);
             if (n)
-                sb_put(b, (const char *)p, (size_t)n);
+                strbuf_put(b, (const char *)p, (size_t)n);
             else
-                sb_put(b, "\xef\xbf\xbd", 3);
+                strbuf_put(b, "\xef\xbf\xbd", 3);
             p += n ? n : 1;
         }
     }
@@ -568,30 +537,30 @@ static void fmt_num(char *buf, size_t cap, double v) {
 }
 
 /* name{l1="v1",...[,le="bound"]} value\n; no braces when there are no labels. */
-static void write_sample(sbuf *b, const metric *f, const char *suffix, const series *s,
+static void write_sample(strbuf *b, const metric *f, const char *suffix, const series *s,
                          const char *le, const char *value) {
-    sb_puts(b, f->name);
-    sb_puts(b, suffix);
+    strbuf_puts(b, f->name);
+    strbuf_puts(b, suffix);
     if (f->n_labels || le) {
-        sb_put(b, "{", 1);
+        strbuf_put(b, "{", 1);
         for (int i = 0; i < f->n_labels; i++) {
-            if (i) sb_put(b, ",", 1);
-            sb_puts(b, f->labels[i]);
-            sb_put(b, "=\"", 2);
+            if (i) strbuf_put(b, ",", 1);
+            strbuf_puts(b, f->labels[i]);
+            strbuf_put(b, "=\"", 2);
             sb_escaped(b, s->values[i], true);
-            sb_put(b, "\"", 1);
+            strbuf_put(b, "\"", 1);
         }
         if (le) {
-            if (f->n_labels) sb_put(b, ",", 1);
-            sb_puts(b, "le=\"");
-            sb_puts(b, le);
-            sb_put(b, "\"", 1);
+            if (f->n_labels) strbuf_put(b, ",", 1);
+            strbuf_puts(b, "le=\"");
+            strbuf_puts(b, le);
+            strbuf_put(b, "\"", 1);
         }
-        sb_put(b, "}", 1);
+        strbuf_put(b, "}", 1);
     }
-    sb_put(b, " ", 1);
-    sb_puts(b, value);
-    sb_put(b, "\n", 1);
+    strbuf_put(b, " ", 1);
+    strbuf_puts(b, value);
+    strbuf_put(b, "\n", 1);
 }
 
 /* The cumulative counts at bounds[0..nb) (ascending, non-negative): for
@@ -621,7 +590,7 @@ static void cumulative_counts(const hist *h, const double *bounds, int nb, uint6
 }
 
 /* One histogram series from the counts copied out under the lock. */
-static void write_histogram(sbuf *b, const metric *f, const series *s, const uint64_t *le_counts,
+static void write_histogram(strbuf *b, const metric *f, const series *s, const uint64_t *le_counts,
                             uint64_t n, double sum) {
     char le[32], val[32];
     for (int i = 0; i < f->n_bounds; i++) {
@@ -640,16 +609,16 @@ static void write_histogram(sbuf *b, const metric *f, const series *s, const uin
 /* One family. Each series' numbers are copied out under the family lock
  * (a histogram's as its cumulative counts, a few microseconds), then
  * formatted without it. */
-static void write_family(sbuf *b, metric *f) {
-    sb_puts(b, "# HELP ");
-    sb_puts(b, f->name);
-    sb_put(b, " ", 1);
+static void write_family(strbuf *b, metric *f) {
+    strbuf_puts(b, "# HELP ");
+    strbuf_puts(b, f->name);
+    strbuf_put(b, " ", 1);
     sb_escaped(b, f->help, false);
-    sb_puts(b, "\n# TYPE ");
-    sb_puts(b, f->name);
-    sb_put(b, " ", 1);
-    sb_puts(b, type_name[f->type]);
-    sb_put(b, "\n", 1);
+    strbuf_puts(b, "\n# TYPE ");
+    strbuf_puts(b, f->name);
+    strbuf_put(b, " ", 1);
+    strbuf_puts(b, type_name[f->type]);
+    strbuf_put(b, "\n", 1);
     uint64_t *le_counts = NULL;
     if (f->type == METRIC_HISTOGRAM &&
         !(le_counts = malloc(((size_t)f->n_bounds + 1) * sizeof *le_counts))) {
@@ -686,7 +655,7 @@ kiln_status metrics_write(metrics *m, char **out, size_t *len) {
     *out = NULL;
     if (len) *len = 0;
     if (!m) return kiln_fail(KILN_ERR_INVALID_ARG, "metrics_write: registry is NULL");
-    sbuf b = {0};
+    strbuf b = {0};
     struct scrape_cb *cbs = NULL;
     kiln_status st = KILN_OK;
 
@@ -698,13 +667,13 @@ kiln_status metrics_write(metrics *m, char **out, size_t *len) {
     if (n_cbs && !cbs) goto nomem;
     for (int i = 0; i < n_cbs; i++) cbs[i].fn(cbs[i].user);
 
-    if (!sb_reserve(&b, 0)) goto nomem;
+    if (!strbuf_reserve(&b, 0)) goto nomem;
     pthread_mutex_lock(&m->lock);
     for (metric *f = m->first; f && !b.oom; f = f->next) write_family(&b, f);
     pthread_mutex_unlock(&m->lock);
     if (b.oom) goto nomem;
     *out = b.p;
-    if (len) *len = b.len;
+    if (len) *len = b.n;
     b.p = NULL;
     goto done;
 nomem:

@@ -57,10 +57,10 @@ static json_t *vector_json(const srv_req *r, int32_t i) {
     const float *v = r->emb + (size_t)i * r->dim;
     if (r->b64) {
         /* little-endian float32 bytes (x86 and arm64 are little-endian) */
-        srv_buf b = {0};
+        strbuf b = {0};
         srv_base64(&b, (const unsigned char *)v, (size_t)r->dim * sizeof *v);
         json_t *j = b.oom ? NULL : json_stringn(b.p ? b.p : "", b.n);
-        srv_buf_free(&b);
+        strbuf_free(&b);
         return j;
     }
     json_t *a = json_array();

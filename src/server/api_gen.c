@@ -24,7 +24,7 @@ static void on_event(void *user, const kiln_sched_event *ev) {
     if (ev->kind == KILN_SCHED_TOKEN) {
         double t = kiln_now_s(), gap = -1;
         pthread_mutex_lock(&r->mu);
-        if (ev->len) srv_buf_put(&r->text, ev->text, ev->len);
+        if (ev->len) strbuf_put(&r->text, ev->text, ev->len);
         if (r->t_last_token > 0) gap = t - r->t_last_token;
         r->t_last_token = t;
         pthread_mutex_unlock(&r->mu);
@@ -35,7 +35,7 @@ static void on_event(void *user, const kiln_sched_event *ev) {
         return;
     }
     pthread_mutex_lock(&r->mu);
-    if (ev->len) srv_buf_put(&r->text, ev->text, ev->len);
+    if (ev->len) strbuf_put(&r->text, ev->text, ev->len);
     if (ev->stats) r->stats = *ev->stats;
     r->status_engine = ev->status;
     if (ev->status != KILN_OK && ev->error) {
@@ -210,9 +210,9 @@ static void sse_put(srv_req *r, json_t *j) {
         r->out.oom = true;
         return;
     }
-    srv_buf_puts(&r->out, "data: ");
-    srv_buf_puts(&r->out, txt);
-    srv_buf_puts(&r->out, "\n\n");
+    strbuf_puts(&r->out, "data: ");
+    strbuf_puts(&r->out, txt);
+    strbuf_puts(&r->out, "\n\n");
     free(txt);
 }
 
@@ -238,7 +238,7 @@ static void sse_chunk(srv_req *r, const char *text, size_t n, bool role, const c
 }
 
 /* Formats what the engine produced since the last call into r->out. */
-static void stream_format(srv_req *r, srv_buf *text, bool done) {
+static void stream_format(srv_req *r, strbuf *text, bool done) {
     if (!r->role_sent) {
         r->role_sent = true;
         if (r->chat) sse_chunk(r, NULL, 0, true, NULL);
@@ -262,7 +262,7 @@ static void stream_format(srv_req *r, srv_buf *text, bool done) {
             sse_put(r, j);
         }
     }
-    srv_buf_puts(&r->out, "data: [DONE]\n\n");
+    strbuf_puts(&r->out, "data: [DONE]\n\n");
 }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -272,19 +272,19 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         r->out.n = r->out_off = 0;
         if (r->final_sent) return MHD_CONTENT_READER_END_OF_STREAM;
         pthread_mutex_lock(&r->mu);
-        srv_buf text = r->text;
-        r->text = (srv_buf){0};
+        strbuf text = r->text;
+        r->text = (strbuf){0};
         bool done = r->done;
         if (!text.n && !done && r->role_sent) {
             /* nothing to send: sleep until the engine wakes us */
             srv_req_suspend_locked(r);
             pthread_mutex_unlock(&r->mu);
-            srv_buf_free(&text);
+            strbuf_free(&text);
             return 0;
         }
         pthread_mutex_unlock(&r->mu);
         stream_format(r, &text, done);
-        srv_buf_free(&text);
+        strbuf_free(&text);
         if (r->out.oom) return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     size_t n = r->out.n - r->out_off;

@@ -53,9 +53,9 @@ void srv_req_unref(srv_req *r) {
     pthread_mutex_unlock(&r->mu);
     if (left) return;
     pthread_mutex_destroy(&r->mu);
-    srv_buf_free(&r->body);
-    srv_buf_free(&r->text);
-    srv_buf_free(&r->out);
+    strbuf_free(&r->body);
+    strbuf_free(&r->text);
+    strbuf_free(&r->out);
     free(r->model_name);
     free(r->error);
     free(r->emb);
@@ -369,10 +369,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             if (r->body_too_large || r->body.n + n > s->max_body) {
                 /* discard the rest */
                 r->body_too_large = true;
-                srv_buf_free(&r->body);
+                strbuf_free(&r->body);
                 return MHD_YES;
             }
-            srv_buf_put(&r->body, upload_data, n);
+            strbuf_put(&r->body, upload_data, n);
             return MHD_YES;
         }
         if (early_answer(r, method, url, &res)) return res;

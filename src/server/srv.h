@@ -22,25 +22,14 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include "base/strbuf.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- a growable byte buffer (no allocation failure is lost: oom sticks) */
-
-typedef struct srv_buf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} srv_buf;
-
-void srv_buf_put(srv_buf *b, const char *s, size_t n);
-void srv_buf_puts(srv_buf *b, const char *s);
-void srv_buf_printf(srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void srv_buf_free(srv_buf *b);
-
 /* Base64 (RFC 4648, padded) of n bytes appended to b. */
-void srv_base64(srv_buf *b, const unsigned char *p, size_t n);
+void srv_base64(strbuf *b, const unsigned char *p, size_t n);
 /* -1 when p[0..n) is valid UTF-8, else the offset of the first bad byte. */
 long srv_utf8_invalid_at(const char *p, size_t n);
 /* 1 when a and b are equal; runs in time that depends only on the lengths. */
@@ -123,7 +112,7 @@ typedef struct srv_req {
     double t_start;
     int status;         /* HTTP status of the queued response (metrics) */
     const char *origin; /* CORS origin to echo (a string of s->cors or "*"), or NULL */
-    srv_buf body;
+    strbuf body;
     bool body_too_large;
     /* engine side */
     kiln_served *served;
@@ -139,8 +128,8 @@ typedef struct srv_req {
     int64_t created; /* Unix time of the request */
     int32_t n_prompt;
     double t_tokenize, t_last_token;
-    srv_buf text; /* generated text not yet formatted (streaming) or all of it */
-    srv_buf out;  /* formatted bytes waiting to be sent (streaming) */
+    strbuf text; /* generated text not yet formatted (streaming) or all of it */
+    strbuf out;  /* formatted bytes waiting to be sent (streaming) */
     size_t out_off;
     kiln_request_stats stats;
     kiln_status status_engine;

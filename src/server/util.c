@@ -8,57 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void srv_buf_put(srv_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-void srv_buf_puts(srv_buf *b, const char *s) {
-    srv_buf_put(b, s, strlen(s));
-}
-
-void srv_buf_printf(srv_buf *b, const char *fmt, ...) {
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        srv_buf_put(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    srv_buf_put(b, big, (size_t)n);
-    free(big);
-}
-
-void srv_buf_free(srv_buf *b) {
-    free(b->p);
-    *b = (srv_buf){0};
-}
-
-void srv_base64(srv_buf *b, const unsigned char *p, size_t n) {
+void srv_base64(strbuf *b, const unsigned char *p, size_t n) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char q[4];
     for (size_t i = 0; i < n; i += 3) {
@@ -69,7 +19,7 @@ void srv_base64(srv_buf *b, const unsigned char *p, size_t n) {
         q[1] = tab[v >> 12 & 63];
         q[2] = i + 1 < n ? tab[v >> 6 & 63] : '=';
         q[3] = i + 2 < n ? tab[v & 63] : '=';
-        srv_buf_put(b, q, 4);
+        strbuf_put(b, q, 4);
     }
 }
 

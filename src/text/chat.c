@@ -2,11 +2,12 @@
  *
  * Each family has one render function that follows its reference template
  * statement by statement; the comments name the template details that
- * matter. Output is built in a growing buffer (struct sb) whose failure is
+ * matter. Output is built in a growing buffer (strbuf) whose failure is
  * sticky, so render functions do not check every append.
  */
 #include "text/chat.h"
 #include "base/status.h"
+#include "base/strbuf.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,44 +15,16 @@
 
 /* ---- a growing string ---- */
 
-struct sb {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void sb_put(struct sb *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_str(struct sb *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-
 static bool is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 /* Appends s without its leading and trailing whitespace (Jinja's trim, Python's strip). */
-static void sb_trim(struct sb *b, const char *s) {
+static void sb_trim(strbuf *b, const char *s) {
     size_t n = strlen(s);
     while (n > 0 && is_space(s[n - 1])) n--;
     while (n > 0 && is_space(*s)) s++, n--;
-    sb_put(b, s, n);
+    strbuf_put(b, s, n);
 }
 
 /* ---- recognition ---- */
@@ -283,86 +256,86 @@ static kiln_status check_alternation(const struct conv *c) {
 }
 
 static void render_chatml(const struct chat_template *t, const kiln_chat_message *m, size_t n,
-                          bool add, const char *bos, struct sb *b) {
-    if (t->bos) sb_str(b, bos);
+                          bool add, const char *bos, strbuf *b) {
+    if (t->bos) strbuf_puts(b, bos);
     if (t->has_def_system && n > 0 && !role_is(&m[0], "system")) {
-        sb_str(b, "<|im_start|>system\n");
-        sb_put(b, t->def_system, t->def_system_len);
-        sb_str(b, "<|im_end|>\n");
+        strbuf_puts(b, "<|im_start|>system\n");
+        strbuf_put(b, t->def_system, t->def_system_len);
+        strbuf_puts(b, "<|im_end|>\n");
     }
     for (size_t i = 0; i < n; i++) {
-        sb_str(b, "<|im_start|>");
-        sb_str(b, m[i].role);
-        sb_str(b, "\n");
-        sb_str(b, m[i].content);
-        sb_str(b, "<|im_end|>\n");
+        strbuf_puts(b, "<|im_start|>");
+        strbuf_puts(b, m[i].role);
+        strbuf_puts(b, "\n");
+        strbuf_puts(b, m[i].content);
+        strbuf_puts(b, "<|im_end|>\n");
     }
-    if (add) sb_str(b, "<|im_start|>assistant\n");
+    if (add) strbuf_puts(b, "<|im_start|>assistant\n");
 }
 
 /* Llama 2: the system message is wrapped in <<SYS>> and put at the start of
  * the first user turn; every turn's content is strip()ped, every user turn
  * starts with bos_token; the template has no generation prompt. */
 static kiln_status render_llama2(const struct conv *c, const char *bos, const char *eos,
-                                 struct sb *b) {
+                                 strbuf *b) {
     kiln_status s = check_alternation(c);
     if (s) return s;
     for (size_t i = 0; i < c->n; i++) {
         if (role_is(&c->m[i], "user")) {
-            sb_str(b, bos);
-            sb_str(b, "[INST] ");
+            strbuf_puts(b, bos);
+            strbuf_puts(b, "[INST] ");
             if (i == 0 && c->sys) {
                 /* strip() applies to the whole; the <<SYS>> block starts with '<' */
-                sb_str(b, "<<SYS>>\n");
-                sb_str(b, c->sys);
-                sb_str(b, "\n<</SYS>>\n\n");
+                strbuf_puts(b, "<<SYS>>\n");
+                strbuf_puts(b, c->sys);
+                strbuf_puts(b, "\n<</SYS>>\n\n");
                 size_t n = strlen(c->m[i].content);
                 while (n > 0 && is_space(c->m[i].content[n - 1])) n--;
-                sb_put(b, c->m[i].content, n);
+                strbuf_put(b, c->m[i].content, n);
             } else {
                 sb_trim(b, c->m[i].content);
             }
-            sb_str(b, " [/INST]");
+            strbuf_puts(b, " [/INST]");
         } else {
-            sb_str(b, " ");
+            strbuf_puts(b, " ");
             sb_trim(b, c->m[i].content);
-            sb_str(b, " ");
-            sb_str(b, eos);
+            strbuf_puts(b, " ");
+            strbuf_puts(b, eos);
         }
     }
     return KILN_OK;
 }
 
-static void llama3_turn(struct sb *b, const char *role, const char *content) {
-    sb_str(b, "<|start_header_id|>");
-    sb_str(b, role);
-    sb_str(b, "<|end_header_id|>\n\n");
+static void llama3_turn(strbuf *b, const char *role, const char *content) {
+    strbuf_puts(b, "<|start_header_id|>");
+    strbuf_puts(b, role);
+    strbuf_puts(b, "<|end_header_id|>\n\n");
     sb_trim(b, content);
-    sb_str(b, "<|eot_id|>");
+    strbuf_puts(b, "<|eot_id|>");
 }
 
 /* Llama 3: bos_token, then each message as a header and its trimmed content.
  * 3.1+ always opens with a system turn carrying the knowledge cutoff and
  * today's date before the (trimmed) system message. */
 static void render_llama3(const struct chat_template *t, const kiln_chat_message *m, size_t n,
-                          bool add, const char *bos, struct sb *b) {
+                          bool add, const char *bos, strbuf *b) {
     if (t->llama31) {
         size_t first = n > 0 && role_is(&m[0], "system") ? 1 : 0;
-        sb_str(b, bos);
-        sb_str(b, "<|start_header_id|>system<|end_header_id|>\n\n");
-        sb_str(b, "Cutting Knowledge Date: December 2023\nToday Date: ");
-        sb_str(b, t->date);
-        sb_str(b, "\n\n");
+        strbuf_puts(b, bos);
+        strbuf_puts(b, "<|start_header_id|>system<|end_header_id|>\n\n");
+        strbuf_puts(b, "Cutting Knowledge Date: December 2023\nToday Date: ");
+        strbuf_puts(b, t->date);
+        strbuf_puts(b, "\n\n");
         if (first) sb_trim(b, m[0].content);
-        sb_str(b, "<|eot_id|>");
+        strbuf_puts(b, "<|eot_id|>");
         for (size_t i = first; i < n; i++) llama3_turn(b, m[i].role, m[i].content);
     } else {
         for (size_t i = 0; i < n; i++) {
-            if (i == 0) sb_str(b, bos);
+            if (i == 0) strbuf_puts(b, bos);
             llama3_turn(b, m[i].role, m[i].content);
         }
     }
-    if (add) sb_str(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (add) strbuf_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
 /* The Mistral variants differ in spaces, trimming and where the system
@@ -371,26 +344,26 @@ static void render_llama3(const struct chat_template *t, const kiln_chat_message
  * the legacy templates accept no system message at all. */
 static kiln_status render_mistral(const struct chat_template *t, const struct conv *c0,
                                   const kiln_chat_message *m, size_t n, const char *bos,
-                                  const char *eos, struct sb *b) {
+                                  const char *eos, strbuf *b) {
     enum chat_family f = t->family;
-    sb_str(b, bos);
+    strbuf_puts(b, bos);
     if (f == CHAT_MISTRAL_V7 || f == CHAT_MISTRAL_V7_TEKKEN) {
         const char *sp = f == CHAT_MISTRAL_V7 ? " " : "";
         for (size_t i = 0; i < n; i++) {
             if (role_is(&m[i], "user")) {
-                sb_str(b, "[INST]");
-                sb_str(b, sp);
-                sb_str(b, m[i].content);
-                sb_str(b, "[/INST]");
+                strbuf_puts(b, "[INST]");
+                strbuf_puts(b, sp);
+                strbuf_puts(b, m[i].content);
+                strbuf_puts(b, "[/INST]");
             } else if (role_is(&m[i], "system")) {
-                sb_str(b, "[SYSTEM_PROMPT]");
-                sb_str(b, sp);
-                sb_str(b, m[i].content);
-                sb_str(b, "[/SYSTEM_PROMPT]");
+                strbuf_puts(b, "[SYSTEM_PROMPT]");
+                strbuf_puts(b, sp);
+                strbuf_puts(b, m[i].content);
+                strbuf_puts(b, "[/SYSTEM_PROMPT]");
             } else if (role_is(&m[i], "assistant")) {
-                sb_str(b, sp);
-                sb_str(b, m[i].content);
-                sb_str(b, eos);
+                strbuf_puts(b, sp);
+                strbuf_puts(b, m[i].content);
+                strbuf_puts(b, eos);
             } else {
                 return kiln_fail(KILN_ERR_INVALID_ARG,
                                  "chat template %s: message %zu has role '%s'; only user, system "
@@ -416,26 +389,26 @@ static kiln_status render_mistral(const struct chat_template *t, const struct co
     for (size_t i = 0; i < c.n; i++) {
         const char *content = c.m[i].content;
         if (role_is(&c.m[i], "assistant")) {
-            if (f == CHAT_MISTRAL_V1) sb_str(b, " ");
+            if (f == CHAT_MISTRAL_V1) strbuf_puts(b, " ");
             if (f == CHAT_MISTRAL_V3) {
-                sb_str(b, " ");
+                strbuf_puts(b, " ");
                 sb_trim(b, content);
             } else {
-                sb_str(b, content);
+                strbuf_puts(b, content);
             }
-            sb_str(b, eos);
+            strbuf_puts(b, eos);
             continue;
         }
         bool with_sys = c.sys && (f == CHAT_MISTRAL_V1 ? i == 0 : i + 1 == c.n);
-        sb_str(b, f == CHAT_MISTRAL_V1          ? " [INST] "
-                  : f == CHAT_MISTRAL_V3_TEKKEN ? "[INST]"
-                                                : "[INST] ");
+        strbuf_puts(b, f == CHAT_MISTRAL_V1          ? " [INST] "
+                       : f == CHAT_MISTRAL_V3_TEKKEN ? "[INST]"
+                                                     : "[INST] ");
         if (with_sys) {
-            sb_str(b, c.sys);
-            sb_str(b, "\n\n");
+            strbuf_puts(b, c.sys);
+            strbuf_puts(b, "\n\n");
         }
-        sb_str(b, content);
-        sb_str(b, f == CHAT_MISTRAL_V1 || f == CHAT_MISTRAL_LEGACY ? " [/INST]" : "[/INST]");
+        strbuf_puts(b, content);
+        strbuf_puts(b, f == CHAT_MISTRAL_V1 || f == CHAT_MISTRAL_LEGACY ? " [/INST]" : "[/INST]");
     }
     return KILN_OK;
 }
@@ -443,46 +416,46 @@ static kiln_status render_mistral(const struct chat_template *t, const struct co
 /* Gemma: "model" for the assistant, content trimmed, a system message
  * merged into the first user turn followed by a blank line (Gemma 3). */
 static kiln_status render_gemma(const struct chat_template *t, const struct conv *c, bool add,
-                                const char *bos, struct sb *b) {
+                                const char *bos, strbuf *b) {
     kiln_status s = check_alternation(c);
     if (s) return s;
-    if (t->bos) sb_str(b, bos);
+    if (t->bos) strbuf_puts(b, bos);
     for (size_t i = 0; i < c->n; i++) {
-        sb_str(b, "<start_of_turn>");
-        sb_str(b, role_is(&c->m[i], "assistant") ? "model" : c->m[i].role);
-        sb_str(b, "\n");
+        strbuf_puts(b, "<start_of_turn>");
+        strbuf_puts(b, role_is(&c->m[i], "assistant") ? "model" : c->m[i].role);
+        strbuf_puts(b, "\n");
         if (i == 0 && c->sys) {
-            sb_str(b, c->sys);
-            sb_str(b, "\n\n");
+            strbuf_puts(b, c->sys);
+            strbuf_puts(b, "\n\n");
         }
         sb_trim(b, c->m[i].content);
-        sb_str(b, "<end_of_turn>\n");
+        strbuf_puts(b, "<end_of_turn>\n");
     }
-    if (add) sb_str(b, "<start_of_turn>model\n");
+    if (add) strbuf_puts(b, "<start_of_turn>model\n");
     return KILN_OK;
 }
 
 /* Phi-3 ("<|end|>" after each turn) and Zephyr (eos_token and a newline). */
 static void render_tagged(const struct chat_template *t, const kiln_chat_message *m, size_t n,
-                          bool add, const char *bos, const char *eos, struct sb *b) {
+                          bool add, const char *bos, const char *eos, strbuf *b) {
     bool phi = t->family == CHAT_PHI3;
-    if (t->bos) sb_str(b, bos);
+    if (t->bos) strbuf_puts(b, bos);
     for (size_t i = 0; i < n; i++) {
-        sb_str(b, "<|");
-        sb_str(b, m[i].role);
-        sb_str(b, "|>\n");
-        sb_str(b, m[i].content);
+        strbuf_puts(b, "<|");
+        strbuf_puts(b, m[i].role);
+        strbuf_puts(b, "|>\n");
+        strbuf_puts(b, m[i].content);
         if (phi) {
-            sb_str(b, "<|end|>\n");
+            strbuf_puts(b, "<|end|>\n");
         } else {
-            sb_str(b, eos);
-            sb_str(b, "\n");
+            strbuf_puts(b, eos);
+            strbuf_puts(b, "\n");
         }
     }
     if (add && (phi || n > 0)) /* Zephyr's prompt sits inside the loop: loop.last */
-        sb_str(b, "<|assistant|>\n");
+        strbuf_puts(b, "<|assistant|>\n");
     else if (!add && phi && t->eos_at_end)
-        sb_str(b, eos);
+        strbuf_puts(b, eos);
 }
 
 /* Families that paste the role into the text accept any role; the others
@@ -513,7 +486,7 @@ static kiln_status check_roles(const struct chat_template *t, const kiln_chat_me
 
 kiln_status chat_render(const struct chat_template *t, const kiln_chat_message *msgs, size_t n,
                         bool add, const char *bos, const char *eos, char **out, size_t *len) {
-    struct sb b = {0};
+    strbuf b = {0};
     *out = NULL;
     *len = 0;
     bos = bos ? bos : "";
@@ -550,7 +523,7 @@ kiln_status chat_render(const struct chat_template *t, const kiln_chat_message *
         s = kiln_fail(KILN_ERR_INVALID_ARG, "chat: no template family given");
     }
     if (!s && b.oom) s = kiln_fail(KILN_ERR_NOMEM, "chat: out of memory rendering the prompt");
-    if (!s && !b.p) sb_put(&b, "", 0); /* an empty conversation renders as "" */
+    if (!s && !b.p) strbuf_put(&b, "", 0); /* an empty conversation renders as "" */
     if (!s && b.oom) s = kiln_fail(KILN_ERR_NOMEM, "chat: out of memory rendering the prompt");
     if (s) {
         free(b.p);
