@@ -7,20 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct sampler_params genseq_sampler_params(const kiln_gen_params *p) {
+    const struct kiln_sampling *sp = &p->sampling;
+    return (struct sampler_params){.temp = sp->temp,
+                                   .top_k = sp->top_k,
+                                   .top_p = sp->top_p,
+                                   .min_p = sp->min_p,
+                                   .repeat_penalty = sp->repeat_penalty,
+                                   .repeat_last_n = sp->repeat_last_n,
+                                   .seed = sp->seed,
+                                   .presence_penalty = sp->presence_penalty,
+                                   .frequency_penalty = sp->frequency_penalty,
+                                   .logit_bias = sp->logit_bias,
+                                   .n_logit_bias = sp->n_logit_bias};
+}
+
 kiln_status genseq_init(struct genseq *g, const kiln_model *m, const kiln_gen_params *p,
                         const int32_t *ids, int32_t n) {
-    const struct kiln_sampling *sp = &p->sampling;
-    struct sampler_params par = {.temp = sp->temp,
-                                 .top_k = sp->top_k,
-                                 .top_p = sp->top_p,
-                                 .min_p = sp->min_p,
-                                 .repeat_penalty = sp->repeat_penalty,
-                                 .repeat_last_n = sp->repeat_last_n,
-                                 .seed = sp->seed,
-                                 .presence_penalty = sp->presence_penalty,
-                                 .frequency_penalty = sp->frequency_penalty,
-                                 .logit_bias = sp->logit_bias,
-                                 .n_logit_bias = sp->n_logit_bias};
+    struct sampler_params par = genseq_sampler_params(p);
     kiln_status s;
     memset(g, 0, sizeof *g);
     g->m = m;

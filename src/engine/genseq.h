@@ -37,6 +37,9 @@ struct genseq {
  * any id of decoder m. */
 size_t engine_model_max_piece(const kiln_model *m);
 
+/* The sampler's parameters taken from p's sampling settings. */
+struct sampler_params genseq_sampler_params(const kiln_gen_params *p);
+
 /* Sets up g for decoder m with p's sampling parameters and stop strings
  * (both copied; p is not kept) and records the prompt ids[0..n) in the
  * penalties' window. Errors: the sampler's (KILN_ERR_INVALID_ARG naming a

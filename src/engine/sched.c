@@ -523,18 +523,7 @@ nomem:
 /* The sampler's checks of p (it is created on the engine thread at
  * admission; checking now keeps a bad request out of the queue). */
 static kiln_status check_sampling(const kiln_sched *s, const kiln_gen_params *p) {
-    const struct kiln_sampling *sp = &p->sampling;
-    struct sampler_params par = {.temp = sp->temp,
-                                 .top_k = sp->top_k,
-                                 .top_p = sp->top_p,
-                                 .min_p = sp->min_p,
-                                 .repeat_penalty = sp->repeat_penalty,
-                                 .repeat_last_n = sp->repeat_last_n,
-                                 .seed = sp->seed,
-                                 .presence_penalty = sp->presence_penalty,
-                                 .frequency_penalty = sp->frequency_penalty,
-                                 .logit_bias = sp->logit_bias,
-                                 .n_logit_bias = sp->n_logit_bias};
+    struct sampler_params par = genseq_sampler_params(p);
     kiln_status st;
     sampler *smp = sampler_create(s->n_vocab, &par, &st);
     sampler_free(smp);
