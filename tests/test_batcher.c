@@ -94,14 +94,6 @@ static void sink_wait(struct sink *s) {
     if (!calls) fail_msg("the batcher's callback did not come within 30 s");
 }
 
-static kiln_model *load_model(const char *path) {
-    kiln_status st;
-    kiln_model *m = kiln_model_load(path, &st);
-    if (!m) print_error("load %s: %s\n", path, kiln_last_error());
-    assert_non_null(m);
-    return m;
-}
-
 static kiln_embed_batcher *make_batcher(const kiln_model *m, double wait_ms, int32_t max_queue) {
     kiln_batcher_params p = kiln_batcher_default_params();
     p.embed.n_threads = 2;
@@ -132,12 +124,6 @@ static float *embed_alone(const kiln_model *m, const char *text, int normalize, 
     kiln_embeddings_free(r);
     kiln_embed_ctx_free(e);
     return v;
-}
-
-static double max_abs_diff(const float *a, const float *b, int n) {
-    double m = 0;
-    for (int i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-    return m;
 }
 
 static kiln_embed_input text_input(const char *t) {
@@ -237,7 +223,7 @@ static void check_concurrent(const kiln_model *m) {
         float *want = embed_alone(m, sentences[i], 1, &dim);
         assert_int_equal(cl[i].sink.dim, dim);
         assert_int_equal(cl[i].sink.n_rows, 1);
-        worst = fmax(worst, max_abs_diff(cl[i].sink.data, want, dim));
+        worst = fmax(worst, test_max_abs_diff(cl[i].sink.data, want, dim));
         if (cl[i].sink.batch_texts > most) most = cl[i].sink.batch_texts;
         free(want);
         sink_free(&cl[i].sink);
@@ -276,7 +262,7 @@ static void check_dim_normalize(const kiln_model *m) {
     float *want = embed_alone(m, t, 0, &dim);
     assert_int_equal(raw.dim, dim);
     assert_int_equal(kiln_embed_batcher_dim(b), dim);
-    assert_true(max_abs_diff(raw.data, want, dim) <= 1e-5);
+    assert_true(test_max_abs_diff(raw.data, want, dim) <= 1e-5);
     assert_int_equal(cut.dim, 16);
     double ss = 0, n16 = 0;
     for (int j = 0; j < 16; j++) {
@@ -316,8 +302,8 @@ static void check_ids(const kiln_model *m) {
     assert_int_equal(a.status + full.status + bare.status, KILN_OK);
     assert_int_equal(full.n_tokens0, (int32_t)n);
     assert_int_equal(bare.n_tokens0, (int32_t)n);
-    assert_true(max_abs_diff(a.data, full.data, a.dim) <= 1e-5);
-    assert_true(max_abs_diff(a.data, bare.data, a.dim) <= 1e-5);
+    assert_true(test_max_abs_diff(a.data, full.data, a.dim) <= 1e-5);
+    assert_true(test_max_abs_diff(a.data, bare.data, a.dim) <= 1e-5);
     sink_free(&a);
     sink_free(&full);
     sink_free(&bare);
@@ -328,7 +314,7 @@ static void test_synth(void **state) {
     (void)state;
     char path[512];
     synth_bert("batcher-synth.gguf", ARCH_BERT, path, sizeof path);
-    kiln_model *m = load_model(path);
+    kiln_model *m = test_load_model(path);
     check_concurrent(m);
     check_dim_normalize(m);
     check_ids(m);
@@ -339,7 +325,7 @@ static void test_mini_bert(void **state) {
     (void)state;
     char p[512];
     TEST_DATA_OR_SKIP("models/mini-bert-Q8_0.gguf", p);
-    kiln_model *m = load_model(p);
+    kiln_model *m = test_load_model(p);
     check_concurrent(m);
     check_dim_normalize(m);
     check_ids(m);
@@ -366,7 +352,7 @@ static void test_errors(void **state) {
     (void)state;
     char path[512];
     synth_bert("batcher-errors.gguf", ARCH_BERT, path, sizeof path);
-    kiln_model *m = load_model(path);
+    kiln_model *m = test_load_model(path);
     kiln_embed_batcher *b = make_batcher(m, -1, 0);
     kiln_embed_input two[2] = {text_input("fine"), text_input("")};
     expect_error(b, two, 0, 0, 0, KILN_ERR_INVALID_ARG, (const char *[]){"no inputs", NULL});
@@ -417,7 +403,7 @@ static void test_errors(void **state) {
     sp.seed = 3;
     sp.n_threads = 2;
     assert_int_equal(synth_write(&sp, path), KILN_OK);
-    m = load_model(path);
+    m = test_load_model(path);
     kiln_status st;
     b = kiln_embed_batcher_create(m, NULL, &st);
     assert_non_null(b);
@@ -446,7 +432,7 @@ static void test_destroy_and_busy(void **state) {
     (void)state;
     char path[512];
     synth_bert("batcher-busy.gguf", ARCH_BERT, path, sizeof path);
-    kiln_model *m = load_model(path);
+    kiln_model *m = test_load_model(path);
     /* a one-minute wait for company: everything submitted stays queued */
     kiln_embed_batcher *b = make_batcher(m, 60000, 4);
     struct sink s[5];
@@ -479,7 +465,7 @@ static void test_max_tokens(void **state) {
     (void)state;
     char path[512];
     synth_bert("batcher-maxtok.gguf", ARCH_BERT, path, sizeof path);
-    kiln_model *m = load_model(path);
+    kiln_model *m = test_load_model(path);
     kiln_batcher_params p = kiln_batcher_default_params();
     p.embed.n_threads = 2;
     p.max_wait_ms = 300;

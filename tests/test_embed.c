@@ -30,37 +30,6 @@
 
 /* ---- helpers ---- */
 
-static kiln_model *load_model(const char *path) {
-    kiln_status st;
-    kiln_model *m = kiln_model_load(path, &st);
-    if (!m) print_error("load %s: %s\n", path, kiln_last_error());
-    assert_non_null(m);
-    return m;
-}
-
-static kiln_embed_ctx *make_ctx(const kiln_model *m, kiln_embed_params p) {
-    kiln_status st;
-    if (!p.n_threads) p.n_threads = 2;
-    kiln_embed_ctx *e = kiln_embed_ctx_create(m, &p, &st);
-    if (!e) print_error("embed ctx: %s\n", kiln_last_error());
-    assert_non_null(e);
-    return e;
-}
-
-static kiln_embeddings *embed_ok(kiln_embed_ctx *e, const char *const *texts, int32_t n) {
-    kiln_embeddings *r = NULL;
-    kiln_status st = kiln_embed(e, texts, NULL, n, &r, NULL);
-    if (st) print_error("embed: %s\n", kiln_last_error());
-    assert_int_equal(st, KILN_OK);
-    return r;
-}
-
-static double max_abs_diff(const float *a, const float *b, int n) {
-    double m = 0;
-    for (int i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-    return m;
-}
-
 /* ---- WordPiece ---- */
 
 static void test_wpm_vocab_pairs(void **state) {
@@ -172,13 +141,13 @@ static void check_reference(const char *model, double min_cos, double max_diff) 
     json_t *root = test_load_json(rel);
     assert_non_null(root);
     const json_t *sent = json_object_get(root, "sentences");
-    kiln_model *m = load_model(p);
-    kiln_embed_ctx *e = make_ctx(m, kiln_embed_default_params());
+    kiln_model *m = test_load_model(p);
+    kiln_embed_ctx *e = test_embed_ctx(m, kiln_embed_default_params());
     const char *texts[64];
     int n = (int)json_array_size(sent);
     for (int i = 0; i < n; i++)
         texts[i] = json_string_value(json_object_get(json_array_get(sent, (size_t)i), "text"));
-    kiln_embeddings *res = embed_ok(e, texts, n);
+    kiln_embeddings *res = test_embed_ok(e, texts, n);
     double worst_cos = 1, worst_diff = 0;
     for (int i = 0; i < n; i++) {
         const json_t *si = json_array_get(sent, (size_t)i);
@@ -246,15 +215,16 @@ static char **mixed_texts(int n, uint64_t seed) {
 }
 
 static void check_invariance(const kiln_model *m, kiln_embed_params p) {
-    kiln_embed_ctx *e = make_ctx(m, p);
+    kiln_embed_ctx *e = test_embed_ctx(m, p);
     char **t = mixed_texts(64, 42);
-    kiln_embeddings *all = embed_ok(e, (const char *const *)t, 64);
+    kiln_embeddings *all = test_embed_ok(e, (const char *const *)t, 64);
     double worst = 0;
     int picks[] = {0, 7, 31, 63};
     for (int k = 0; k < 4; k++) {
         int i = picks[k];
-        kiln_embeddings *one = embed_ok(e, (const char *const *)&t[i], 1);
-        worst = fmax(worst, max_abs_diff(one->data, all->data + all->row[i] * all->dim, all->dim));
+        kiln_embeddings *one = test_embed_ok(e, (const char *const *)&t[i], 1);
+        worst =
+            fmax(worst, test_max_abs_diff(one->data, all->data + all->row[i] * all->dim, all->dim));
         kiln_embeddings_free(one);
     }
     print_message("batch invariance (%s): max |delta| %.2e\n", kiln_model_arch(m), worst);
@@ -271,7 +241,7 @@ static void test_invariance_data(void **state) {
     const char *models[] = {"models/mini-bert-Q8_0.gguf", "models/mini-nomic-bert-F16.gguf"};
     for (int i = 0; i < 2; i++) {
         TEST_DATA_OR_SKIP(models[i], p);
-        kiln_model *m = load_model(p);
+        kiln_model *m = test_load_model(p);
         kiln_embed_params ep = kiln_embed_default_params();
         ep.batch_tokens = 256; /* several batches of differing composition */
         check_invariance(m, ep);
@@ -315,14 +285,14 @@ static void test_synth_bert(void **state) {
     for (int a = 0; a < 2; a++)
         for (int k = 0; k < 2; k++) {
             synth_model("embed-synth.gguf", archs[a], types[k], path, sizeof path);
-            kiln_model *m = load_model(path);
+            kiln_model *m = test_load_model(path);
             kiln_embed_params p = kiln_embed_default_params();
             p.batch_tokens = 128;
             check_invariance(m, p);
             /* unit norms, and distinct texts give distinct vectors */
-            kiln_embed_ctx *e = make_ctx(m, kiln_embed_default_params());
+            kiln_embed_ctx *e = test_embed_ctx(m, kiln_embed_default_params());
             const char *t[] = {"hello world", "a b c d"};
-            kiln_embeddings *r = embed_ok(e, t, 2);
+            kiln_embeddings *r = test_embed_ok(e, t, 2);
             assert_int_equal(r->dim, 64);
             for (int i = 0; i < 2; i++) {
                 double ss = 0;
@@ -330,7 +300,7 @@ static void test_synth_bert(void **state) {
                     ss += (double)r->data[i * 64 + j] * r->data[i * 64 + j];
                 assert_true(fabs(ss - 1) < 1e-5);
             }
-            assert_true(max_abs_diff(r->data, r->data + 64, 64) > 1e-3);
+            assert_true(test_max_abs_diff(r->data, r->data + 64, 64) > 1e-3);
             kiln_embeddings_free(r);
             kiln_embed_ctx_free(e);
             kiln_model_free(m);
@@ -341,13 +311,13 @@ static void test_pooling_and_dim(void **state) {
     (void)state;
     char path[512];
     synth_model("embed-pool.gguf", ARCH_BERT, KILN_TYPE_F16, path, sizeof path);
-    kiln_model *m = load_model(path);
+    kiln_model *m = test_load_model(path);
     const char *t[] = {"the quick brown fox"};
     kiln_embed_params p = kiln_embed_default_params();
     p.pooling = KILN_POOLING_NONE;
     p.normalize = 0;
-    kiln_embed_ctx *e = make_ctx(m, p);
-    kiln_embeddings *tok = embed_ok(e, t, 1);
+    kiln_embed_ctx *e = test_embed_ctx(m, p);
+    kiln_embeddings *tok = test_embed_ok(e, t, 1);
     int32_t L = tok->n_tokens[0];
     assert_int_equal(tok->n_rows, L);
     kiln_embed_ctx_free(e);
@@ -355,9 +325,9 @@ static void test_pooling_and_dim(void **state) {
     kiln_pooling modes[] = {KILN_POOLING_MEAN, KILN_POOLING_CLS, KILN_POOLING_LAST};
     for (int k = 0; k < 3; k++) {
         p.pooling = modes[k];
-        e = make_ctx(m, p);
+        e = test_embed_ctx(m, p);
         assert_int_equal(kiln_embed_pooling(e), modes[k]);
-        kiln_embeddings *r = embed_ok(e, t, 1);
+        kiln_embeddings *r = test_embed_ok(e, t, 1);
         float want[64];
         for (int j = 0; j < 64; j++) {
             double s = 0;
@@ -366,20 +336,20 @@ static void test_pooling_and_dim(void **state) {
                       : modes[k] == KILN_POOLING_CLS ? tok->data[j]
                                                      : tok->data[(L - 1) * 64 + j];
         }
-        assert_true(max_abs_diff(r->data, want, 64) < 1e-5);
+        assert_true(test_max_abs_diff(r->data, want, 64) < 1e-5);
         kiln_embeddings_free(r);
         kiln_embed_ctx_free(e);
     }
     /* Matryoshka: the first 16 components of the raw mean, renormalised */
     p.pooling = KILN_POOLING_MEAN;
-    e = make_ctx(m, p);
-    kiln_embeddings *raw = embed_ok(e, t, 1);
+    e = test_embed_ctx(m, p);
+    kiln_embeddings *raw = test_embed_ok(e, t, 1);
     kiln_embed_ctx_free(e);
     p.normalize = 1;
     p.dim = 16;
-    e = make_ctx(m, p);
+    e = test_embed_ctx(m, p);
     assert_int_equal(kiln_embed_dim(e), 16);
-    kiln_embeddings *r = embed_ok(e, t, 1);
+    kiln_embeddings *r = test_embed_ok(e, t, 1);
     assert_int_equal(r->dim, 16);
     double ss = 0;
     for (int j = 0; j < 16; j++) ss += (double)raw->data[j] * raw->data[j];
@@ -410,8 +380,8 @@ static void test_bad_input(void **state) {
     (void)state;
     char path[512];
     synth_model("embed-bad.gguf", ARCH_BERT, KILN_TYPE_Q8_0, path, sizeof path);
-    kiln_model *m = load_model(path);
-    kiln_embed_ctx *e = make_ctx(m, kiln_embed_default_params());
+    kiln_model *m = test_load_model(path);
+    kiln_embed_ctx *e = test_embed_ctx(m, kiln_embed_default_params());
     const char *ok = "fine";
     expect_error(e, &ok, NULL, 0, KILN_ERR_INVALID_ARG, (const char *[]){"no inputs", NULL});
     const char *t2[] = {"fine", ""};
@@ -431,8 +401,8 @@ static void test_bad_input(void **state) {
     kiln_embed_ctx_free(e);
     kiln_embed_params p = kiln_embed_default_params();
     p.truncate = 1;
-    e = make_ctx(m, p);
-    kiln_embeddings *r = embed_ok(e, t5, 4);
+    e = test_embed_ctx(m, p);
+    kiln_embeddings *r = test_embed_ok(e, t5, 4);
     assert_int_equal(r->n_tokens[3], 64);
     assert_int_equal(r->truncated_from[3], 202);
     assert_int_equal(r->truncated_from[0], 0);
@@ -447,15 +417,15 @@ static void test_halving(void **state) {
     (void)state;
     char path[512];
     synth_model("embed-oom.gguf", ARCH_BERT, KILN_TYPE_Q8_0, path, sizeof path);
-    kiln_model *m = load_model(path);
+    kiln_model *m = test_load_model(path);
     char **t = mixed_texts(64, 9);
     kiln_embed_params p = kiln_embed_default_params();
     p.n_threads = 2;
     p.batch_tokens = 1024;
     kiln_status st;
     kiln_model *mm = m;
-    kiln_embed_ctx *e0 = make_ctx(mm, p);
-    kiln_embeddings *ref = embed_ok(e0, (const char *const *)t, 64);
+    kiln_embed_ctx *e0 = test_embed_ctx(mm, p);
+    kiln_embeddings *ref = test_embed_ok(e0, (const char *const *)t, 64);
     kiln_embed_ctx_free(e0);
     /* the budget allows 128 tokens but not 256: 1024 -> 512 -> 256 -> 128 */
     const bert_model *bm = NULL;
@@ -471,7 +441,7 @@ static void test_halving(void **state) {
         gguf_close(f);
     }
     p.mem_budget = b128 + 1;
-    kiln_embed_ctx *e = make_ctx(m, p);
+    kiln_embed_ctx *e = test_embed_ctx(m, p);
     kiln_embeddings *r = NULL;
     kiln_embed_stats stats;
     st = kiln_embed(e, (const char *const *)t, NULL, 64, &r, &stats);
@@ -479,12 +449,12 @@ static void test_halving(void **state) {
     assert_int_equal(stats.n_halvings, 3);
     assert_int_equal(stats.batch_tokens, 128);
     assert_int_equal(kiln_embed_batch_tokens(e), 128);
-    assert_true(max_abs_diff(r->data, ref->data, 64 * r->dim) <= 1e-5);
+    assert_true(test_max_abs_diff(r->data, ref->data, 64 * r->dim) <= 1e-5);
     kiln_embeddings_free(r);
     kiln_embed_ctx_free(e);
     /* one halving short: fails with a message naming the halvings */
     p.mem_budget = b128 / 2;
-    e = make_ctx(m, p);
+    e = test_embed_ctx(m, p);
     r = NULL;
     st = kiln_embed(e, (const char *const *)t, NULL, 64, &r, &stats);
     assert_int_equal(st, KILN_ERR_NOMEM);
@@ -501,7 +471,7 @@ static void test_find_batch(void **state) {
     (void)state;
     char path[512];
     synth_model("embed-find.gguf", ARCH_BERT, KILN_TYPE_Q8_0, path, sizeof path);
-    kiln_model *m = load_model(path);
+    kiln_model *m = test_load_model(path);
     char **t = mixed_texts(32, 5);
     int32_t sizes[] = {64, 256, 1024};
     kiln_embed_bench_point pts[3];

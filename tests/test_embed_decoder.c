@@ -43,37 +43,6 @@
 
 /* ---- helpers ---- */
 
-static kiln_model *load_model(const char *path) {
-    kiln_status st;
-    kiln_model *m = kiln_model_load(path, &st);
-    if (!m) print_error("load %s: %s\n", path, kiln_last_error());
-    assert_non_null(m);
-    return m;
-}
-
-static kiln_embed_ctx *make_ctx(const kiln_model *m, kiln_embed_params p) {
-    kiln_status st;
-    if (!p.n_threads) p.n_threads = 2;
-    kiln_embed_ctx *e = kiln_embed_ctx_create(m, &p, &st);
-    if (!e) print_error("embed ctx: %s\n", kiln_last_error());
-    assert_non_null(e);
-    return e;
-}
-
-static kiln_embeddings *embed_ok(kiln_embed_ctx *e, const char *const *texts, int32_t n) {
-    kiln_embeddings *r = NULL;
-    kiln_status st = kiln_embed(e, texts, NULL, n, &r, NULL);
-    if (st) print_error("embed: %s\n", kiln_last_error());
-    assert_int_equal(st, KILN_OK);
-    return r;
-}
-
-static double max_abs_diff(const float *a, const float *b, int64_t n) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-    return m;
-}
-
 /* A synthetic decoder (generated SPM vocabulary, tied embeddings) at path. */
 static const char *synth_decoder(const char *name, enum arch_id arch, kiln_type type,
                                  uint32_t n_head_kv, char *buf, size_t cap) {
@@ -174,15 +143,15 @@ static void check_reference_model(const json_t *mj, const char *dir) {
     const char *texts[8];
     for (int i = 0; i < n; i++)
         texts[i] = json_string_value(json_object_get(json_array_get(sent, (size_t)i), "text"));
-    kiln_model *m = load_model(p);
+    kiln_model *m = test_load_model(p);
     const char *pools[] = {"last", "mean"};
     const kiln_pooling modes[] = {KILN_POOLING_LAST, KILN_POOLING_MEAN};
     for (int k = 0; k < 2; k++) {
         kiln_embed_params ep = kiln_embed_default_params();
         ep.pooling = k == 0 ? KILN_POOLING_MODEL : modes[k]; /* last is the default */
-        kiln_embed_ctx *e = make_ctx(m, ep);
+        kiln_embed_ctx *e = test_embed_ctx(m, ep);
         assert_int_equal(kiln_embed_pooling(e), modes[k]);
-        kiln_embeddings *r = embed_ok(e, texts, n);
+        kiln_embeddings *r = test_embed_ok(e, texts, n);
         double worst_cos = 1, worst_diff = 0;
         for (int i = 0; i < n; i++) {
             const json_t *si = json_array_get(sent, (size_t)i);
@@ -335,7 +304,7 @@ static int32_t check_invariance(const kiln_model *m, int n_threads, const char *
     kiln_embed_params p = kiln_embed_default_params();
     p.batch_tokens = 128; /* several passes of differing composition */
     p.n_threads = n_threads;
-    kiln_embed_ctx *e = make_ctx(m, p);
+    kiln_embed_ctx *e = test_embed_ctx(m, p);
     char **t = mixed_texts(64, 40, 42);
     kiln_embed_stats st;
     kiln_embeddings *all = NULL;
@@ -345,8 +314,9 @@ static int32_t check_invariance(const kiln_model *m, int n_threads, const char *
     const int picks[] = {0, 7, 31, 63};
     for (int k = 0; k < 4; k++) {
         int i = picks[k];
-        kiln_embeddings *one = embed_ok(e, (const char *const *)&t[i], 1);
-        worst = fmax(worst, max_abs_diff(one->data, all->data + all->row[i] * all->dim, all->dim));
+        kiln_embeddings *one = test_embed_ok(e, (const char *const *)&t[i], 1);
+        worst =
+            fmax(worst, test_max_abs_diff(one->data, all->data + all->row[i] * all->dim, all->dim));
         kiln_embeddings_free(one);
     }
     /* a one-token text alone is a one-column product unless padded */
@@ -356,7 +326,7 @@ static int32_t check_invariance(const kiln_model *m, int n_threads, const char *
     kiln_embeddings *a = NULL, *b = NULL;
     assert_int_equal(embed_tokens(e, ids, start, 1, &a, NULL), KILN_OK);
     assert_int_equal(embed_tokens(e, ids, start, 2, &b, NULL), KILN_OK);
-    worst = fmax(worst, max_abs_diff(a->data, b->data, a->dim));
+    worst = fmax(worst, test_max_abs_diff(a->data, b->data, a->dim));
     kiln_embeddings_free(a);
     kiln_embeddings_free(b);
     print_message("batch invariance (%s, %d threads): max |delta| %.2e\n", what, n_threads, worst);
@@ -382,7 +352,7 @@ static void test_invariance_synth(void **state) {
         for (int k = 0; k < 2; k++) {
             /* 1 KV head: wk and wv have 16 rows, fewer than matmul.c splits over 2 threads */
             synth_decoder("embdec-inv.gguf", archs[a], types[k], a == 0 ? 1 : 2, path, sizeof path);
-            kiln_model *m = load_model(path);
+            kiln_model *m = test_load_model(path);
             char what[64];
             snprintf(what, sizeof what, "%s %s", kiln_model_arch(m), kiln_type_name(types[k]));
             assert_true(check_invariance(m, 2, what) > 128); /* some text runs alone */
@@ -397,7 +367,7 @@ static void test_invariance_data(void **state) {
     const char *models[] = {"models/mini-qwen2-Q8_0.gguf", "models/mini-llama-spm-Q8_0.gguf"};
     for (int i = 0; i < 2; i++) {
         TEST_DATA_OR_SKIP(models[i], p);
-        kiln_model *m = load_model(p);
+        kiln_model *m = test_load_model(p);
         check_invariance(m, 2, models[i] + 7);
         kiln_model_free(m);
     }
@@ -409,18 +379,18 @@ static void test_pooling(void **state) {
     (void)state;
     char path[512];
     synth_decoder("embdec-pool.gguf", ARCH_LLAMA, KILN_TYPE_Q8_0, 2, path, sizeof path);
-    kiln_model *m = load_model(path);
-    kiln_embed_ctx *e = make_ctx(m, kiln_embed_default_params());
+    kiln_model *m = test_load_model(path);
+    kiln_embed_ctx *e = test_embed_ctx(m, kiln_embed_default_params());
     assert_int_equal(kiln_embed_pooling(e), KILN_POOLING_LAST); /* no <arch>.pooling_type */
     assert_int_equal(kiln_embed_dim(e), 64);
     const char *t2[] = {"hello world", "a b c d"};
-    kiln_embeddings *r = embed_ok(e, t2, 2);
+    kiln_embeddings *r = test_embed_ok(e, t2, 2);
     for (int i = 0; i < 2; i++) {
         double ss = 0;
         for (int j = 0; j < 64; j++) ss += (double)r->data[i * 64 + j] * r->data[i * 64 + j];
         assert_true(fabs(ss - 1) < 1e-5);
     }
-    assert_true(max_abs_diff(r->data, r->data + 64, 64) > 1e-3);
+    assert_true(test_max_abs_diff(r->data, r->data + 64, 64) > 1e-3);
     kiln_embeddings_free(r);
     kiln_embed_ctx_free(e);
 
@@ -428,8 +398,8 @@ static void test_pooling(void **state) {
     kiln_embed_params p = kiln_embed_default_params();
     p.pooling = KILN_POOLING_NONE;
     p.normalize = 0;
-    e = make_ctx(m, p);
-    kiln_embeddings *tok = embed_ok(e, t, 1);
+    e = test_embed_ctx(m, p);
+    kiln_embeddings *tok = test_embed_ok(e, t, 1);
     int32_t L = tok->n_tokens[0];
     assert_true(L > 3);
     assert_int_equal(tok->n_rows, L);
@@ -444,18 +414,19 @@ static void test_pooling(void **state) {
     memcpy(both + 3, ids, (size_t)L * sizeof *ids);
     kiln_embeddings *pre = NULL;
     assert_int_equal(embed_tokens(e, both, start, 2, &pre, NULL), KILN_OK);
-    assert_true(max_abs_diff(pre->data, tok->data, 3 * 64) <= 1e-5);
-    assert_true(max_abs_diff(pre->data + pre->row[1] * 64, tok->data, (int64_t)L * 64) <= 1e-5);
-    assert_true(max_abs_diff(pre->data + 2 * 64, tok->data + (L - 1) * 64, 64) > 1e-3);
+    assert_true(test_max_abs_diff(pre->data, tok->data, 3 * 64) <= 1e-5);
+    assert_true(test_max_abs_diff(pre->data + pre->row[1] * 64, tok->data, (int64_t)L * 64) <=
+                1e-5);
+    assert_true(test_max_abs_diff(pre->data + 2 * 64, tok->data + (L - 1) * 64, 64) > 1e-3);
     kiln_embeddings_free(pre);
     kiln_embed_ctx_free(e);
     /* mean, cls (the first token) and last from the per-token vectors */
     kiln_pooling modes[] = {KILN_POOLING_MEAN, KILN_POOLING_CLS, KILN_POOLING_LAST};
     for (int k = 0; k < 3; k++) {
         p.pooling = modes[k];
-        e = make_ctx(m, p);
+        e = test_embed_ctx(m, p);
         assert_int_equal(kiln_embed_pooling(e), modes[k]);
-        r = embed_ok(e, t, 1);
+        r = test_embed_ok(e, t, 1);
         float want[64];
         for (int j = 0; j < 64; j++) {
             double s = 0;
@@ -464,7 +435,7 @@ static void test_pooling(void **state) {
                       : modes[k] == KILN_POOLING_CLS ? tok->data[j]
                                                      : tok->data[(L - 1) * 64 + j];
         }
-        assert_true(max_abs_diff(r->data, want, 64) < 1e-5);
+        assert_true(test_max_abs_diff(r->data, want, 64) < 1e-5);
         kiln_embeddings_free(r);
         kiln_embed_ctx_free(e);
     }
@@ -481,11 +452,11 @@ static void test_metadata(void **state) {
     const struct key_set mean_eos[] = {{"llama.pooling_type", false, 1},
                                        {"tokenizer.ggml.add_eos_token", true, 1}};
     copy_with_keys(src, dst, mean_eos, 2);
-    kiln_model *m = load_model(dst);
+    kiln_model *m = test_load_model(dst);
     int32_t bos = kiln_token_bos(m), eos = kiln_token_eos(m);
     assert_true(bos >= 0 && eos >= 0);
     kiln_embed_params p = kiln_embed_default_params();
-    kiln_embed_ctx *e = make_ctx(m, p);
+    kiln_embed_ctx *e = test_embed_ctx(m, p);
     assert_int_equal(kiln_embed_pooling(e), KILN_POOLING_MEAN);
     /* a text gets BOS and EOS; so do ids that lack them */
     int32_t *buf = NULL, tf;
@@ -520,9 +491,9 @@ static void test_metadata(void **state) {
                                        {"tokenizer.ggml.add_eos_token", true, 1},
                                        {"tokenizer.ggml.eos_token_id", false, (uint32_t)bos}};
     copy_with_keys(src, dst, eos_only, 3);
-    m = load_model(dst);
+    m = test_load_model(dst);
     assert_int_equal(kiln_token_eos(m), bos);
-    e = make_ctx(m, p);
+    e = test_embed_ctx(m, p);
     assert_int_equal(kiln_embed_pooling(e), KILN_POOLING_LAST);
     assert_int_equal(embed_input_tokens(e, 0, NULL, 0, ids, 2, 0, &buf, &cap, &n, &tf), KILN_OK);
     assert_int_equal(n, 3);
@@ -552,8 +523,8 @@ static void test_bad_input(void **state) {
     (void)state;
     char path[512];
     synth_decoder("embdec-bad.gguf", ARCH_QWEN2, KILN_TYPE_Q8_0, 2, path, sizeof path);
-    kiln_model *m = load_model(path);
-    kiln_embed_ctx *e = make_ctx(m, kiln_embed_default_params());
+    kiln_model *m = test_load_model(path);
+    kiln_embed_ctx *e = test_embed_ctx(m, kiln_embed_default_params());
     const char *ok = "fine";
     expect_error(e, &ok, 0, KILN_ERR_INVALID_ARG, (const char *[]){"no inputs", NULL});
     const char *t2[] = {"fine", ""};
@@ -580,8 +551,8 @@ static void test_bad_input(void **state) {
     kiln_embed_ctx_free(e);
     kiln_embed_params p = kiln_embed_default_params();
     p.truncate = 1;
-    e = make_ctx(m, p);
-    kiln_embeddings *r = embed_ok(e, t5, 4);
+    e = test_embed_ctx(m, p);
+    kiln_embeddings *r = test_embed_ok(e, t5, 4);
     assert_int_equal(r->n_tokens[3], 512);
     assert_true(r->truncated_from[3] > 512);
     assert_int_equal(r->truncated_from[0], 0);
@@ -596,13 +567,13 @@ static void test_halving(void **state) {
     (void)state;
     char path[512];
     synth_decoder("embdec-oom.gguf", ARCH_LLAMA, KILN_TYPE_Q8_0, 2, path, sizeof path);
-    kiln_model *m = load_model(path);
+    kiln_model *m = test_load_model(path);
     char **t = mixed_texts(32, 8, 9); /* each text well under 128 tokens */
     kiln_embed_params p = kiln_embed_default_params();
     p.n_threads = 2;
     p.batch_tokens = 1024;
-    kiln_embed_ctx *e = make_ctx(m, p);
-    kiln_embeddings *ref = embed_ok(e, (const char *const *)t, 32);
+    kiln_embed_ctx *e = test_embed_ctx(m, p);
+    kiln_embeddings *ref = test_embed_ok(e, (const char *const *)t, 32);
     kiln_embed_ctx_free(e);
     /* what a 128-token context takes, on a pool of the same size */
     kiln_status st;
@@ -620,7 +591,7 @@ static void test_halving(void **state) {
     llama_ctx_free(lc);
     kiln_pool_destroy(pool);
     p.mem_budget = kv + compute + 1;
-    e = make_ctx(m, p);
+    e = test_embed_ctx(m, p);
     kiln_embeddings *r = NULL;
     kiln_embed_stats stats;
     st = kiln_embed(e, (const char *const *)t, NULL, 32, &r, &stats);
@@ -628,11 +599,11 @@ static void test_halving(void **state) {
     assert_int_equal(st, KILN_OK);
     assert_int_equal(stats.n_halvings, 3);
     assert_int_equal(kiln_embed_batch_tokens(e), 128);
-    assert_true(max_abs_diff(r->data, ref->data, 32 * (int64_t)r->dim) <= 1e-5);
+    assert_true(test_max_abs_diff(r->data, ref->data, 32 * (int64_t)r->dim) <= 1e-5);
     kiln_embeddings_free(r);
     kiln_embed_ctx_free(e);
     p.mem_budget = (kv + compute) / 2;
-    e = make_ctx(m, p);
+    e = test_embed_ctx(m, p);
     r = NULL;
     assert_int_equal(kiln_embed(e, (const char *const *)t, NULL, 32, &r, &stats), KILN_ERR_NOMEM);
     assert_non_null(strstr(kiln_last_error(), "halved 3 times"));

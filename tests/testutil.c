@@ -82,3 +82,34 @@ size_t test_json_ids(const json_t *arr, int32_t *out, size_t cap) {
         out[n++] = (int32_t)json_number_value(json_array_get(arr, i));
     return n;
 }
+
+kiln_model *test_load_model(const char *path) {
+    kiln_status st;
+    kiln_model *m = kiln_model_load(path, &st);
+    if (!m) print_error("load %s: %s\n", path, kiln_last_error());
+    assert_non_null(m);
+    return m;
+}
+
+kiln_embed_ctx *test_embed_ctx(const kiln_model *m, kiln_embed_params p) {
+    kiln_status st;
+    if (!p.n_threads) p.n_threads = 2;
+    kiln_embed_ctx *e = kiln_embed_ctx_create(m, &p, &st);
+    if (!e) print_error("embed ctx: %s\n", kiln_last_error());
+    assert_non_null(e);
+    return e;
+}
+
+kiln_embeddings *test_embed_ok(kiln_embed_ctx *e, const char *const *texts, int32_t n) {
+    kiln_embeddings *r = NULL;
+    kiln_status st = kiln_embed(e, texts, NULL, n, &r, NULL);
+    if (st) print_error("embed: %s\n", kiln_last_error());
+    assert_int_equal(st, KILN_OK);
+    return r;
+}
+
+double test_max_abs_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}

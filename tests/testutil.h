@@ -11,6 +11,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "kiln.h"
+
 /* Full path of a file under $KILN_TEST_DATA (e.g. "models/stories260K.gguf")
  * in buf, or NULL when the data is absent. */
 const char *test_data_path(const char *rel, char *buf, size_t cap);
@@ -58,5 +60,15 @@ double test_json_num(const json_t *v);
 /* The numbers of a JSON array as int32 ids into out (at most cap); returns
  * the count (0 when arr is not an array). */
 size_t test_json_ids(const json_t *arr, int32_t *out, size_t cap);
+
+/* The model at path; fails the test, printing why, when it does not load. */
+kiln_model *test_load_model(const char *path);
+/* An embedding context on m with p (n_threads 0 becomes 2); fails the test
+ * when it cannot be made. */
+kiln_embed_ctx *test_embed_ctx(const kiln_model *m, kiln_embed_params p);
+/* kiln_embed of texts[0..n) (NUL-terminated), asserted to succeed. */
+kiln_embeddings *test_embed_ok(kiln_embed_ctx *e, const char *const *texts, int32_t n);
+/* max |a[i] - b[i]| over i < n. */
+double test_max_abs_diff(const float *a, const float *b, int64_t n);
 
 #endif
