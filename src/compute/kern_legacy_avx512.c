@@ -636,19 +636,24 @@ INLINE int wk_off_shift(enum wkind k) {
     return k == WK_Q4_0 ? 3 : 7;
 }
 
+/* Register block of the prepared tiles: XR rows x XC columns (XR * XC
+ * int32 sums + XC activation vectors + 1 weight vector <= 32 zmm). */
+#define XR 4
+#define XC 6
+
 /* acc[r][c] += (block sums of row r . column c) * dw * dx over prepared
  * groups x[c] (xst bytes apart), R x C unrolled; sh = log2(off). */
 INLINE_V void xp_mk(int R, int C, const struct wgrp *w, const uint8_t *x, size_t xst, __m128i sh,
                     __m512 *acc, int acc_stride) {
-    const struct xpgrp *xg[4];
+    const struct xpgrp *xg[XC];
     for (int c = 0; c < C; c++) xg[c] = (const struct xpgrp *)(const void *)(x + c * xst);
-    __m512i S[4][4];
+    __m512i S[XR][XC];
     for (int c = 0; c < C; c++) {
         __m512i corr = _mm512_sll_epi32(xg[c]->nsum, sh);
         for (int r = 0; r < R; r++) S[r][c] = corr;
     }
     for (int j = 0; j < 8; j++) {
-        __m512i xv[4];
+        __m512i xv[XC];
         for (int c = 0; c < C; c++) xv[c] = xg[c]->x[j];
         for (int r = 0; r < R; r++) {
             __m512i u = w[r].u[j];
@@ -668,12 +673,12 @@ typedef void (*xmk_fn)(const struct wgrp *, const uint8_t *, size_t, __m128i, __
                                    __m512 *a, int as) {                                            \
         xp_mk(R, C, w, x, xst, sh, a, as);                                                         \
     }
-#define XMK_ROW(R) XMK(R, 1) XMK(R, 2) XMK(R, 3) XMK(R, 4)
+#define XMK_ROW(R)  XMK(R, 1) XMK(R, 2) XMK(R, 3) XMK(R, 4) XMK(R, 5) XMK(R, 6)
+#define XMK_TROW(R) xmk_##R##x1, xmk_##R##x2, xmk_##R##x3, xmk_##R##x4, xmk_##R##x5, xmk_##R##x6
 /* clang-format off */
 XMK_ROW(1) XMK_ROW(2) XMK_ROW(3) XMK_ROW(4)
-static const xmk_fn xmk_table[16] = {xmk_1x1, xmk_1x2, xmk_1x3, xmk_1x4, xmk_2x1, xmk_2x2, xmk_2x3,
-                                     xmk_2x4, xmk_3x1, xmk_3x2, xmk_3x3, xmk_3x4, xmk_4x1, xmk_4x2,
-                                     xmk_4x3, xmk_4x4};
+/* the R x C block at (R - 1) * XC + (C - 1) */
+static const xmk_fn xmk_table[XR * XC] = {XMK_TROW(1), XMK_TROW(2), XMK_TROW(3), XMK_TROW(4)};
 /* clang-format on */
 
 INLINE_V void xp_gemm(enum wkind k, int64_t n, const void *w, size_t wst, int nr, const void *x,
@@ -696,12 +701,12 @@ INLINE_V void xp_gemm(enum wkind k, int64_t n, const void *w, size_t wst, int nr
             for (size_t o = 0; o < (size_t)cnt * ws; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
         }
         const uint8_t *xg = xp + (size_t)g * KILN_GEMM_XP_GROUP_BYTES;
-        for (int r0 = 0; r0 < nr; r0 += 4) {
-            int R = nr - r0 < 4 ? nr - r0 : 4;
-            for (int c0 = 0; c0 < nc; c0 += 4) {
-                int C = nc - c0 < 4 ? nc - c0 : 4;
-                xmk_table[(R - 1) * 4 + (C - 1)](wg + r0, xg + (size_t)c0 * xst, xst, sh,
-                                                 acc + r0 * AS + c0, AS);
+        for (int r0 = 0; r0 < nr; r0 += XR) {
+            int R = nr - r0 < XR ? nr - r0 : XR;
+            for (int c0 = 0; c0 < nc; c0 += XC) {
+                int C = nc - c0 < XC ? nc - c0 : XC;
+                xmk_table[(R - 1) * XC + (C - 1)](wg + r0, xg + (size_t)c0 * xst, xst, sh,
+                                                  acc + r0 * AS + c0, AS);
             }
         }
     }

@@ -69,7 +69,7 @@ typedef float (*kiln_exp_sum_fn)(float *s, int64_t n, float max);
  * Prepared rows start on 64-byte boundaries. */
 typedef void (*kiln_gemm_xprep_fn)(int64_t n, const void *xq, void *dst);
 #define KILN_GEMM_XP_MAX_R       8
-#define KILN_GEMM_XP_MAX_C       16
+#define KILN_GEMM_XP_MAX_C       24
 #define KILN_GEMM_XP_GROUP       512 /* elements per Q8_0 group */
 #define KILN_GEMM_XP_GROUP_BYTES 640
 /* Bytes of one prepared row of n elements of partner type vdt; 0 when vdt
