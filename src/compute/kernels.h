@@ -91,7 +91,11 @@ struct kiln_kernels {
      * xq into kiln_gemm_xp_row_size(vdt, n) bytes at dst (64-byte aligned). */
     kiln_gemm_xprep_fn gemm_xprep[KILN_TYPE_COUNT]; /* by partner type */
     kiln_gemm_fn gemm_xp[KILN_TYPE_COUNT];          /* by weight type */
-    kiln_axpy_fn axpy[KILN_TYPE_COUNT];             /* KV cache types (F32, F16, Q8_0); else NULL */
+    /* Products with fewer columns than this keep the type's gemm even when
+     * prepared activations exist (a tile that transposes expensive weights
+     * pays off only over enough columns); 0: from matmul.c's minimum on. */
+    unsigned char gemm_xp_min_cols[KILN_TYPE_COUNT];
+    kiln_axpy_fn axpy[KILN_TYPE_COUNT]; /* KV cache types (F32, F16, Q8_0); else NULL */
     kiln_exp_sum_fn exp_sum;
 };
 

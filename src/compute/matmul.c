@@ -37,8 +37,10 @@
 /* From this many activation columns on, a partner type with a prepared
  * layout (kernels.h, gemm_xprep) is also converted into it, and weight types
  * whose table has a gemm_xp use those tiles for every column of the product
- * (so a column's result depends on the product's width only through this
- * threshold, never on where the column falls in a tile). */
+ * from their gemm_xp_min_cols on (so a column's result depends on the
+ * product's width only through these thresholds, never on where the column
+ * falls in a tile). Measured on Zen 5 (one thread, tiles in L2): Q4_0's
+ * prepared 8 x 4 tile runs at 331 GOPS vs 242 for its gemm. */
 #define XP_MIN_COLS 4
 /* Below this many multiply-adds an operation runs on one thread. */
 #define MIN_PARALLEL_MACS (1 << 16)
@@ -213,7 +215,7 @@ static void compute_part(const struct kiln_kernels *k, const struct kiln_matmul_
     kiln_gemm_fn gemm =
         op->nc >= GEMM_MIN_COLS || k->gemm_matvec[op->type] ? k->gemm[op->type] : NULL;
     int tr = KILN_GEMM_MAX_R, tc = KILN_GEMM_MAX_C;
-    if (xp && k->gemm_xp[op->type]) {
+    if (xp && k->gemm_xp[op->type] && op->nc >= k->gemm_xp_min_cols[op->type]) {
         gemm = k->gemm_xp[op->type];
         xq = xp;
         xs = ps;
