@@ -6,6 +6,7 @@
 #include "testutil.h"
 
 #include "base/fp16.h"
+#include "base/mem.h"
 #include "compute/blocks.h"
 #include "compute/kernels.h"
 #include "compute/types.h"
@@ -444,6 +445,107 @@ static void test_gemm_invariance(void **state) {
     }
 }
 
+/* ---- prepared activations (kernels.h gemm_xprep / gemm_xp) ---- */
+
+/* The prepared Q8_0 row at p (n elements) against kernels.h's layout,
+ * computed here from the Q8_0 blocks at q. */
+static void check_xp_layout(const uint8_t *p, const block_q8_0 *q, int64_t n) {
+    int64_t nb = n / QK8_0, ng = (n + KILN_GEMM_XP_GROUP - 1) / KILN_GEMM_XP_GROUP;
+    for (int64_t g = 0; g < ng; g++) {
+        const uint8_t *grp = p + g * KILN_GEMM_XP_GROUP_BYTES;
+        for (int j = 0; j < 16; j++) {
+            int64_t b = g * 16 + j;
+            float d;
+            int32_t nsum, want_sum = 0;
+            memcpy(&d, grp + 512 + 4 * j, 4);
+            memcpy(&nsum, grp + 576 + 4 * j, 4);
+            for (int e = 0; e < QK8_0; e++) {
+                int8_t got = (int8_t)grp[64 * (e / 4) + 4 * j + e % 4];
+                int8_t want = b < nb ? q[b].qs[e] : 0;
+                if (got != want)
+                    fail_msg("xprep n=%lld: group %lld block %d element %d: %d, want %d",
+                             (long long)n, (long long)g, j, e, got, want);
+                want_sum += want;
+            }
+            float want_d = b < nb ? kiln_f16_to_f32(q[b].d) : 0.0f;
+            if (d != want_d || nsum != -want_sum)
+                fail_msg("xprep n=%lld block %lld: d %g sum %d, want %g %d", (long long)n,
+                         (long long)b, (double)d, -nsum, (double)want_d, want_sum);
+        }
+    }
+}
+
+/* Every gemm_xp tile shape against vec_dot (the tolerance of
+ * check_gemm_tile), and each of its (row, column) results against the same
+ * pair in a 1 x 1 tile, bit for bit. */
+static void check_xp_tile(const struct kiln_kernels *k, kiln_type wt, int64_t n, uint64_t *rng) {
+    size_t wrow = kiln_row_size(wt, n), xrow = kiln_row_size(KILN_TYPE_Q8_0, n);
+    size_t ps = kiln_gemm_xp_row_size(KILN_TYPE_Q8_0, n) + 128; /* a wider stride on purpose */
+    size_t ws = wrow + 18, os = KILN_GEMM_XP_MAX_R + 3;
+    enum { MR = KILN_GEMM_XP_MAX_R, MC = KILN_GEMM_XP_MAX_C };
+    uint8_t *w = xmalloc(ws * MR), *x = xmalloc(xrow * MC);
+    uint8_t *xp = kiln_aligned_alloc(64, ps * MC);
+    assert_non_null(xp);
+    float *out = xmalloc(os * MC * sizeof(float));
+    for (int r = 0; r < MR; r++) {
+        void *row = random_row(wt, n, rng);
+        memcpy(w + r * ws, row, wrow);
+        free(row);
+    }
+    for (int c = 0; c < MC; c++) {
+        void *row = random_row(KILN_TYPE_Q8_0, n, rng);
+        memcpy(x + c * xrow, row, xrow);
+        free(row);
+        k->gemm_xprep[KILN_TYPE_Q8_0](n, x + c * xrow, xp + c * ps);
+        check_xp_layout(xp + c * ps, (const block_q8_0 *)(const void *)(x + c * xrow), n);
+    }
+    for (int nr = 1; nr <= MR; nr++)
+        for (int nc = 1; nc <= MC; nc++) {
+            k->gemm_xp[wt](n, w, ws, nr, xp, ps, nc, out, os);
+            for (int c = 0; c < nc; c++)
+                for (int r = 0; r < nr; r++) {
+                    float got = out[c * os + r], one;
+                    float want = k->vec_dot[wt](n, w + r * ws, x + c * xrow);
+                    double tol = 1e-5 * dot_magnitude(wt, w + r * ws, x + c * xrow, n) + 1e-30;
+                    if (fabs((double)got - want) > tol)
+                        fail_msg("gemm_xp %s/%s n=%lld %dx%d at r=%d c=%d: %.9g vs %.9g",
+                                 kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nr, nc, r,
+                                 c, (double)got, (double)want);
+                    k->gemm_xp[wt](n, w + r * ws, ws, 1, xp + c * ps, ps, 1, &one, 1);
+                    if (memcmp(&one, &got, sizeof one))
+                        fail_msg("gemm_xp %s/%s n=%lld: %dx%d tile r=%d c=%d gives %.9g, alone "
+                                 "%.9g",
+                                 kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nr, nc, r,
+                                 c, (double)got, (double)one);
+                }
+        }
+    free(w);
+    free(x);
+    kiln_aligned_free(xp);
+    free(out);
+}
+
+static void test_gemm_xp(void **state) {
+    (void)state;
+    static const int64_t glen[] = {32, 96, 480, 512, 544, 1056};
+    uint64_t rng = 13;
+    int checked = 0;
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) continue;
+        for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
+            kiln_type t = weight_types[i];
+            if (!k->gemm_xp[t]) continue;
+            kiln_type vdt = kiln_vec_dot_type(t);
+            assert_int_equal(vdt, KILN_TYPE_Q8_0); /* the only prepared layout */
+            assert_non_null(k->gemm_xprep[vdt]);
+            for (size_t li = 0; li < sizeof glen / sizeof glen[0]; li++, checked++)
+                check_xp_tile(k, t, glen[li], &rng);
+        }
+    }
+    if (!checked) print_message("gemm_xp: no table has prepared-activation tiles here\n");
+}
+
 /* ---- edge cases ---- */
 
 static void check_roundtrip(const struct kiln_kernels *k, kiln_type t, const float *src, int64_t n,
@@ -507,7 +609,8 @@ int main(void) {
         cmocka_unit_test(test_conf_dequant),    cmocka_unit_test(test_conf_activation),
         cmocka_unit_test(test_conf_dot),        cmocka_unit_test(test_conf_quantizer),
         cmocka_unit_test(test_simd_vs_scalar),  cmocka_unit_test(test_gemm_tiles),
-        cmocka_unit_test(test_gemm_invariance), cmocka_unit_test(test_edge_cases),
+        cmocka_unit_test(test_gemm_invariance), cmocka_unit_test(test_gemm_xp),
+        cmocka_unit_test(test_edge_cases),
     };
     return cmocka_run_group_tests(tests, conf_setup, conf_teardown);
 }

@@ -253,10 +253,10 @@ static void test_memory_estimate(void **state) {
     assert_int_equal(e.kv_cache, 2 * 2 * 32 * 16 * 2 * 2);
     /* residual 2*8*64*4 = 4096; attention 8*(64+32+32)*4 = 4096 (tiled: no scores);
      * FFN 8*128*4*2 = 8192; rotation 8*16*4 = 512; converted 8*128*2 = 2048;
-     * logits 2*100*4 = 800 */
-    assert_int_equal(e.compute, 4096 + 8192 + 512 + 2048 + 800);
+     * prepared 8*512*5/4 = 5120; logits 2*100*4 = 800 */
+    assert_int_equal(e.compute, 4096 + 8192 + 512 + 2048 + 5120 + 800);
     assert_int_equal(e.weights, 1000);
-    assert_int_equal(e.total, 1000 + 8192 + 15648);
+    assert_int_equal(e.total, 1000 + 8192 + 20768);
     p.kv_type = KILN_TYPE_Q8_0; /* 32 elements = one 34-byte block */
     assert_int_equal(mem_estimate(&hp, 0, &p, &e), KILN_OK);
     assert_int_equal(e.kv_cache, 2 * 2 * 34 * 16 * 2);

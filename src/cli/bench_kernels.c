@@ -193,10 +193,16 @@ struct ceil_args {
     int64_t n, rows;
     float *y;
     int tiles;
+    const char *xp; /* prepared activations (kernels.h gemm_xp), or NULL */
+    size_t ps;
 };
 
 static void ceil_once(struct ceil_args *a) {
-    if (a->tiles && a->k->gemm[a->t]) {
+    if (a->tiles && a->xp) {
+        for (int64_t r = 0; r + KILN_GEMM_XP_MAX_R <= a->rows; r += KILN_GEMM_XP_MAX_R)
+            a->k->gemm_xp[a->t](a->n, a->w + (size_t)r * a->rs, a->rs, KILN_GEMM_XP_MAX_R, a->xp,
+                                a->ps, KILN_GEMM_XP_MAX_C, a->y + r, (size_t)a->rows);
+    } else if (a->tiles && a->k->gemm[a->t]) {
         for (int64_t r = 0; r + KILN_GEMM_MAX_R <= a->rows; r += KILN_GEMM_MAX_R)
             a->k->gemm[a->t](a->n, a->w + (size_t)r * a->rs, a->rs, KILN_GEMM_MAX_R, a->xq, a->xs,
                              KILN_GEMM_MAX_C, a->y + r, (size_t)a->rows);
@@ -231,32 +237,41 @@ static double ceil_time(struct ceil_args *a) {
 
 /* What the kernels do on one thread when memory is not the limit: 32 rows
  * (in L2) against activations already converted. Tells whether a matvec
- * below the bandwidth is the kernel's fault. */
+ * below the bandwidth is the kernel's fault. Tiles are the gemm's 8 x 8, or
+ * the prepared-activation tiles (KILN_GEMM_XP_MAX_R x _C) when the table has
+ * them, as matmul.c uses them for wide products. */
 static void kernel_ceilings(const struct kiln_kernels *k, kiln_type t, const char *w, size_t rs,
                             const struct options *o, const float *x, struct result *res) {
     kiln_type vdt = kiln_vec_dot_type(t);
     int64_t rows = o->rows < 32 ? o->rows : 32;
     size_t xs =
         vdt == KILN_TYPE_F32 ? (size_t)o->cols * sizeof(float) : kiln_row_size(vdt, o->cols);
-    char *xq = kiln_aligned_alloc(64, xs * KILN_GEMM_MAX_C);
-    float *y = malloc(sizeof(float) * (size_t)rows * KILN_GEMM_MAX_C);
-    if (!xq || !y || o->batch < KILN_GEMM_MAX_C) goto done;
-    for (int c = 0; c < KILN_GEMM_MAX_C; c++) {
+    int use_xp = vdt != KILN_TYPE_F32 && k->gemm_xp[t] && k->gemm_xprep[vdt];
+    int tr = use_xp ? KILN_GEMM_XP_MAX_R : KILN_GEMM_MAX_R;
+    int tc = use_xp ? KILN_GEMM_XP_MAX_C : KILN_GEMM_MAX_C;
+    size_t ps = use_xp ? kiln_gemm_xp_row_size(vdt, o->cols) : 0;
+    char *xq = kiln_aligned_alloc(64, xs * (size_t)tc);
+    char *xp = use_xp ? kiln_aligned_alloc(64, ps * (size_t)tc) : NULL;
+    float *y = malloc(sizeof(float) * (size_t)rows * (size_t)tc);
+    if (!xq || !y || (use_xp && !xp) || o->batch < tc) goto done;
+    for (int c = 0; c < tc; c++) {
         if (vdt == KILN_TYPE_F32)
             memcpy(xq + (size_t)c * xs, x + c * o->cols, xs);
         else
             k->from_float[vdt](x + c * o->cols, xq + (size_t)c * xs, o->cols);
+        if (use_xp) k->gemm_xprep[vdt](o->cols, xq + (size_t)c * xs, xp + (size_t)c * ps);
     }
-    struct ceil_args a = {k, t, w, xq, rs, xs, o->cols, rows, y, 0};
+    struct ceil_args a = {k, t, w, xq, rs, xs, o->cols, rows, y, 0, NULL, 0};
     res->dot_gbs = (double)rs * (double)rows / ceil_time(&a) * 1e-9;
     a.tiles = 1;
-    rows = rows / KILN_GEMM_MAX_R * KILN_GEMM_MAX_R;
+    a.xp = xp;
+    a.ps = ps;
+    rows = rows / tr * tr;
     a.rows = rows;
-    if (rows)
-        res->tile_gops =
-            2.0 * (double)rows * (double)o->cols * KILN_GEMM_MAX_C / ceil_time(&a) * 1e-9;
+    if (rows) res->tile_gops = 2.0 * (double)rows * (double)o->cols * tc / ceil_time(&a) * 1e-9;
 done:
     kiln_aligned_free(xq);
+    kiln_aligned_free(xp);
     free(y);
 }
 

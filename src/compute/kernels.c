@@ -86,6 +86,11 @@ static void build_tables(void) {
 #endif
 }
 
+size_t kiln_gemm_xp_row_size(kiln_type vdt, int64_t n) {
+    if (vdt != KILN_TYPE_Q8_0 || n <= 0) return 0;
+    return (size_t)((n + KILN_GEMM_XP_GROUP - 1) / KILN_GEMM_XP_GROUP) * KILN_GEMM_XP_GROUP_BYTES;
+}
+
 enum kiln_isa kiln_isa_detect(void) {
     pthread_once(&once, build_tables);
     for (int i = KILN_ISA_COUNT - 1; i > 0; i--)

@@ -50,6 +50,32 @@ typedef float (*kiln_exp_sum_fn)(float *s, int64_t n, float max);
 #define KILN_GEMM_MAX_R 8
 #define KILN_GEMM_MAX_C 8
 
+/* Prepared activations ("xp") for gemm. A kernel family may read the
+ * activations of wide products in a layout of its own, made once per matmul
+ * from the partner-type rows (gemm_xprep, indexed by the partner type), so
+ * that its tiles (gemm_xp, indexed by the weight type) only load them.
+ * gemm_xp has kiln_gemm_fn's contract except that x points to prepared rows
+ * (x_stride bytes apart) and nr <= KILN_GEMM_XP_MAX_R, nc <= KILN_GEMM_XP_MAX_C;
+ * its results must not depend on nr and nc (each (row, column) is computed
+ * the same way in any tile). The layouts are fixed here, whatever the ISA:
+ *
+ * Q8_0 partner, KILN_GEMM_XP_GROUP_BYTES per group of 16 blocks (512
+ * elements; the last group of a row is padded with zero blocks: qs, d and
+ * sum all 0):
+ *   bytes   0..511  eight 64-byte vectors X[k]: int32 lane j of X[k] holds
+ *                   qs[4k..4k+3] of block j of the group;
+ *   bytes 512..575  16 floats: d of each block;
+ *   bytes 576..639  16 int32: minus the sum of each block's qs.
+ * Prepared rows start on 64-byte boundaries. */
+typedef void (*kiln_gemm_xprep_fn)(int64_t n, const void *xq, void *dst);
+#define KILN_GEMM_XP_MAX_R       8
+#define KILN_GEMM_XP_MAX_C       24
+#define KILN_GEMM_XP_GROUP       512 /* elements per Q8_0 group */
+#define KILN_GEMM_XP_GROUP_BYTES 640
+/* Bytes of one prepared row of n elements of partner type vdt; 0 when vdt
+ * has no prepared layout. */
+size_t kiln_gemm_xp_row_size(kiln_type vdt, int64_t n);
+
 struct kiln_kernels {
     enum kiln_isa isa;
     kiln_to_float_fn to_float[KILN_TYPE_COUNT];
@@ -60,6 +86,15 @@ struct kiln_kernels {
      * KILN_GEMM_MAX_R rows x 1 column are faster than vec_dot row by row
      * (measured by the kernel family that sets it); 0: use vec_dot. */
     unsigned char gemm_matvec[KILN_TYPE_COUNT];
+    /* Prepared activations (see above); NULL: not available. xprep converts
+     * one partner-type row of n elements (a multiple of the block size) at
+     * xq into kiln_gemm_xp_row_size(vdt, n) bytes at dst (64-byte aligned). */
+    kiln_gemm_xprep_fn gemm_xprep[KILN_TYPE_COUNT]; /* by partner type */
+    kiln_gemm_fn gemm_xp[KILN_TYPE_COUNT];          /* by weight type */
+    /* Products with fewer columns than this keep the type's gemm even when
+     * prepared activations exist (a tile that transposes expensive weights
+     * pays off only over enough columns); 0: from matmul.c's minimum on. */
+    unsigned char gemm_xp_min_cols[KILN_TYPE_COUNT];
     kiln_axpy_fn axpy[KILN_TYPE_COUNT]; /* KV cache types (F32, F16, Q8_0); else NULL */
     kiln_exp_sum_fn exp_sum;
 };

@@ -3,10 +3,14 @@
  *
  * Invariants: the workspace holds nc converted activation rows, each
  * xrow_stride(vdt, n) bytes (the partner row size rounded up to a cache
- * line), so rows start on cache-line boundaries; threads write disjoint
- * parts of it in phase 1 and only read it in phase 2. In phase 2 the row
- * ranges are disjoint and, except at y's ends, start on cache-line
- * boundaries of column 0 of y. No allocation happens in kiln_matmul_task.
+ * line), so rows start on cache-line boundaries, followed, when the product
+ * is wide enough for prepared activations (xp_row_stride > 0), by nc
+ * prepared rows of kiln_gemm_xp_row_size bytes; threads write disjoint parts
+ * of it in phase 1 and only read it in phase 2. Whether the prepared rows
+ * exist depends only on the table, the partner type and nc, so an operation
+ * with reuse_x finds the layout it expects. In phase 2 the row ranges are
+ * disjoint and, except at y's ends, start on cache-line boundaries of
+ * column 0 of y. No allocation happens in kiln_matmul_task.
  */
 #include "compute/matmul.h"
 #include "base/mem.h"
@@ -30,6 +34,15 @@
  * vec_dot is compute-bound below the memory bandwidth (Q4_0, Q5_0, IQ4_NL
  * on AVX-512) the tile, which shares the per-column work across rows, wins. */
 #define GEMM_MIN_COLS 2
+/* From this many activation columns on, a partner type with a prepared
+ * layout (kernels.h, gemm_xprep) is also converted into it, and weight types
+ * whose table has a gemm_xp use those tiles for every column of the product
+ * from their gemm_xp_min_cols on (so a column's result depends on the
+ * product's width only through these thresholds, never on where the column
+ * falls in a tile). Measured on Zen 5 (one thread, tiles in L2): Q4_0's
+ * prepared tiles beat its gemm from 2 columns on (8 x 2: 224 vs 158 GOPS,
+ * 8 x 3: 293 vs 219, 8 x 4: 331 vs 242). */
+#define XP_MIN_COLS 2
 /* Below this many multiply-adds an operation runs on one thread. */
 #define MIN_PARALLEL_MACS (1 << 16)
 
@@ -63,11 +76,21 @@ static size_t xrow_stride(kiln_type vdt, int64_t n) {
     return (size_t)kiln_align_up(kiln_row_size(vdt, n), KILN_CACHE_LINE);
 }
 
+/* Bytes of one prepared activation row, 0 when nc columns of vdt do not
+ * use the prepared layout with table k (NULL: any table that has it). */
+static size_t xp_row_stride(const struct kiln_kernels *k, kiln_type vdt, int64_t n, int64_t nc) {
+    if (nc < XP_MIN_COLS || (unsigned)vdt >= KILN_TYPE_COUNT || (k && !k->gemm_xprep[vdt]))
+        return 0;
+    return kiln_gemm_xp_row_size(vdt, n);
+}
+
 size_t kiln_matmul_work_size(kiln_type type, int64_t n, int64_t nc) {
     kiln_type vdt = kiln_vec_dot_type(type);
     if (vdt == KILN_TYPE_COUNT || vdt == KILN_TYPE_F32 || n <= 0 || nc <= 0) return 0;
     uint64_t size;
-    if (!kiln_mul_ok(xrow_stride(vdt, n), (uint64_t)nc, &size) || size > SIZE_MAX) return SIZE_MAX;
+    if (!kiln_mul_ok(xrow_stride(vdt, n) + xp_row_stride(NULL, vdt, n, nc), (uint64_t)nc, &size) ||
+        size > SIZE_MAX)
+        return SIZE_MAX;
     return (size_t)size;
 }
 
@@ -154,11 +177,14 @@ kiln_status kiln_matmul_check(const kiln_matmul_ctx *ctx, const struct kiln_matm
 }
 
 /* Phase 1: this thread's share of the activation conversion. Work is cut
- * into units of about CONVERT_UNIT elements (whole blocks) over all columns. */
+ * into units of about CONVERT_UNIT elements (whole blocks) over all columns;
+ * with prepared rows (ps > 0, at xp) a unit is one prepared group, converted
+ * to the partner type and then prepared. */
 static void convert_part(const struct kiln_kernels *k, kiln_type vdt,
-                         const struct kiln_matmul_op *op, char *work, size_t xs, int ith, int nth) {
+                         const struct kiln_matmul_op *op, char *work, size_t xs, char *xp,
+                         size_t ps, int ith, int nth) {
     const struct kiln_type_info *vi = kiln_type_info(vdt);
-    int64_t unit = (CONVERT_UNIT + vi->blck - 1) / vi->blck * vi->blck;
+    int64_t unit = ps ? KILN_GEMM_XP_GROUP : (CONVERT_UNIT + vi->blck - 1) / vi->blck * vi->blck;
     int64_t per_col = (op->n + unit - 1) / unit;
     int64_t total = per_col * op->nc;
     int64_t u0 = total * ith / nth, u1 = total * (ith + 1) / nth;
@@ -169,32 +195,44 @@ static void convert_part(const struct kiln_kernels *k, kiln_type vdt,
         int64_t c = u / per_col, j = u % per_col;
         int64_t e0 = j * unit;
         int64_t cnt = op->n - e0 < unit ? op->n - e0 : unit;
-        from(op->x + c * x_stride + e0, work + (size_t)c * xs + (size_t)j * unit_bytes, cnt);
+        char *q = work + (size_t)c * xs + (size_t)j * unit_bytes;
+        from(op->x + c * x_stride + e0, q, cnt);
+        if (ps)
+            k->gemm_xprep[vdt](cnt, q, xp + (size_t)c * ps + (size_t)j * KILN_GEMM_XP_GROUP_BYTES);
     }
 }
 
 /* Phase 2 over rows [r0, r1) and columns [c0, c1). Activations are taken in
  * blocks of columns that fit in L2, each block against all the rows, so the
- * weights stream from memory once per block and the activations stay cached. */
+ * weights stream from memory once per block and the activations stay cached.
+ * xp: the prepared rows (ps bytes apart), or NULL. */
 static void compute_part(const struct kiln_kernels *k, const struct kiln_matmul_op *op,
-                         const char *xq, size_t xs, int64_t r0, int64_t r1, int64_t c0,
-                         int64_t c1) {
+                         const char *xq, size_t xs, const char *xp, size_t ps, int64_t r0,
+                         int64_t r1, int64_t c0, int64_t c1) {
     const char *w = op->w;
     size_t ws = op->w_stride;
     int64_t ys = op->y_stride ? op->y_stride : op->nr;
     int64_t n = op->n;
     kiln_gemm_fn gemm =
         op->nc >= GEMM_MIN_COLS || k->gemm_matvec[op->type] ? k->gemm[op->type] : NULL;
+    int tr = KILN_GEMM_MAX_R, tc = KILN_GEMM_MAX_C;
+    if (xp && k->gemm_xp[op->type] && op->nc >= k->gemm_xp_min_cols[op->type]) {
+        gemm = k->gemm_xp[op->type];
+        xq = xp;
+        xs = ps;
+        tr = KILN_GEMM_XP_MAX_R;
+        tc = KILN_GEMM_XP_MAX_C;
+    }
     kiln_vec_dot_fn dot = k->vec_dot[op->type];
-    int64_t cb = (int64_t)(XBLOCK_BYTES / xs) / KILN_GEMM_MAX_C * KILN_GEMM_MAX_C;
-    if (cb < KILN_GEMM_MAX_C) cb = KILN_GEMM_MAX_C;
+    int64_t cb = (int64_t)(XBLOCK_BYTES / xs) / tc * tc;
+    if (cb < tc) cb = tc;
     for (int64_t cb0 = c0; cb0 < c1; cb0 += cb) {
         int64_t cb1 = cb0 + cb < c1 ? cb0 + cb : c1;
         if (gemm) {
-            for (int64_t r = r0; r < r1; r += KILN_GEMM_MAX_R) {
-                int nrt = (int)(r1 - r < KILN_GEMM_MAX_R ? r1 - r : KILN_GEMM_MAX_R);
-                for (int64_t c = cb0; c < cb1; c += KILN_GEMM_MAX_C) {
-                    int nct = (int)(cb1 - c < KILN_GEMM_MAX_C ? cb1 - c : KILN_GEMM_MAX_C);
+            for (int64_t r = r0; r < r1; r += tr) {
+                int nrt = (int)(r1 - r < tr ? r1 - r : tr);
+                for (int64_t c = cb0; c < cb1; c += tc) {
+                    int nct = (int)(cb1 - c < tc ? cb1 - c : tc);
                     gemm(n, w + (size_t)r * ws, ws, nrt, xq + (size_t)c * xs, xs, nct,
                          op->y + c * ys + r, (size_t)ys);
                 }
@@ -225,18 +263,21 @@ void kiln_matmul_task(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op, int
     const struct kiln_kernels *k = ctx->kern;
     kiln_type vdt = kiln_vec_dot_type(op->type);
     const char *xq;
-    size_t xs;
+    char *xp = NULL;
+    size_t xs, ps = 0;
     if (vdt == KILN_TYPE_F32) {
         xq = (const char *)op->x;
         xs = (size_t)(op->x_stride ? op->x_stride : op->n) * sizeof(float);
     } else {
         xs = xrow_stride(vdt, op->n);
-        KILN_ASSERT(xs * (size_t)op->nc <= ctx->cap);
+        ps = xp_row_stride(k, vdt, op->n, op->nc);
+        KILN_ASSERT((xs + ps) * (size_t)op->nc <= ctx->cap);
+        if (ps) xp = (char *)ctx->work + xs * (size_t)op->nc;
         if (op->reuse_x) {
             struct converted want = converted_of(op);
             KILN_ASSERT(same_converted(&ctx->conv, &want));
         } else {
-            convert_part(k, vdt, op, ctx->work, xs, ith, nth);
+            convert_part(k, vdt, op, ctx->work, xs, xp, ps, ith, nth);
             if (ith == 0) ctx->conv = converted_of(op);
             if (nth > 1) {
                 KILN_ASSERT(ctx->pool);
@@ -246,10 +287,11 @@ void kiln_matmul_task(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op, int
         xq = ctx->work;
     }
     if (op->nr >= (int64_t)nth * ROW_ALIGN || op->nc < nth)
-        compute_part(k, op, xq, xs, row_bound(op, ith, nth), row_bound(op, ith + 1, nth), 0,
+        compute_part(k, op, xq, xs, xp, ps, row_bound(op, ith, nth), row_bound(op, ith + 1, nth), 0,
                      op->nc);
     else
-        compute_part(k, op, xq, xs, 0, op->nr, op->nc * ith / nth, op->nc * (ith + 1) / nth);
+        compute_part(k, op, xq, xs, xp, ps, 0, op->nr, op->nc * ith / nth,
+                     op->nc * (ith + 1) / nth);
 }
 
 struct run_args {

@@ -6,7 +6,10 @@
  * nr floats, y[c * y_stride + r]. One operation runs in two phases:
  *   1. the activations are converted once into W's vec_dot partner type
  *      (kiln_vec_dot_type: Q8_0, Q8_1, Q8_K, F16, BF16; F32 is used as is)
- *      into the context's workspace, the blocks split across threads;
+ *      into the context's workspace, the blocks split across threads; for
+ *      wide products (matmul.c XP_MIN_COLS) of a partner type whose table
+ *      has a prepared layout (kernels.h gemm_xprep) also into that layout,
+ *      which the weight types with a gemm_xp tile then read instead;
  *   2. after a barrier, the output rows are split across threads in ranges
  *      that begin on a cache-line boundary of y (no two threads write the
  *      same line), and each thread walks its rows in tiles of up to

@@ -36,8 +36,9 @@ static uint64_t compute_bytes(const struct arch_hparams *hp, const struct mem_pa
     uint64_t ffn = nb * hp->n_ff * f * ((hp->arch->flags & ARCH_F_GATED_FFN) ? 2 : 1);
     if (hp->arch->flags & ARCH_F_CAUSAL) { /* tiled attention: no scores */
         uint64_t attn = nb * (arch_n_embd_q(hp) + 2ull * arch_n_embd_kv(hp)) * f;
-        return 2 * nb * embd * f + max_u64(attn, ffn) + nb * hp->n_rot * f +
-               nb * max_u64(embd, hp->n_ff) * 2 + (uint64_t)p->n_seq * hp->n_vocab * f;
+        uint64_t act = max_u64(embd, hp->n_ff), prep = (act + 511) / 512 * 512 * 5 / 4;
+        return 2 * nb * embd * f + max_u64(attn, ffn) + nb * hp->n_rot * f + nb * act * 2 +
+               nb * prep + (uint64_t)p->n_seq * hp->n_vocab * f;
     }
     uint64_t kv_len = p->n_batch < p->n_ctx ? p->n_batch : p->n_ctx;
     uint64_t attn = nb * (arch_n_embd_q(hp) + 2ull * arch_n_embd_kv(hp) + embd) * f +

@@ -11,6 +11,8 @@
  *   + rotation table                         n_batch * n_rot * 4
  *   + converted activations                  n_batch * max(n_embd, n_ff) * 2
  *     (F16's size; the int8 partners of quantized weights take about half)
+ *   + their prepared copy for wide products  n_batch * m * 5 / 4, m = max(n_embd,
+ *     (compute/kernels.h gemm_xp)            n_ff) rounded up to a multiple of 512
  *   + logits, one row per sequence           n_seq * n_vocab * 4
  * Encoders (no KV cache; attention within the batch, n_kv_len =
  * min(n_batch, n_ctx)):
