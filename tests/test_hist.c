@@ -44,7 +44,8 @@ static void test_quantiles(void **state) {
     uint64_t rng = 42;
     double sum = 0;
     for (int i = 0; i < N; i++) {
-        double u1 = ((test_rand_u64(&rng) >> 11) + 1.0) * 0x1p-53, u2 = (test_rand_u64(&rng) >> 11) * 0x1p-53;
+        double u1 = ((test_rand_u64(&rng) >> 11) + 1.0) * 0x1p-53,
+               u2 = (test_rand_u64(&rng) >> 11) * 0x1p-53;
         double z = sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
         v[i] = 0.045 * exp(0.5 * z); /* seconds, median 45 ms */
         sum += v[i];

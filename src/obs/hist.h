@@ -19,9 +19,9 @@
 #include <stdint.h>
 
 #define HIST_SUB_BITS 7
-#define HIST_SUB (1 << HIST_SUB_BITS) /* sub-buckets per power of two */
-#define HIST_MIN_EXP (-31)            /* the lowest octave is [2^-32, 2^-31) */
-#define HIST_MAX_EXP 32               /* the highest is [2^31, 2^32) */
+#define HIST_SUB      (1 << HIST_SUB_BITS) /* sub-buckets per power of two */
+#define HIST_MIN_EXP  (-31)                /* the lowest octave is [2^-32, 2^-31) */
+#define HIST_MAX_EXP  32                   /* the highest is [2^31, 2^32) */
 #define HIST_NBUCKETS (1 + (HIST_MAX_EXP - HIST_MIN_EXP + 1) * HIST_SUB)
 /* Largest relative distance between a quantile read back (a bucket's
  * midpoint) and the recorded value it stands for: half a bucket's width

@@ -3,7 +3,8 @@
 # added latency at 1,000 requests/s against tests/bench/instant_server.c,
 # a libmicrohttpd server that answers every request at once.
 #   bash tests/bench/overhead.sh build/kiln [seconds]
-# Prints, for each variant (normal scheduling; and SCHED_FIFO via chrt when
+# Prints, for each variant (normal scheduling; the same with the tool and the
+# server pinned to different cores by taskset; and SCHED_FIFO via chrt when
 # allowed, which keeps other processes on a shared machine from preempting
 # the tool and the server):
 #   - open loop, 1000 req/s Poisson: bench cpu, lag (send - scheduled), the
@@ -49,6 +50,13 @@ variant() { # label, prefix command...
     echo "curl CLI reference, one at a time: $(quant "$T/curl.times")"
 }
 variant "normal scheduling" env
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    # the server's threads on the last core, the tool on the first: normal
+    # scheduling, but the two no longer wait for each other's core
+    taskset -a -cp "$(($(nproc) - 1))" "$SRV" >/dev/null
+    variant "normal scheduling, tool on core 0, server on core $(($(nproc) - 1)) (taskset)" taskset -c 0
+    taskset -a -cp "0-$(($(nproc) - 1))" "$SRV" >/dev/null
+fi
 if [ "$(id -u)" = 0 ] && command -v chrt >/dev/null; then
     chrt -f -p 50 "$SRV" >/dev/null
     variant "SCHED_FIFO (chrt -f 50) for tool and server" chrt -f 50
