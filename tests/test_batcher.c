@@ -137,28 +137,9 @@ static kiln_status submit_text(kiln_embed_batcher *b, const char *t, int32_t dim
 }
 
 static const char *synth_bert(const char *name, enum arch_id arch, char *buf, size_t cap) {
-    test_tmp_path(name, buf, cap);
-    struct synth_params sp = {0};
-    sp.hp = (struct arch_hparams){.arch = arch_get(arch),
-                                  .n_embd = 64,
-                                  .n_layer = 2,
-                                  .n_head = 4,
-                                  .n_head_kv = 4,
-                                  .n_ff = 128,
-                                  .n_ctx_train = 64,
-                                  .n_vocab = 400,
-                                  .n_token_types = 2,
-                                  .pooling_type = 1,
-                                  .rope_freq_base = 1000.0f,
-                                  .norm_eps = 1e-12f};
-    assert_int_equal(arch_hparams_check(&sp.hp, name), KILN_OK);
-    sp.type = KILN_TYPE_Q8_0;
-    sp.seed = 11;
-    sp.n_threads = 2;
-    kiln_status st = synth_write(&sp, buf);
-    if (st) print_error("synth: %s\n", kiln_last_error());
-    assert_int_equal(st, KILN_OK);
-    return buf;
+    struct synth_params sp = {
+        .hp = test_tiny_encoder_hp(arch), .type = KILN_TYPE_Q8_0, .seed = 11, .n_threads = 2};
+    return test_write_synth(name, &sp, buf, cap);
 }
 
 static const char *const sentences[16] = {
@@ -386,8 +367,7 @@ static void test_errors(void **state) {
     kiln_model_free(m);
 
     /* a decoder embeds through the batcher too, as kiln_embed does */
-    test_tmp_path("batcher-llama.gguf", path, sizeof path);
-    struct synth_params sp = {0};
+    struct synth_params sp = {.type = KILN_TYPE_Q8_0, .seed = 3, .n_threads = 2};
     sp.hp = (struct arch_hparams){.arch = arch_get(ARCH_LLAMA),
                                   .n_embd = 64,
                                   .n_layer = 1,
@@ -398,12 +378,7 @@ static void test_errors(void **state) {
                                   .n_vocab = 300,
                                   .rope_freq_base = 10000.0f,
                                   .norm_eps = 1e-5f};
-    assert_int_equal(arch_hparams_check(&sp.hp, "llama"), KILN_OK);
-    sp.type = KILN_TYPE_Q8_0;
-    sp.seed = 3;
-    sp.n_threads = 2;
-    assert_int_equal(synth_write(&sp, path), KILN_OK);
-    m = test_load_model(path);
+    m = test_load_model(test_write_synth("batcher-llama.gguf", &sp, path, sizeof path));
     kiln_status st;
     b = kiln_embed_batcher_create(m, NULL, &st);
     assert_non_null(b);

@@ -253,28 +253,9 @@ static void test_invariance_data(void **state) {
 
 static const char *synth_model(const char *name, enum arch_id arch, kiln_type type, char *buf,
                                size_t cap) {
-    test_tmp_path(name, buf, cap);
-    struct synth_params sp = {0};
-    sp.hp = (struct arch_hparams){.arch = arch_get(arch),
-                                  .n_embd = 64,
-                                  .n_layer = 2,
-                                  .n_head = 4,
-                                  .n_head_kv = 4,
-                                  .n_ff = 128,
-                                  .n_ctx_train = 64,
-                                  .n_vocab = 400,
-                                  .n_token_types = 2,
-                                  .pooling_type = 1,
-                                  .rope_freq_base = 1000.0f,
-                                  .norm_eps = 1e-12f};
-    assert_int_equal(arch_hparams_check(&sp.hp, name), KILN_OK);
-    sp.type = type;
-    sp.seed = 7;
-    sp.n_threads = 2;
-    kiln_status st = synth_write(&sp, buf);
-    if (st) print_error("synth: %s\n", kiln_last_error());
-    assert_int_equal(st, KILN_OK);
-    return buf;
+    struct synth_params sp = {
+        .hp = test_tiny_encoder_hp(arch), .type = type, .seed = 7, .n_threads = 2};
+    return test_write_synth(name, &sp, buf, cap);
 }
 
 static void test_synth_bert(void **state) {

@@ -46,26 +46,20 @@
 /* A synthetic decoder (generated SPM vocabulary, tied embeddings) at path. */
 static const char *synth_decoder(const char *name, enum arch_id arch, kiln_type type,
                                  uint32_t n_head_kv, char *buf, size_t cap) {
-    test_tmp_path(name, buf, cap);
-    struct synth_params sp = {0};
-    sp.hp = (struct arch_hparams){.arch = arch_get(arch),
-                                  .n_embd = 64,
-                                  .n_layer = 2,
-                                  .n_head = 4,
-                                  .n_head_kv = n_head_kv,
-                                  .n_ff = 128,
-                                  .n_ctx_train = 512,
-                                  .n_vocab = 400,
-                                  .rope_freq_base = 10000.0f,
-                                  .norm_eps = 1e-5f};
-    assert_int_equal(arch_hparams_check(&sp.hp, name), KILN_OK);
-    sp.type = type;
-    sp.seed = 11;
-    sp.n_threads = 2;
-    kiln_status st = synth_write(&sp, buf);
-    if (st) print_error("synth: %s\n", kiln_last_error());
-    assert_int_equal(st, KILN_OK);
-    return buf;
+    struct synth_params sp = {.hp = {.arch = arch_get(arch),
+                                     .n_embd = 64,
+                                     .n_layer = 2,
+                                     .n_head = 4,
+                                     .n_head_kv = n_head_kv,
+                                     .n_ff = 128,
+                                     .n_ctx_train = 512,
+                                     .n_vocab = 400,
+                                     .rope_freq_base = 10000.0f,
+                                     .norm_eps = 1e-5f},
+                              .type = type,
+                              .seed = 11,
+                              .n_threads = 2};
+    return test_write_synth(name, &sp, buf, cap);
 }
 
 /* A key to set when copying a file: a u32 or (is_bool) a bool. */

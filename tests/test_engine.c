@@ -41,12 +41,7 @@ static const char *synth_model(const char *name, kiln_type type, char *path, siz
                               .type = type,
                               .seed = 7,
                               .n_threads = 1};
-    test_tmp_path(name, path, cap);
-    assert_int_equal(arch_hparams_check(&sp.hp, "synth"), KILN_OK);
-    kiln_status st = synth_write(&sp, path);
-    if (st) print_message("synth: %s\n", kiln_last_error());
-    assert_int_equal(st, KILN_OK);
-    return path;
+    return test_write_synth(name, &sp, path, cap);
 }
 
 static kiln_model *load(const char *path) {

@@ -32,29 +32,16 @@
 
 static const char *synth(const char *name, enum arch_id arch, uint64_t seed, char *buf,
                          size_t cap) {
-    test_tmp_path(name, buf, cap);
-    struct synth_params sp = {0};
-    int enc = arch != ARCH_LLAMA;
-    sp.hp = (struct arch_hparams){.arch = arch_get(arch),
-                                  .n_embd = 64,
-                                  .n_layer = 2,
-                                  .n_head = 4,
-                                  .n_head_kv = 4,
-                                  .n_ff = 128,
-                                  .n_ctx_train = 64,
-                                  .n_vocab = enc ? 400 : 300,
-                                  .n_token_types = enc ? 2 : 0,
-                                  .pooling_type = enc ? 1 : 0,
-                                  .rope_freq_base = enc ? 1000.0f : 10000.0f,
-                                  .norm_eps = enc ? 1e-12f : 1e-5f};
-    assert_int_equal(arch_hparams_check(&sp.hp, name), KILN_OK);
-    sp.type = KILN_TYPE_Q8_0;
-    sp.seed = seed;
-    sp.n_threads = 2;
-    kiln_status st = synth_write(&sp, buf);
-    if (st) print_error("synth: %s\n", kiln_last_error());
-    assert_int_equal(st, KILN_OK);
-    return buf;
+    struct synth_params sp = {
+        .hp = test_tiny_encoder_hp(arch), .type = KILN_TYPE_Q8_0, .seed = seed, .n_threads = 2};
+    if (arch == ARCH_LLAMA) { /* a decoder of the same size */
+        sp.hp.n_vocab = 300;
+        sp.hp.n_token_types = 0;
+        sp.hp.pooling_type = 0;
+        sp.hp.rope_freq_base = 10000.0f;
+        sp.hp.norm_eps = 1e-5f;
+    }
+    return test_write_synth(name, &sp, buf, cap);
 }
 
 /* Three encoders a, b, c (different seeds, same shape). */

@@ -113,3 +113,29 @@ double test_max_abs_diff(const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
     return m;
 }
+
+const char *test_write_synth(const char *name, const struct synth_params *sp, char *buf,
+                             size_t cap) {
+    test_tmp_path(name, buf, cap);
+    struct synth_params p = *sp; /* the check fills head_dim and n_rot, which the writer uses */
+    assert_int_equal(arch_hparams_check(&p.hp, name), KILN_OK);
+    kiln_status st = synth_write(&p, buf);
+    if (st) print_error("synth %s: %s\n", name, kiln_last_error());
+    assert_int_equal(st, KILN_OK);
+    return buf;
+}
+
+struct arch_hparams test_tiny_encoder_hp(enum arch_id arch) {
+    return (struct arch_hparams){.arch = arch_get(arch),
+                                 .n_embd = 64,
+                                 .n_layer = 2,
+                                 .n_head = 4,
+                                 .n_head_kv = 4,
+                                 .n_ff = 128,
+                                 .n_ctx_train = 64,
+                                 .n_vocab = 400,
+                                 .n_token_types = 2,
+                                 .pooling_type = 1,
+                                 .rope_freq_base = 1000.0f,
+                                 .norm_eps = 1e-12f};
+}

@@ -12,6 +12,8 @@
 #include <jansson.h>
 
 #include "kiln.h"
+#include "model/arch.h"
+#include "model/synth.h"
 
 /* Full path of a file under $KILN_TEST_DATA (e.g. "models/stories260K.gguf")
  * in buf, or NULL when the data is absent. */
@@ -70,5 +72,14 @@ kiln_embed_ctx *test_embed_ctx(const kiln_model *m, kiln_embed_params p);
 kiln_embeddings *test_embed_ok(kiln_embed_ctx *e, const char *const *texts, int32_t n);
 /* max |a[i] - b[i]| over i < n. */
 double test_max_abs_diff(const float *a, const float *b, int64_t n);
+
+/* Writes a synthetic model with *sp (its hparams checked first) to
+ * test_tmp_path(name) and returns that path, kept in buf; fails the test,
+ * printing why, when it cannot. */
+const char *test_write_synth(const char *name, const struct synth_params *sp, char *buf,
+                             size_t cap);
+/* The tiny encoder most tests use: 64 wide, 2 layers, 4 heads, n_ff 128,
+ * context 64, 400 tokens, 2 token types, mean pooling. */
+struct arch_hparams test_tiny_encoder_hp(enum arch_id arch);
 
 #endif
