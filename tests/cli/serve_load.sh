@@ -7,7 +7,9 @@
 # streams, chats and embeddings) all complete; SIGTERM with a request in
 # flight lets it finish and exits 0; a non-streaming request longer than
 # --idle-timeout is answered; under a memory budget that holds one of two
-# models, requests switch the loaded model (LRU).
+# models, requests switch the loaded model (LRU), and a model whose file
+# went bad while unloaded answers an error naming it without disturbing the
+# rest.
 # Usage: bash serve_load.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_load.sh /path/to/kiln}
@@ -143,5 +145,23 @@ for m in b a b; do
     [ "$(loaded)" = $m ] || fail "budget: after a request to $m, loaded: '$(loaded)'"
 done
 wait_metric kiln_models_loaded 1 || fail "budget: kiln_models_loaded != 1"
+
+# a model whose file went bad while it was unloaded: its requests get an
+# error naming the file, the other model and /health keep working, and once
+# the file is good again the model loads
+cp "$T/llama.gguf" "$T/good.gguf"
+head -c 150000 "$T/good.gguf" >"$T/cut.gguf"
+mv "$T/cut.gguf" "$T/llama.gguf"
+req POST /v1/completions '{"model":"a","prompt":"x","max_tokens":2}'
+case "$CODE" in 5??) ;; *) fail "bad file after start: want 5xx, got $CODE" ;; esac
+grep -q '"error"' "$T/resp" && grep -q 'llama.gguf' "$T/resp" ||
+    fail "bad file after start: the error does not name the file: $(head -c 300 "$T/resp")"
+req POST /v1/completions '{"model":"b","prompt":"x","max_tokens":2}'
+[ "$CODE" = 200 ] || fail "bad file after start: the other model answers $CODE"
+req GET /health
+[ "$CODE" = 200 ] || fail "bad file after start: /health answers $CODE"
+mv "$T/good.gguf" "$T/llama.gguf"
+req POST /v1/completions '{"model":"a","prompt":"x","max_tokens":2}'
+[ "$CODE" = 200 ] || fail "file repaired: model a answers $CODE $(head -c 200 "$T/resp")"
 stop_server
 echo "PASS"
