@@ -1,4 +1,5 @@
-/* test_attn.c - prompt attention over blocks of query tokens: every ISA's
+/* test_attn.c - prompt attention over blocks of query tokens (and the
+ * swiglu kernel that shares its vector exp): every ISA's
  * attn_gemm (kernels.h) against the scalar reference at odd sizes, tile
  * tails, strided and transposed a, with and without accumulation; and
  * llama_attend_block (model/llama.h) against llama_attend token by token -
@@ -159,8 +160,42 @@ static void test_block_vs_single(void **state) {
     free(K), free(V), free(Kc), free(Vc), free(q);
 }
 
+/* swiglu of each ISA vs the scalar reference (expf), over odd lengths and
+ * gate values from -100 to 100 (exp over- and underflow on either side). */
+static void test_swiglu(void **state) {
+    (void)state;
+    enum { N = 517 };
+    const struct kiln_kernels *ref = kiln_kernels_get(KILN_ISA_SCALAR);
+    float g0[N], u[N], want[N], got[N];
+    uint64_t rs = 9;
+    for (int i = 0; i < N; i++) {
+        g0[i] = i < 40 ? (float)(i - 20) * 5.0f : 3.0f * test_rand_normal(&rs);
+        u[i] = test_rand_normal(&rs);
+    }
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) continue;
+        assert_non_null(k->swiglu);
+        double worst = 0;
+        for (int64_t n = 1; n <= N; n += 37) {
+            memcpy(want, g0, sizeof want);
+            memcpy(got, g0, sizeof got);
+            ref->swiglu(want, u, n);
+            k->swiglu(got, u, n);
+            for (int64_t i = 0; i < n; i++)
+                worst = fmax(worst, fabs((double)got[i] - want[i]) /
+                                        fmax(1e-30, fabs((double)g0[i] * u[i])));
+            for (int64_t i = n; i < N; i++) assert_true(got[i] == g0[i]);
+        }
+        print_message("  swiglu %s vs scalar: max difference %.3g (relative to |g u|)\n",
+                      kiln_isa_name((enum kiln_isa)isa), worst);
+        assert_true(worst <= 1e-6);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_attn_gemm),
         cmocka_unit_test(test_block_vs_single),
     };

@@ -3,7 +3,8 @@
  * (attention accumulates V rows this way without converting them first),
  * summed over a tile of rows with weights, and exp_sum, the exponentials of a
  * tile of scores and their sum, and attn_gemm, the small F32 product of a
- * tile of queries and a tile of keys (scores, then their weighted V sums).
+ * tile of queries and a tile of keys (scores, then their weighted V sums),
+ * and swiglu, the gated FFN's activation (it shares the vector exp).
  * The AVX2
  * and AVX-512 variants (kern_attn_avx2.c, kern_attn_avx512.c) compute the
  * same sums with fused multiply-adds (within one rounding per element) and
@@ -58,7 +59,12 @@ static void attn_gemm(int64_t m, int64_t n, int64_t k, const float *a, size_t a_
         }
 }
 
+static void swiglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 void kern_attn_register_scalar(struct kiln_kernels *k) {
+    k->swiglu = swiglu;
     k->exp_sum = exp_sum;
     k->attn_gemm = attn_gemm;
     k->axpy[KILN_TYPE_F32] = f32_axpy;

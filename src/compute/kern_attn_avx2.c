@@ -3,7 +3,7 @@
  * in four registers while every row adds into them, with fused multiply-adds
  * (tails in scalar code); exp_sum with a polynomial exp; and attn_gemm in
  * tiles of 4 rows x 32 columns (16 accumulators), column tails with masked
- * loads and stores. */
+ * loads and stores; swiglu with the same exp. */
 #include "base/fp16.h"
 #include "compute/blocks.h"
 #include "compute/kernels.h"
@@ -157,7 +157,24 @@ static void attn_gemm(int64_t m, int64_t n, int64_t k, const float *a, size_t a_
     }
 }
 
+/* As in kern_attn_avx512.c: e = exp(-|g|), silu = g / (1 + e) for g >= 0
+ * and g e / (1 + e) below; the tail in scalar code. */
+static void swiglu(float *g, const float *u, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(g + i);
+        __m256 e = exp256(_mm256_or_ps(x, sign)); /* -|x| */
+        __m256 num = _mm256_blendv_ps(x, _mm256_mul_ps(x, e), _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(num, _mm256_add_ps(one, e)),
+                                              _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 void kern_attn_register_avx2(struct kiln_kernels *k) {
+    k->swiglu = swiglu;
     k->exp_sum = exp_sum;
     k->attn_gemm = attn_gemm;
     k->axpy[KILN_TYPE_F32] = f32_axpy;

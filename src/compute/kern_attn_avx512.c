@@ -3,7 +3,8 @@
  * floats of the output in four registers while every row adds into them,
  * with fused multiply-adds; tails use masked loads and stores; exp_sum
  * with a polynomial exp; and attn_gemm in tiles of 4 rows x 64 columns
- * (16 accumulators), a broadcast from a and four loads of b per step of p. */
+ * (16 accumulators), a broadcast from a and four loads of b per step of p;
+ * swiglu with the same exp. */
 #include "base/fp16.h"
 #include "compute/blocks.h"
 #include "compute/kernels.h"
@@ -151,7 +152,24 @@ static void attn_gemm(int64_t m, int64_t n, int64_t k, const float *a, size_t a_
     }
 }
 
+/* silu(g) = g / (1 + e) for g >= 0 and g e / (1 + e) below, e = exp(-|g|)
+ * (so exp512 only sees arguments <= 0). */
+static void swiglu(float *g, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+        __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+        __m512 num = _mm512_mask_mul_ps(x, neg, x, e);
+        __m512 r = _mm512_mul_ps(_mm512_div_ps(num, _mm512_add_ps(one, e)),
+                                 _mm512_maskz_loadu_ps(m, u + i));
+        _mm512_mask_storeu_ps(g + i, m, r);
+    }
+}
+
 void kern_attn_register_avx512(struct kiln_kernels *k) {
+    k->swiglu = swiglu;
     k->exp_sum = exp_sum;
     k->attn_gemm = attn_gemm;
     k->axpy[KILN_TYPE_F32] = f32_axpy;

@@ -60,6 +60,12 @@ typedef void (*kiln_attn_gemm_fn)(int64_t m, int64_t n, int64_t k, const float *
                                   size_t a_cs, const float *b, size_t ldb, float *c, size_t ldc,
                                   int acc);
 
+/* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < n: the
+ * gated FFN's activation (llama.c). It lives with the attention kernels,
+ * which have the vector exp; SIMD variants within a few ulp of the scalar
+ * reference (expf). */
+typedef void (*kiln_swiglu_fn)(float *g, const float *u, int64_t n);
+
 #define KILN_GEMM_MAX_R 8
 #define KILN_GEMM_MAX_C 8
 
@@ -111,6 +117,7 @@ struct kiln_kernels {
     kiln_axpy_fn axpy[KILN_TYPE_COUNT]; /* KV cache types (F32, F16, Q8_0); else NULL */
     kiln_exp_sum_fn exp_sum;
     kiln_attn_gemm_fn attn_gemm;
+    kiln_swiglu_fn swiglu;
 };
 
 const char *kiln_isa_name(enum kiln_isa isa);

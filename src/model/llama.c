@@ -364,7 +364,7 @@ llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params 
     kiln_type qt = kiln_vec_dot_type(p->type_k);
     if (!c->kern->vec_dot[p->type_k] || !c->kern->from_float[qt] ||
         !c->kern->from_float[p->type_k] || !c->kern->from_float[p->type_v] ||
-        !c->kern->axpy[p->type_v] || !c->kern->exp_sum || !c->kern->attn_gemm ||
+        !c->kern->axpy[p->type_v] || !c->kern->exp_sum || !c->kern->attn_gemm || !c->kern->swiglu ||
         !c->kern->to_float[p->type_k] || !c->kern->to_float[p->type_v] || !c->kern->to_float[qt]) {
         s = kiln_fail(
             KILN_ERR_UNSUPPORTED, "llama: the %s kernels lack a KV cache kernel for %s/%s",
@@ -732,7 +732,9 @@ void llama_attend_block(const struct kiln_kernels *kern, kiln_type type_k, kiln_
         a.sum[r] = 0;
     }
     memset(a.o, 0, (size_t)(nq * hd) * sizeof(float));
+    /* the scale goes into the queries (exact when head_dim is a power of 4) */
     float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t i = 0; i < nq * hd; i++) a.qf[i] *= scale;
     int32_t last = n_keys + n_tok - 1; /* the keys of the last token */
     for (int32_t t0 = 0; t0 < last; t0 += ATT_TILE) {
         int32_t nt = last - t0 < ATT_TILE ? last - t0 : ATT_TILE;
@@ -748,10 +750,8 @@ void llama_attend_block(const struct kiln_kernels *kern, kiln_type type_k, kiln_
             int64_t vis = n_keys + r / n_q - t0;
             if (vis > nt) vis = nt;
             float *s = a.s + r * ATT_TILE, tmax = -INFINITY;
-            for (int64_t t = 0; t < vis; t++) {
-                s[t] *= scale;
+            for (int64_t t = 0; t < vis; t++)
                 if (s[t] > tmax) tmax = s[t];
-            }
             if (tmax > a.max[r]) { /* rescale what was accumulated under the old maximum */
                 float corr = expf(a.max[r] - tmax), *o = a.o + r * hd;
                 for (int64_t d = 0; d < hd; d++) o[d] *= corr;
@@ -831,13 +831,11 @@ static void attn_part(llama_ctx *c, int32_t il, int ith, int nth) {
     }
 }
 
-/* gate = silu(gate) * up over this thread's share. */
+/* gate = silu(gate) * up over this thread's share (the swiglu kernel). */
 static void swiglu_part(llama_ctx *c, int ith, int nth) {
     int64_t lo, hi;
     split((int64_t)c->n_tok * c->m->hp->n_ff, ith, nth, &lo, &hi);
-    float *g = c->gate;
-    const float *u = c->up;
-    for (int64_t i = lo; i < hi; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    if (hi > lo) c->kern->swiglu(c->gate + lo, c->up + lo, hi - lo);
 }
 
 /* ---- the pass ---- */
