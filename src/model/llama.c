@@ -698,6 +698,19 @@ static struct att_block_scratch att_block_layout(void *scratch, int64_t hd, int6
                                       (float *)at[6], (double *)at[7]};
 }
 
+/* The largest of s[0..n), n >= 1, in eight independent lanes (a scalar
+ * running maximum would wait on every comparison). */
+static float row_max(const float *s, int64_t n) {
+    float m[8];
+    for (int i = 0; i < 8; i++) m[i] = s[0];
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8)
+        for (int i = 0; i < 8; i++) m[i] = s[t + i] > m[i] ? s[t + i] : m[i];
+    for (; t < n; t++) m[0] = s[t] > m[0] ? s[t] : m[0];
+    for (int i = 1; i < 8; i++) m[0] = m[i] > m[0] ? m[i] : m[0];
+    return m[0];
+}
+
 size_t llama_attend_block_scratch(int32_t head_dim, int32_t n_tok, int32_t n_q) {
     size_t size;
     att_block_layout(NULL, head_dim, (int64_t)n_tok * n_q, &size);
@@ -749,10 +762,10 @@ void llama_attend_block(const struct kiln_kernels *kern, kiln_type type_k, kiln_
         for (int64_t r = r0; r < nq; r++) {
             int64_t vis = n_keys + r / n_q - t0;
             if (vis > nt) vis = nt;
-            float *s = a.s + r * ATT_TILE, tmax = -INFINITY;
-            for (int64_t t = 0; t < vis; t++)
-                if (s[t] > tmax) tmax = s[t];
-            if (tmax > a.max[r]) { /* rescale what was accumulated under the old maximum */
+            float *s = a.s + r * ATT_TILE, tmax = row_max(s, vis);
+            if (a.max[r] == -INFINITY) {
+                a.max[r] = tmax;          /* nothing accumulated yet */
+            } else if (tmax > a.max[r]) { /* rescale what was accumulated under the old maximum */
                 float corr = expf(a.max[r] - tmax), *o = a.o + r * hd;
                 for (int64_t d = 0; d < hd; d++) o[d] *= corr;
                 a.sum[r] *= corr;
