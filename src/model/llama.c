@@ -454,12 +454,18 @@ static void split(int64_t count, int ith, int nth, int64_t *lo, int64_t *hi) {
     *hi = count * (ith + 1) / nth;
 }
 
-/* y = x / rms(x) * w over d floats. */
+/* y = x / rms(x) * w over d floats. The sum of squares is taken in double
+ * in four interleaved partial sums (one running sum would wait on every
+ * addition; in double the order does not matter at float precision). */
 static void rmsnorm(float *y, const float *x, const float *w, int64_t d, float eps) {
-    double ss = 0;
-    for (int64_t i = 0; i < d; i++) ss += (double)(x[i] * x[i]);
+    double part[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= d; i += 4)
+        for (int k = 0; k < 4; k++) part[k] += (double)(x[i + k] * x[i + k]);
+    for (; i < d; i++) part[0] += (double)(x[i] * x[i]);
+    double ss = (part[0] + part[1]) + (part[2] + part[3]);
     float scale = 1.0f / sqrtf((float)(ss / (double)d) + eps);
-    for (int64_t i = 0; i < d; i++) y[i] = (x[i] * scale) * w[i];
+    for (i = 0; i < d; i++) y[i] = (x[i] * scale) * w[i];
 }
 
 /* For this thread's rows: x += xn (when add), then xn = rmsnorm(x) * w. */
