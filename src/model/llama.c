@@ -366,9 +366,10 @@ llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params 
         !c->kern->from_float[p->type_k] || !c->kern->from_float[p->type_v] ||
         !c->kern->axpy[p->type_v] || !c->kern->exp_sum || !c->kern->attn_gemm || !c->kern->swiglu ||
         !c->kern->to_float[p->type_k] || !c->kern->to_float[p->type_v] || !c->kern->to_float[qt]) {
-        s = kiln_fail(
-            KILN_ERR_UNSUPPORTED, "llama: the %s kernels lack a KV cache kernel for %s/%s",
-            kiln_isa_name(c->kern->isa), kiln_type_name(p->type_k), kiln_type_name(p->type_v));
+        s = kiln_fail(KILN_ERR_UNSUPPORTED,
+                      "llama: the %s kernels lack a KV cache or attention kernel for %s/%s",
+                      kiln_isa_name(c->kern->isa), kiln_type_name(p->type_k),
+                      kiln_type_name(p->type_v));
         goto fail;
     }
     if ((s = alloc_state(c))) goto fail;
