@@ -728,9 +728,10 @@ size_t llama_attend_block_scratch(int32_t head_dim, int32_t n_tok, int32_t n_q) 
  * converted to F32 and transposed once for all n_tok x n_q rows, the
  * scores of every row come from one product with it, and the rows' weighted
  * sums of the V tile (converted once) from another. A row's keys past its
- * token's position are left out of its maximum and sum and weigh 0. Rows
- * are token-major (row t * n_q + i), so the rows that see a tile at all
- * (the later tokens) are contiguous. The result of a row is llama_attend's
+ * token's position are never multiplied (at the causal edge each token's
+ * rows take only the tile's keys it sees). Rows are token-major (row
+ * t * n_q + i), so the rows that see a tile at all (the later tokens) are
+ * contiguous. The result of a row is llama_attend's
  * for that token up to summation order. */
 void llama_attend_block(const struct kiln_kernels *kern, kiln_type type_k, kiln_type type_v,
                         int32_t head_dim, int32_t n_tok, int32_t n_q, const float *q,
@@ -762,10 +763,20 @@ void llama_attend_block(const struct kiln_kernels *kern, kiln_type type_k, kiln_
             kern->to_float[type_k](k_rows + (size_t)(t0 + t) * row_k, a.vf + t * hd, hd);
         for (int64_t d = 0; d < hd; d++)
             for (int32_t t = 0; t < nt; t++) a.kt[d * ATT_TILE + t] = a.vf[t * hd + d];
-        /* tokens before tok_lo see no key of this tile */
-        int64_t tok_lo = t0 >= n_keys ? t0 - n_keys + 1 : 0, r0 = tok_lo * n_q, m = nq - r0;
-        kern->attn_gemm(m, nt, hd, a.qf + r0 * hd, (size_t)hd, 1, a.kt, ATT_TILE,
-                        a.s + r0 * ATT_TILE, ATT_TILE, 0);
+        /* tokens before tok_lo see no key of this tile, tokens from tok_full
+         * on all of it; those between (the causal edge) see a prefix of it
+         * and are multiplied token by token over just that prefix */
+        int64_t tok_lo = t0 >= n_keys ? t0 - n_keys + 1 : 0, r0 = tok_lo * n_q;
+        int64_t tok_full = (int64_t)t0 + nt - n_keys;
+        if (tok_full < tok_lo) tok_full = tok_lo;
+        if (tok_full > n_tok) tok_full = n_tok;
+        for (int64_t tok = tok_lo; tok < tok_full; tok++)
+            kern->attn_gemm(n_q, n_keys + tok - t0, hd, a.qf + tok * n_q * hd, (size_t)hd, 1, a.kt,
+                            ATT_TILE, a.s + tok * n_q * ATT_TILE, ATT_TILE, 0);
+        if (tok_full < n_tok)
+            kern->attn_gemm((n_tok - tok_full) * n_q, nt, hd, a.qf + tok_full * n_q * hd,
+                            (size_t)hd, 1, a.kt, ATT_TILE, a.s + tok_full * n_q * ATT_TILE,
+                            ATT_TILE, 0);
         for (int64_t r = r0; r < nq; r++) {
             int64_t vis = n_keys + r / n_q - t0;
             if (vis > nt) vis = nt;
@@ -779,12 +790,16 @@ void llama_attend_block(const struct kiln_kernels *kern, kiln_type type_k, kiln_
                 a.max[r] = tmax;
             }
             a.sum[r] += kern->exp_sum(s, vis, a.max[r]);
-            for (int64_t t = vis; t < nt; t++) s[t] = 0;
         }
         for (int32_t t = 0; t < nt; t++)
             kern->to_float[type_v](v_rows + (size_t)(t0 + t) * row_v, a.vf + t * hd, hd);
-        kern->attn_gemm(m, hd, nt, a.s + r0 * ATT_TILE, ATT_TILE, 1, a.vf, (size_t)hd,
-                        a.o + r0 * hd, (size_t)hd, 1);
+        for (int64_t tok = tok_lo; tok < tok_full; tok++)
+            kern->attn_gemm(n_q, hd, n_keys + tok - t0, a.s + tok * n_q * ATT_TILE, ATT_TILE, 1,
+                            a.vf, (size_t)hd, a.o + tok * n_q * hd, (size_t)hd, 1);
+        if (tok_full < n_tok)
+            kern->attn_gemm((n_tok - tok_full) * n_q, hd, nt, a.s + tok_full * n_q * ATT_TILE,
+                            ATT_TILE, 1, a.vf, (size_t)hd, a.o + tok_full * n_q * hd, (size_t)hd,
+                            1);
     }
     for (int64_t r = 0; r < nq; r++) {
         float inv = (float)(1.0 / a.sum[r]), *dst = out + r / n_q * q_stride + r % n_q * hd;
