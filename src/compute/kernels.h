@@ -55,7 +55,8 @@ typedef float (*kiln_exp_sum_fn)(float *s, int64_t n, float max);
  * fused with its addition (within one rounding per term of the reference).
  * Prompt attention computes its scores with it (queries x the transposed K
  * tile) and their weighted sum of V rows (scores x the V tile). m, n, k >= 0;
- * c does not overlap a or b. */
+ * c does not overlap a or b. tests/test_attn.c checks every ISA's attn_gemm
+ * and swiglu against the scalar ones. */
 typedef void (*kiln_attn_gemm_fn)(int64_t m, int64_t n, int64_t k, const float *a, size_t a_rs,
                                   size_t a_cs, const float *b, size_t ldb, float *c, size_t ldc,
                                   int acc);
