@@ -9,6 +9,7 @@
  *     timeouts (running and queued), stop strings and end-of-generation,
  *     destroy with requests running and queued (exactly one DONE each), and
  *     prefix reuse across requests (n_cached > 0, same output);
+ *   - prompt packing: prompts waiting together fill each step's n_batch;
  *   - create errors and the state snapshot.
  * A synthetic llama (model/synth.h) written at start makes every test run
  * without shared data; the equivalence test also runs on the shared
@@ -674,6 +675,35 @@ static void test_prefix_reuse(void **state) {
     end_sched(s);
 }
 
+/* 8. Prompt packing: prompts that wait together fill each step's n_batch
+ * budget with chunks (a step of n_batch tokens prefills faster than several
+ * small ones), so 4 prompts of 10 tokens take ceil(40 / 16) = 3 steps with
+ * n_batch 16, not 4. They are queued while the engine sits in a slow
+ * callback of an earlier request, so they are admitted at the same step. */
+static void test_prefill_packing(void **state) {
+    (void)state;
+    kiln_sched_params sp = small_params(5);
+    kiln_sched *s = live(kiln_sched_create(g_synth, &sp, NULL));
+    assert_non_null(s);
+    int32_t nv = kiln_model_n_vocab(g_synth), ids[5][10];
+    for (int i = 0; i < 5; i++) /* no two share a first token: nothing is reused */
+        for (int t = 0; t < 10; t++) ids[i][t] = (int32_t)((3 + 7 * i + 11 * t) % nv);
+    kiln_gen_params gp = greedy(1);
+    struct rec *r = new_recs(5);
+    r[0].sleep_us = 1000000;
+    assert_int_equal(submit(s, &r[0], ids[0], 3, &gp), KILN_OK);
+    assert_int_equal(wait_tokens(&r[0], 1), 1); /* the engine now sleeps in its callback */
+    for (int i = 1; i < 5; i++) assert_int_equal(submit(s, &r[i], ids[i], 10, &gp), KILN_OK);
+    assert_true(wait_done(r, 5));
+    kiln_sched_state ss;
+    kiln_sched_get_state(s, &ss);
+    print_message("  4 prompts of 10 tokens, n_batch %d: %llu steps after the first request's 1\n",
+                  sp.n_batch, (unsigned long long)ss.n_steps - 1);
+    for (int i = 0; i < 5; i++) assert_int_equal(r[i].n_ids, 1);
+    assert_int_equal(ss.n_steps, 1 + 3);
+    end_sched(s);
+}
+
 /* Create errors, defaults, and a context that fills up. */
 static void test_create_and_ctx_full(void **state) {
     (void)state;
@@ -731,6 +761,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_stop_and_eog, after_test),
         cmocka_unit_test_teardown(test_destroy_busy, after_test),
         cmocka_unit_test_teardown(test_prefix_reuse, after_test),
+        cmocka_unit_test_teardown(test_prefill_packing, after_test),
         cmocka_unit_test_teardown(test_create_and_ctx_full, after_test),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -2,7 +2,10 @@
  * axpy, o[0..n) += w * x[0..n), with x a row of an F32, F16 or Q8_0 cache
  * (attention accumulates V rows this way without converting them first),
  * summed over a tile of rows with weights, and exp_sum, the exponentials of a
- * tile of scores and their sum. The AVX2
+ * tile of scores and their sum, and attn_gemm, the small F32 product of a
+ * tile of queries and a tile of keys (scores, then their weighted V sums),
+ * and swiglu, the gated FFN's activation (it shares the vector exp).
+ * The AVX2
  * and AVX-512 variants (kern_attn_avx2.c, kern_attn_avx512.c) compute the
  * same sums with fused multiply-adds (within one rounding per element) and
  * a polynomial exp (within 2 ulp of expf). */
@@ -46,8 +49,24 @@ static float exp_sum(float *s, int64_t n, float max) {
     return (float)sum;
 }
 
+static void attn_gemm(int64_t m, int64_t n, int64_t k, const float *a, size_t a_rs, size_t a_cs,
+                      const float *b, size_t ldb, float *c, size_t ldc, int acc) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float sum = acc ? c[i * ldc + j] : 0.0f;
+            for (int64_t p = 0; p < k; p++) sum += a[i * a_rs + p * a_cs] * b[p * ldb + j];
+            c[i * ldc + j] = sum;
+        }
+}
+
+static void swiglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 void kern_attn_register_scalar(struct kiln_kernels *k) {
+    k->swiglu = swiglu;
     k->exp_sum = exp_sum;
+    k->attn_gemm = attn_gemm;
     k->axpy[KILN_TYPE_F32] = f32_axpy;
     k->axpy[KILN_TYPE_F16] = f16_axpy;
     k->axpy[KILN_TYPE_Q8_0] = q8_0_axpy;

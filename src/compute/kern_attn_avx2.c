@@ -1,7 +1,9 @@
 /* kern_attn_avx2.c - AVX2 variants of the attention kernels (kern_attn.c):
  * axpy over F32, F16 (F16C) and Q8_0 rows, keeping 32 floats of the output
  * in four registers while every row adds into them, with fused multiply-adds
- * (tails in scalar code); and exp_sum with a polynomial exp. */
+ * (tails in scalar code); exp_sum with a polynomial exp; and attn_gemm in
+ * tiles of 4 rows x 32 columns (16 accumulators), column tails with masked
+ * loads and stores; swiglu with the same exp. */
 #include "base/fp16.h"
 #include "compute/blocks.h"
 #include "compute/kernels.h"
@@ -103,8 +105,78 @@ static float exp_sum(float *s, int64_t n, float max) {
     return sum;
 }
 
+/* Lanes [0, left) of 8 set, as a maskload/maskstore mask. */
+static __m256i tail8(int64_t left) {
+    static const int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    __m256i l = _mm256_set1_epi32((int32_t)(left > 8 ? 8 : left < 0 ? 0 : left));
+    return _mm256_cmpgt_epi32(l, _mm256_loadu_si256((const __m256i *)ramp));
+}
+
+/* Rows [0, mr) x 32 columns masked by m; mr <= 4 is a constant after
+ * inlining, so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void
+gemm_tile(int mr, int64_t k, const float *a, size_t a_rs, size_t a_cs, const float *b, size_t ldb,
+          float *c, size_t ldc, int acc, const __m256i m[4]) {
+    __m256 s[4][4];
+    for (int r = 0; r < mr; r++)
+        for (int q = 0; q < 4; q++)
+            s[r][q] = acc ? _mm256_maskload_ps(c + r * ldc + 8 * q, m[q]) : _mm256_setzero_ps();
+    for (int64_t p = 0; p < k; p++) {
+        __m256 bv[4];
+        for (int q = 0; q < 4; q++) bv[q] = _mm256_maskload_ps(b + p * ldb + 8 * q, m[q]);
+        for (int r = 0; r < mr; r++) {
+            __m256 av = _mm256_broadcast_ss(a + r * a_rs + p * a_cs);
+            for (int q = 0; q < 4; q++) s[r][q] = _mm256_fmadd_ps(av, bv[q], s[r][q]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int q = 0; q < 4; q++) _mm256_maskstore_ps(c + r * ldc + 8 * q, m[q], s[r][q]);
+}
+
+static void attn_gemm(int64_t m, int64_t n, int64_t k, const float *a, size_t a_rs, size_t a_cs,
+                      const float *b, size_t ldb, float *c, size_t ldc, int acc) {
+    for (int64_t j = 0; j < n; j += 32) {
+        __m256i mk[4];
+        for (int q = 0; q < 4; q++) mk[q] = tail8(n - j - 8 * q);
+        int64_t i = 0;
+        for (; i + 4 <= m; i += 4)
+            gemm_tile(4, k, a + i * a_rs, a_rs, a_cs, b + j, ldb, c + i * ldc + j, ldc, acc, mk);
+        switch (m - i) {
+        case 3:
+            gemm_tile(3, k, a + i * a_rs, a_rs, a_cs, b + j, ldb, c + i * ldc + j, ldc, acc, mk);
+            break;
+        case 2:
+            gemm_tile(2, k, a + i * a_rs, a_rs, a_cs, b + j, ldb, c + i * ldc + j, ldc, acc, mk);
+            break;
+        case 1:
+            gemm_tile(1, k, a + i * a_rs, a_rs, a_cs, b + j, ldb, c + i * ldc + j, ldc, acc, mk);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* As in kern_attn_avx512.c: e = exp(-|g|), silu = g / (1 + e) for g >= 0
+ * and g e / (1 + e) below; the tail in scalar code. */
+static void swiglu(float *g, const float *u, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(g + i);
+        __m256 e = exp256(_mm256_or_ps(x, sign)); /* -|x| */
+        __m256 num = _mm256_blendv_ps(x, _mm256_mul_ps(x, e), _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(num, _mm256_add_ps(one, e)),
+                                              _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 void kern_attn_register_avx2(struct kiln_kernels *k) {
+    k->swiglu = swiglu;
     k->exp_sum = exp_sum;
+    k->attn_gemm = attn_gemm;
     k->axpy[KILN_TYPE_F32] = f32_axpy;
     k->axpy[KILN_TYPE_F16] = f16_axpy;
     k->axpy[KILN_TYPE_Q8_0] = q8_0_axpy;

@@ -1,8 +1,10 @@
 /* kern_attn_avx512.c - AVX-512 variants of the attention kernels
  * (kern_attn.c): axpy over F32, F16 (VCVTPH2PS) and Q8_0 rows, keeping 64
  * floats of the output in four registers while every row adds into them,
- * with fused multiply-adds; tails use masked loads and stores; and exp_sum
- * with a polynomial exp. */
+ * with fused multiply-adds; tails use masked loads and stores; exp_sum
+ * with a polynomial exp; and attn_gemm in tiles of 4 rows x 64 columns
+ * (16 accumulators), a broadcast from a and four loads of b per step of p;
+ * swiglu with the same exp. */
 #include "base/fp16.h"
 #include "compute/blocks.h"
 #include "compute/kernels.h"
@@ -105,8 +107,71 @@ static float exp_sum(float *s, int64_t n, float max) {
     return _mm512_reduce_add_ps(acc);
 }
 
+/* Rows [i, i + mr) x columns [j, j + 64) masked by m; mr <= 4 is a
+ * constant after inlining, so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void
+gemm_tile(int mr, int64_t k, const float *a, size_t a_rs, size_t a_cs, const float *b, size_t ldb,
+          float *c, size_t ldc, int acc, const __mmask16 m[4]) {
+    __m512 s[4][4];
+    for (int r = 0; r < mr; r++)
+        for (int q = 0; q < 4; q++)
+            s[r][q] = acc ? _mm512_maskz_loadu_ps(m[q], c + r * ldc + 16 * q) : _mm512_setzero_ps();
+    for (int64_t p = 0; p < k; p++) {
+        __m512 bv[4];
+        for (int q = 0; q < 4; q++) bv[q] = _mm512_maskz_loadu_ps(m[q], b + p * ldb + 16 * q);
+        for (int r = 0; r < mr; r++) {
+            __m512 av = _mm512_set1_ps(a[r * a_rs + p * a_cs]);
+            for (int q = 0; q < 4; q++) s[r][q] = _mm512_fmadd_ps(av, bv[q], s[r][q]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int q = 0; q < 4; q++) _mm512_mask_storeu_ps(c + r * ldc + 16 * q, m[q], s[r][q]);
+}
+
+static void attn_gemm(int64_t m, int64_t n, int64_t k, const float *a, size_t a_rs, size_t a_cs,
+                      const float *b, size_t ldb, float *c, size_t ldc, int acc) {
+    for (int64_t j = 0; j < n; j += 64) {
+        __mmask16 mk[4];
+        for (int q = 0; q < 4; q++) mk[q] = tail16(n - j - 16 * q);
+        int64_t i = 0;
+        for (; i + 4 <= m; i += 4)
+            gemm_tile(4, k, a + i * a_rs, a_rs, a_cs, b + j, ldb, c + i * ldc + j, ldc, acc, mk);
+        switch (m - i) {
+        case 3:
+            gemm_tile(3, k, a + i * a_rs, a_rs, a_cs, b + j, ldb, c + i * ldc + j, ldc, acc, mk);
+            break;
+        case 2:
+            gemm_tile(2, k, a + i * a_rs, a_rs, a_cs, b + j, ldb, c + i * ldc + j, ldc, acc, mk);
+            break;
+        case 1:
+            gemm_tile(1, k, a + i * a_rs, a_rs, a_cs, b + j, ldb, c + i * ldc + j, ldc, acc, mk);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* silu(g) = g / (1 + e) for g >= 0 and g e / (1 + e) below, e = exp(-|g|)
+ * (so exp512 only sees arguments <= 0). */
+static void swiglu(float *g, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail16(n - i);
+        __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+        __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+        __m512 num = _mm512_mask_mul_ps(x, neg, x, e);
+        __m512 r = _mm512_mul_ps(_mm512_div_ps(num, _mm512_add_ps(one, e)),
+                                 _mm512_maskz_loadu_ps(m, u + i));
+        _mm512_mask_storeu_ps(g + i, m, r);
+    }
+}
+
 void kern_attn_register_avx512(struct kiln_kernels *k) {
+    k->swiglu = swiglu;
     k->exp_sum = exp_sum;
+    k->attn_gemm = attn_gemm;
     k->axpy[KILN_TYPE_F32] = f32_axpy;
     k->axpy[KILN_TYPE_F16] = f16_axpy;
     k->axpy[KILN_TYPE_Q8_0] = q8_0_axpy;

@@ -46,6 +46,26 @@ typedef void (*kiln_axpy_fn)(int64_t n, float *o, const void *x, size_t x_stride
 /* s[i] = exp(s[i] - max) for i < n; returns their sum. max >= every s[i]
  * (so each result is in [0, 1]). Attention's softmax over a tile of scores. */
 typedef float (*kiln_exp_sum_fn)(float *s, int64_t n, float max);
+/* Small F32 product for attention over a tile of queries x a tile of keys
+ * (kern_attn*.c): for i < m and j < n,
+ *   c[i * ldc + j] = (acc ? c[i * ldc + j] : 0)
+ *                    + sum over p < k, in order, of a[i * a_rs + p * a_cs] * b[p * ldb + j]
+ * (strides in floats). a is only read one element at a time, so it may be
+ * read transposed or strided; b's rows are contiguous. Each product may be
+ * fused with its addition (within one rounding per term of the reference).
+ * Prompt attention computes its scores with it (queries x the transposed K
+ * tile) and their weighted sum of V rows (scores x the V tile). m, n, k >= 0;
+ * c does not overlap a or b. tests/test_attn.c checks every ISA's attn_gemm
+ * and swiglu against the scalar ones. */
+typedef void (*kiln_attn_gemm_fn)(int64_t m, int64_t n, int64_t k, const float *a, size_t a_rs,
+                                  size_t a_cs, const float *b, size_t ldb, float *c, size_t ldc,
+                                  int acc);
+
+/* g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < n: the
+ * gated FFN's activation (llama.c). It lives with the attention kernels,
+ * which have the vector exp; SIMD variants within a few ulp of the scalar
+ * reference (expf). */
+typedef void (*kiln_swiglu_fn)(float *g, const float *u, int64_t n);
 
 #define KILN_GEMM_MAX_R 8
 #define KILN_GEMM_MAX_C 8
@@ -97,6 +117,8 @@ struct kiln_kernels {
     unsigned char gemm_xp_min_cols[KILN_TYPE_COUNT];
     kiln_axpy_fn axpy[KILN_TYPE_COUNT]; /* KV cache types (F32, F16, Q8_0); else NULL */
     kiln_exp_sum_fn exp_sum;
+    kiln_attn_gemm_fn attn_gemm;
+    kiln_swiglu_fn swiglu;
 };
 
 const char *kiln_isa_name(enum kiln_isa isa);

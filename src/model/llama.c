@@ -12,6 +12,8 @@
  *     its padding columns (tok_slot -1) are zero rows that write and attend
  *     to nothing and stay zero through every block;
  *   - q/k/v and gate/up share one arena (attention and FFN never overlap);
+ *     the arena's room past v (the FFN's, larger) holds each thread's
+ *     block attention scratch during attention;
  *     attention writes its output over q, and every block's output goes to
  *     xn, which the next phase adds into the residual x;
  *   - every buffer is sized at creation for n_batch tokens, and the matmul
@@ -151,6 +153,12 @@ void llama_model_free(llama_model *m) {
 /* Keys per attention tile: the scores of a tile for each query head of a
  * group, and the tile's K and V rows, stay in L1 while they are used. */
 #define ATT_TILE 64
+/* Most query tokens per prompt attention block: consecutive tokens of one
+ * sequence (times the query heads of a KV group: 128 rows for TinyLlama)
+ * share each K and V tile, converted to F32 once, through two small
+ * products (kernels.h attn_gemm). A context's own limit (att_qtok) is lower
+ * when the arena's spare room cannot hold every thread's block scratch. */
+#define ATT_QTOK 16
 
 struct llama_ctx {
     const llama_model *m;
@@ -169,10 +177,18 @@ struct llama_ctx {
                                      (none for embed) */
     char *tiles;                  /* per thread: attention scratch of tile_bytes */
     size_t tile_bytes;
+    /* per thread: block attention scratch of blk_bytes, in the arena past v
+     * (room the FFN needs but attention does not); att_qtok: tokens per
+     * block, 1 when there is no such room (every token attends alone) */
+    char *blk_scratch;
+    size_t blk_bytes;
+    int32_t att_qtok;
     int32_t *tok_id, *tok_slot, *tok_pos; /* per token of the step: id, sequence (-1: a
                                              padding column of embed), position */
     int32_t *out_src;                     /* per logits row of the step: its token index */
-    uint32_t *stamp, step_no;             /* per slot: the last step it appeared in (duplicates) */
+    int32_t *blk, n_blk; /* attention blocks of the step: block b is tokens [blk[b], blk[b + 1]),
+                            consecutive positions of one sequence, at most att_qtok */
+    uint32_t *stamp, step_no; /* per slot: the last step it appeared in (duplicates) */
     uint64_t compute_bytes;
     /* the step being run */
     const struct llama_batch_item *items;
@@ -250,13 +266,14 @@ static kiln_status alloc_state(llama_ctx *c) {
     c->arena = alloc_floats(attn > ffn ? attn : ffn, c, &s);
     c->rope = alloc_floats(nb * hp->n_rot, c, &s);
     c->logits = alloc_floats(c->embed ? 1 : (uint64_t)c->n_seq * hp->n_vocab, c, &s);
-    c->tile_bytes =
-        llama_attend_scratch((int32_t)hp->head_dim, (int32_t)(hp->n_head / hp->n_head_kv));
+    int32_t group = (int32_t)(hp->n_head / hp->n_head_kv);
+    c->tile_bytes = llama_attend_scratch((int32_t)hp->head_dim, group);
     c->tiles = alloc_bytes((uint64_t)c->n_threads * c->tile_bytes, c, &s);
     c->tok_id = alloc_bytes(nb * sizeof(int32_t), c, &s);
     c->tok_slot = alloc_bytes(nb * sizeof(int32_t), c, &s);
     c->tok_pos = alloc_bytes(nb * sizeof(int32_t), c, &s);
     c->out_src = alloc_bytes(nb * sizeof(int32_t), c, &s);
+    c->blk = alloc_bytes((nb + 1) * sizeof(int32_t), c, &s);
     c->stamp = alloc_bytes((uint64_t)c->n_seq * sizeof(uint32_t), c, &s);
     if (s) return s;
     memset(c->stamp, 0, (size_t)c->n_seq * sizeof(uint32_t));
@@ -265,6 +282,22 @@ static kiln_status alloc_state(llama_ctx *c) {
     c->v = c->k + nb * dkv;
     c->gate = c->arena;
     c->up = c->gate + nb * ff;
+    /* block attention scratch in the arena's room past v, as many query
+     * tokens per block as fit for every thread (none: 1) */
+    uint64_t used = kiln_align_up(attn * sizeof(float), KILN_CACHE_LINE);
+    uint64_t room = (attn > ffn ? attn : ffn) * sizeof(float);
+    room = room > used ? room - used : 0;
+    c->att_qtok = 1;
+    c->blk_scratch = (char *)c->arena + used;
+    for (int32_t n = ATT_QTOK < c->n_batch ? ATT_QTOK : c->n_batch; n >= 2; n--) {
+        uint64_t b = kiln_align_up(llama_attend_block_scratch((int32_t)hp->head_dim, n, group),
+                                   KILN_CACHE_LINE);
+        if (b * (uint64_t)c->n_threads <= room) {
+            c->att_qtok = n;
+            c->blk_bytes = (size_t)b;
+            break;
+        }
+    }
     return KILN_OK;
 }
 
@@ -331,10 +364,12 @@ llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params 
     kiln_type qt = kiln_vec_dot_type(p->type_k);
     if (!c->kern->vec_dot[p->type_k] || !c->kern->from_float[qt] ||
         !c->kern->from_float[p->type_k] || !c->kern->from_float[p->type_v] ||
-        !c->kern->axpy[p->type_v] || !c->kern->exp_sum) {
-        s = kiln_fail(
-            KILN_ERR_UNSUPPORTED, "llama: the %s kernels lack a KV cache kernel for %s/%s",
-            kiln_isa_name(c->kern->isa), kiln_type_name(p->type_k), kiln_type_name(p->type_v));
+        !c->kern->axpy[p->type_v] || !c->kern->exp_sum || !c->kern->attn_gemm || !c->kern->swiglu ||
+        !c->kern->to_float[p->type_k] || !c->kern->to_float[p->type_v] || !c->kern->to_float[qt]) {
+        s = kiln_fail(KILN_ERR_UNSUPPORTED,
+                      "llama: the %s kernels lack a KV cache or attention kernel for %s/%s",
+                      kiln_isa_name(c->kern->isa), kiln_type_name(p->type_k),
+                      kiln_type_name(p->type_v));
         goto fail;
     }
     if ((s = alloc_state(c))) goto fail;
@@ -357,7 +392,7 @@ void llama_ctx_free(llama_ctx *c) {
     kiln_matmul_ctx_destroy(c->mm);
     kv_free(&c->kv);
     void *bufs[] = {c->x,      c->xn,       c->arena,   c->rope,    c->logits, c->tiles,
-                    c->tok_id, c->tok_slot, c->tok_pos, c->out_src, c->stamp};
+                    c->tok_id, c->tok_slot, c->tok_pos, c->out_src, c->blk,    c->stamp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kiln_aligned_free(bufs[i]);
     free(c);
 }
@@ -420,12 +455,18 @@ static void split(int64_t count, int ith, int nth, int64_t *lo, int64_t *hi) {
     *hi = count * (ith + 1) / nth;
 }
 
-/* y = x / rms(x) * w over d floats. */
+/* y = x / rms(x) * w over d floats. The sum of squares is taken in double
+ * in four interleaved partial sums (one running sum would wait on every
+ * addition; in double the order does not matter at float precision). */
 static void rmsnorm(float *y, const float *x, const float *w, int64_t d, float eps) {
-    double ss = 0;
-    for (int64_t i = 0; i < d; i++) ss += (double)(x[i] * x[i]);
+    double part[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= d; i += 4)
+        for (int k = 0; k < 4; k++) part[k] += (double)(x[i + k] * x[i + k]);
+    for (; i < d; i++) part[0] += (double)(x[i] * x[i]);
+    double ss = (part[0] + part[1]) + (part[2] + part[3]);
     float scale = 1.0f / sqrtf((float)(ss / (double)d) + eps);
-    for (int64_t i = 0; i < d; i++) y[i] = (x[i] * scale) * w[i];
+    for (i = 0; i < d; i++) y[i] = (x[i] * scale) * w[i];
 }
 
 /* For this thread's rows: x += xn (when add), then xn = rmsnorm(x) * w. */
@@ -631,51 +672,205 @@ void llama_attend(const struct kiln_kernels *kern, kiln_type type_k, kiln_type t
     }
 }
 
+/* Scratch of a query block of nq = n_tok x n_q rows: one query in K's
+ * partner type (qc), the queries rounded through that type in F32 (qf),
+ * the K tile transposed (kt, head_dim x ATT_TILE), the K then V tile in
+ * F32 (vf, ATT_TILE x head_dim), nq rows of scores (s) and accumulators
+ * (o), and per row the running maximum and sum. */
+struct att_block_scratch {
+    char *qc;
+    float *qf, *kt, *vf, *s, *o, *max;
+    double *sum;
+};
+
+static struct att_block_scratch att_block_layout(void *scratch, int64_t hd, int64_t nq,
+                                                 size_t *size) {
+    uint64_t sizes[8] = {(uint64_t)hd * 4,
+                         (uint64_t)(nq * hd) * 4,
+                         (uint64_t)hd * ATT_TILE * 4,
+                         (uint64_t)hd * ATT_TILE * 4,
+                         (uint64_t)nq * ATT_TILE * 4,
+                         (uint64_t)(nq * hd) * 4,
+                         (uint64_t)nq * 4,
+                         (uint64_t)nq * 8};
+    char *b = scratch, *at[8];
+    uint64_t off = 0;
+    for (int i = 0; i < 8; i++) {
+        at[i] = b ? b + off : NULL;
+        off += kiln_align_up(sizes[i], KILN_CACHE_LINE);
+    }
+    *size = (size_t)off;
+    return (struct att_block_scratch){at[0],          (float *)at[1], (float *)at[2],
+                                      (float *)at[3], (float *)at[4], (float *)at[5],
+                                      (float *)at[6], (double *)at[7]};
+}
+
+/* The largest of s[0..n), n >= 1, in eight independent lanes (a scalar
+ * running maximum would wait on every comparison). */
+static float row_max(const float *s, int64_t n) {
+    float m[8];
+    for (int i = 0; i < 8; i++) m[i] = s[0];
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8)
+        for (int i = 0; i < 8; i++) m[i] = s[t + i] > m[i] ? s[t + i] : m[i];
+    for (; t < n; t++) m[0] = s[t] > m[0] ? s[t] : m[0];
+    for (int i = 1; i < 8; i++) m[0] = m[i] > m[0] ? m[i] : m[0];
+    return m[0];
+}
+
+size_t llama_attend_block_scratch(int32_t head_dim, int32_t n_tok, int32_t n_q) {
+    size_t size;
+    att_block_layout(NULL, head_dim, (int64_t)n_tok * n_q, &size);
+    return size;
+}
+
+/* llama_attend for a block of consecutive query tokens: each K tile is
+ * converted to F32 and transposed once for all n_tok x n_q rows, the
+ * scores of every row come from one product with it, and the rows' weighted
+ * sums of the V tile (converted once) from another. A row's keys past its
+ * token's position are never multiplied (at the causal edge each token's
+ * rows take only the tile's keys it sees). Rows are token-major (row
+ * t * n_q + i), so the rows that see a tile at all (the later tokens) are
+ * contiguous. The result of a row is llama_attend's
+ * for that token up to summation order. */
+void llama_attend_block(const struct kiln_kernels *kern, kiln_type type_k, kiln_type type_v,
+                        int32_t head_dim, int32_t n_tok, int32_t n_q, const float *q,
+                        int64_t q_stride, const char *k_rows, const char *v_rows, int32_t n_keys,
+                        float *out, void *scratch) {
+    int64_t hd = head_dim, nq = (int64_t)n_tok * n_q;
+    size_t row_k = kiln_row_size(type_k, hd), row_v = kiln_row_size(type_v, hd), unused;
+    kiln_type qt = kiln_vec_dot_type(type_k);
+    struct att_block_scratch a = att_block_layout(scratch, hd, nq, &unused);
+    for (int64_t r = 0; r < nq; r++) {
+        const float *src = q + r / n_q * q_stride + r % n_q * hd;
+        if (qt == KILN_TYPE_F32) {
+            memcpy(a.qf + r * hd, src, (size_t)hd * sizeof(float));
+        } else { /* the values a vec_dot with the K rows would see */
+            kern->from_float[qt](src, a.qc, hd);
+            kern->to_float[qt](a.qc, a.qf + r * hd, hd);
+        }
+        a.max[r] = -INFINITY;
+        a.sum[r] = 0;
+    }
+    memset(a.o, 0, (size_t)(nq * hd) * sizeof(float));
+    /* the scale goes into the queries (exact when head_dim is a power of 4) */
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t i = 0; i < nq * hd; i++) a.qf[i] *= scale;
+    int32_t last = n_keys + n_tok - 1; /* the keys of the last token */
+    for (int32_t t0 = 0; t0 < last; t0 += ATT_TILE) {
+        int32_t nt = last - t0 < ATT_TILE ? last - t0 : ATT_TILE;
+        for (int32_t t = 0; t < nt; t++)
+            kern->to_float[type_k](k_rows + (size_t)(t0 + t) * row_k, a.vf + t * hd, hd);
+        for (int64_t d = 0; d < hd; d++)
+            for (int32_t t = 0; t < nt; t++) a.kt[d * ATT_TILE + t] = a.vf[t * hd + d];
+        /* tokens before tok_lo see no key of this tile, tokens from tok_full
+         * on all of it; those between (the causal edge) see a prefix of it
+         * and are multiplied token by token over just that prefix */
+        int64_t tok_lo = t0 >= n_keys ? t0 - n_keys + 1 : 0, r0 = tok_lo * n_q;
+        int64_t tok_full = (int64_t)t0 + nt - n_keys;
+        if (tok_full < tok_lo) tok_full = tok_lo;
+        if (tok_full > n_tok) tok_full = n_tok;
+        for (int64_t tok = tok_lo; tok < tok_full; tok++)
+            kern->attn_gemm(n_q, n_keys + tok - t0, hd, a.qf + tok * n_q * hd, (size_t)hd, 1, a.kt,
+                            ATT_TILE, a.s + tok * n_q * ATT_TILE, ATT_TILE, 0);
+        if (tok_full < n_tok)
+            kern->attn_gemm((n_tok - tok_full) * n_q, nt, hd, a.qf + tok_full * n_q * hd,
+                            (size_t)hd, 1, a.kt, ATT_TILE, a.s + tok_full * n_q * ATT_TILE,
+                            ATT_TILE, 0);
+        for (int64_t r = r0; r < nq; r++) {
+            int64_t vis = n_keys + r / n_q - t0;
+            if (vis > nt) vis = nt;
+            float *s = a.s + r * ATT_TILE, tmax = row_max(s, vis);
+            if (a.max[r] == -INFINITY) {
+                a.max[r] = tmax;          /* nothing accumulated yet */
+            } else if (tmax > a.max[r]) { /* rescale what was accumulated under the old maximum */
+                float corr = expf(a.max[r] - tmax), *o = a.o + r * hd;
+                for (int64_t d = 0; d < hd; d++) o[d] *= corr;
+                a.sum[r] *= corr;
+                a.max[r] = tmax;
+            }
+            a.sum[r] += kern->exp_sum(s, vis, a.max[r]);
+        }
+        for (int32_t t = 0; t < nt; t++)
+            kern->to_float[type_v](v_rows + (size_t)(t0 + t) * row_v, a.vf + t * hd, hd);
+        for (int64_t tok = tok_lo; tok < tok_full; tok++)
+            kern->attn_gemm(n_q, hd, n_keys + tok - t0, a.s + tok * n_q * ATT_TILE, ATT_TILE, 1,
+                            a.vf, (size_t)hd, a.o + tok * n_q * hd, (size_t)hd, 1);
+        if (tok_full < n_tok)
+            kern->attn_gemm((n_tok - tok_full) * n_q, hd, nt, a.s + tok_full * n_q * ATT_TILE,
+                            ATT_TILE, 1, a.vf, (size_t)hd, a.o + tok_full * n_q * hd, (size_t)hd,
+                            1);
+    }
+    for (int64_t r = 0; r < nq; r++) {
+        float inv = (float)(1.0 / a.sum[r]), *dst = out + r / n_q * q_stride + r % n_q * hd;
+        for (int64_t d = 0; d < hd; d++) dst[d] = a.o[r * hd + d] * inv;
+    }
+}
+
+/* The step's attention blocks (c->blk): runs of at most att_qtok tokens of
+ * one sequence at consecutive positions (a padding column of embed is a
+ * block of its own). Called before the pass, on the calling thread. */
+static void make_blocks(llama_ctx *c) {
+    int32_t n = 0;
+    for (int32_t j = 0; j < c->n_tok; j++) {
+        bool join = j > 0 && c->tok_slot[j] >= 0 && c->tok_slot[j] == c->tok_slot[j - 1] &&
+                    c->tok_pos[j] == c->tok_pos[j - 1] + 1 && j - c->blk[n - 1] < c->att_qtok;
+        if (!join) c->blk[n++] = j;
+    }
+    c->blk[n] = c->n_tok;
+    c->n_blk = n;
+}
+
 /* Heads per attention work item: a KV head's whole group of query heads
  * (they share its K and V tiles), split further when the step has too few
- * (token, KV head) pairs to keep every thread busy. */
+ * (block, KV head) pairs to keep every thread busy. */
 static int32_t att_heads_per_item(const llama_ctx *c) {
     const struct arch_hparams *hp = c->m->hp;
     int32_t group = (int32_t)(hp->n_head / hp->n_head_kv);
-    int64_t pairs = (int64_t)c->n_tok * hp->n_head_kv, want = 4 * (int64_t)c->n_threads;
+    int64_t pairs = (int64_t)c->n_blk * hp->n_head_kv, want = 4 * (int64_t)c->n_threads;
     if (pairs >= want) return group;
     int64_t parts = (want + pairs - 1) / pairs;
     int32_t per = (int32_t)((group + parts - 1) / parts);
     return per < 1 ? 1 : per;
 }
 
-/* Work items (token, KV head, run of query heads), interleaved over the
+/* Work items (block, KV head, run of query heads), interleaved over the
  * threads so that later (longer) positions of a prompt are shared out
  * evenly. A token attends to its sequence's rows 0..pos; for embed those
- * are rows j - pos .. j of the scratch layer. Padding columns attend to
- * nothing (their q stays zero). */
+ * are rows j - pos .. j of the scratch layer. A block of one token (decode)
+ * takes llama_attend, a longer one llama_attend_block. Padding columns
+ * attend to nothing (their q stays zero). */
 static void attn_part(llama_ctx *c, int32_t il, int ith, int nth) {
     const struct arch_hparams *hp = c->m->hp;
     int64_t hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, group = nh / nkv;
     int32_t per = att_heads_per_item(c);
-    int64_t runs = (group + per - 1) / per, items = (int64_t)c->n_tok * nkv * runs;
+    int64_t runs = (group + per - 1) / per, items = (int64_t)c->n_blk * nkv * runs;
     char *scratch = c->tiles + (size_t)ith * c->tile_bytes;
     for (int64_t it = ith; it < items; it += nth) {
-        int64_t j = it / (nkv * runs), g = it / runs % nkv, h0 = g * group + it % runs * per;
+        int64_t b = it / (nkv * runs), g = it / runs % nkv, h0 = g * group + it % runs * per;
         int32_t n_q = (int32_t)(g * group + group - h0 < per ? g * group + group - h0 : per);
+        int32_t j = c->blk[b], n_tok = c->blk[b + 1] - j;
         int32_t slot = c->tok_slot[j], kl = c->embed ? 0 : il;
         if (slot < 0) continue;
         size_t first = c->embed ? (size_t)(j - c->tok_pos[j]) : 0;
         float *q = c->q + (j * nh + h0) * hd;
-        llama_attend(c->kern, c->kv.type_k, c->kv.type_v, (int32_t)hd, n_q, q,
-                     kv_k_rows(&c->kv, slot, kl, (int32_t)g) + first * c->kv.row_k,
-                     kv_v_rows(&c->kv, slot, kl, (int32_t)g) + first * c->kv.row_v,
-                     c->tok_pos[j] + 1, q, scratch);
+        const char *k_rows = kv_k_rows(&c->kv, slot, kl, (int32_t)g) + first * c->kv.row_k;
+        const char *v_rows = kv_v_rows(&c->kv, slot, kl, (int32_t)g) + first * c->kv.row_v;
+        if (n_tok == 1)
+            llama_attend(c->kern, c->kv.type_k, c->kv.type_v, (int32_t)hd, n_q, q, k_rows, v_rows,
+                         c->tok_pos[j] + 1, q, scratch);
+        else
+            llama_attend_block(c->kern, c->kv.type_k, c->kv.type_v, (int32_t)hd, n_tok, n_q, q,
+                               nh * hd, k_rows, v_rows, c->tok_pos[j] + 1, q,
+                               c->blk_scratch + (size_t)ith * c->blk_bytes);
     }
 }
 
-/* gate = silu(gate) * up over this thread's share. */
+/* gate = silu(gate) * up over this thread's share (the swiglu kernel). */
 static void swiglu_part(llama_ctx *c, int ith, int nth) {
     int64_t lo, hi;
     split((int64_t)c->n_tok * c->m->hp->n_ff, ith, nth, &lo, &hi);
-    float *g = c->gate;
-    const float *u = c->up;
-    for (int64_t i = lo; i < hi; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    if (hi > lo) c->kern->swiglu(c->gate + lo, c->up + lo, hi - lo);
 }
 
 /* ---- the pass ---- */
@@ -833,6 +1028,7 @@ kiln_status llama_decode_batch(llama_ctx *c, const struct llama_batch_item *item
     c->n_tok = (int32_t)total;
     c->n_last = n_last;
     c->n_out = n_out;
+    make_blocks(c);
     if (c->pool)
         kiln_pool_run(c->pool, step_task, c);
     else
@@ -922,6 +1118,7 @@ kiln_status llama_embed(llama_ctx *c, const int32_t *tokens, const int32_t *seq_
     c->n_tok = nc;
     c->n_last = 0;
     c->n_out = n;
+    make_blocks(c);
     if (c->pool)
         kiln_pool_run(c->pool, step_task, c);
     else

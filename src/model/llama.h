@@ -174,4 +174,18 @@ void llama_attend(const struct kiln_kernels *kern, kiln_type type_k, kiln_type t
                   int32_t head_dim, int32_t n_q, const float *q, const char *k_rows,
                   const char *v_rows, int32_t n_keys, float *out, void *scratch);
 
+/* llama_attend for n_tok >= 1 consecutive query tokens of one sequence
+ * (prompt attention), causal per token: token t's n_q heads are at
+ * q + t * q_stride (floats), head i at + i * head_dim, and token t attends
+ * to the first n_keys + t rows of K and V (n_keys >= 1). out has q's layout
+ * and may be q. Each row's result is llama_attend's for that token up to
+ * float summation order; memory does not depend on n_keys. scratch:
+ * llama_attend_block_scratch(head_dim, n_tok, n_q) bytes, 64-byte aligned,
+ * owned by the calling thread (it grows with n_tok * n_q, not n_keys). */
+size_t llama_attend_block_scratch(int32_t head_dim, int32_t n_tok, int32_t n_q);
+void llama_attend_block(const struct kiln_kernels *kern, kiln_type type_k, kiln_type type_v,
+                        int32_t head_dim, int32_t n_tok, int32_t n_q, const float *q,
+                        int64_t q_stride, const char *k_rows, const char *v_rows, int32_t n_keys,
+                        float *out, void *scratch);
+
 #endif
