@@ -478,8 +478,23 @@ static AVX512 void attend_avx512(const float *q, const float *k, const float *v,
                                  float *o, int64_t ost, int32_t L, int32_t hd, float *kt, float *s,
                                  int32_t lpad) {
     int32_t lp = (L + 15) / 16 * 16;
-    for (int32_t j = 0; j < lp; j++)
-        for (int32_t d = 0; d < hd; d++) kt[(int64_t)d * lpad + j] = j < L ? k[j * st + d] : 0.0f;
+    if ((int64_t)lp * st <= INT32_MAX) {
+        /* 16 keys' element d at a time (a gather), zeros past L */
+        const __m512i lane =
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for (int32_t jb = 0; jb < lp; jb += 16) {
+            __mmask16 m = tail_mask(L - jb);
+            __m512i idx = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(jb)),
+                                             _mm512_set1_epi32((int32_t)st));
+            for (int32_t d = 0; d < hd; d++)
+                _mm512_store_ps(kt + (int64_t)d * lpad + jb,
+                                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, k + d, 4));
+        }
+    } else {
+        for (int32_t j = 0; j < lp; j++)
+            for (int32_t d = 0; d < hd; d++)
+                kt[(int64_t)d * lpad + j] = j < L ? k[j * st + d] : 0.0f;
+    }
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)hd));
     int nv = hd / 16;
     for (int32_t i = 0; i < L; i++) {
