@@ -186,9 +186,14 @@ INLINE void fsub(int R, int C, int wk, int xk, int64_t n, const void *w, size_t 
     __m512 acc[FR][FC];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    /* One loop (n >= 1), the tail's mask computed in it: with a separate
+     * tail step, or a loop that may not run, GCC keeps the accumulators in
+     * memory. */
     int64_t e = 0;
-    for (; e + 16 <= n; e += 16) fstep(R, C, wk, xk, w, ws, x, xs, e, 0xffff, 1, acc);
-    if (e < n) fstep(R, C, wk, xk, w, ws, x, xs, e, tail16(n - e), 0, acc);
+    do {
+        fstep(R, C, wk, xk, w, ws, x, xs, e, n - e >= 16 ? 0xffff : tail16(n - e), 0, acc);
+        e += 16;
+    } while (e < n);
     __m512 z = _mm512_setzero_ps();
     for (int c = 0; c < C; c++) {
         __m128 s =
@@ -226,6 +231,11 @@ static const fsub_fn f16xp_subs[FR * FC] = FSUB_TABLE(f16xp);
  * row group). */
 static void fgemm_split(const fsub_fn *t, int64_t n, const char *w, size_t ws, int nr,
                         const char *x, size_t xs, int nc, float *out, size_t os) {
+    if (n <= 0) {
+        for (int c = 0; c < nc; c++)
+            for (int r = 0; r < nr; r++) out[(size_t)c * os + r] = 0.0f;
+        return;
+    }
     int ncg = (nc + FC - 1) / FC, nrg = (nr + FR - 1) / FR;
     for (int j = 0; j < ncg; j++) {
         int c0 = nc * j / ncg, c1 = nc * (j + 1) / ncg;
