@@ -19,8 +19,9 @@
 #include <string.h>
 
 /* K tails of every length class: below, at and just above one vector (16),
- * odd counts, and the bge-small / conversion-group sizes. */
-static const int64_t lens[] = {1, 7, 15, 16, 17, 33, 100, 384, 513, 1536};
+ * odd counts, the bge-small / conversion-group sizes, and 2100 (three K
+ * chunks of the AVX-512 tiles, with a tail). */
+static const int64_t lens[] = {1, 7, 15, 16, 17, 33, 100, 384, 513, 1536, 2100};
 #define N_LENS (sizeof lens / sizeof lens[0])
 
 static void *xmalloc(size_t n) {
