@@ -181,30 +181,19 @@ INLINE void fstep(int R, int C, int wk, int xk, const void *w, size_t ws, const 
     }
 }
 
-/* Elements [e0, e1) of an R x C sub-tile (e0, e1 multiples of 16 or
- * e1 = n). The accumulators start at zero when e0 = 0, else from save; at
- * e1 = n they are reduced into out, else kept in save. Chunking K this way
- * does not change any result (each accumulator still takes the vectors in
- * order). */
-INLINE void fsub(int R, int C, int wk, int xk, int64_t n, int64_t e0, int64_t e1, const void *w,
-                 size_t ws, const void *x, size_t xs, float *out, size_t os, __m512 *save) {
+INLINE void fsub(int R, int C, int wk, int xk, int64_t n, const void *w, size_t ws, const void *x,
+                 size_t xs, float *out, size_t os) {
     __m512 acc[FR][FC];
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++)
-            acc[r][c] = e0 ? _mm512_load_ps((const float *)&save[r * FC + c]) : _mm512_setzero_ps();
-    /* One loop (e1 > e0), the tail's mask computed in it: with a separate
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    /* One loop (n >= 1), the tail's mask computed in it: with a separate
      * tail step, or a loop that may not run, GCC keeps the accumulators in
      * memory. */
-    int64_t e = e0;
+    int64_t e = 0;
     do {
         fstep(R, C, wk, xk, w, ws, x, xs, e, n - e >= 16 ? 0xffff : tail16(n - e), 0, acc);
         e += 16;
-    } while (e < e1);
-    if (e1 < n) {
-        for (int r = 0; r < R; r++)
-            for (int c = 0; c < C; c++) _mm512_store_ps((float *)&save[r * FC + c], acc[r][c]);
-        return;
-    }
+    } while (e < n);
     __m512 z = _mm512_setzero_ps();
     for (int c = 0; c < C; c++) {
         __m128 s =
@@ -213,12 +202,11 @@ INLINE void fsub(int R, int C, int wk, int xk, int64_t n, int64_t e0, int64_t e1
     }
 }
 
-typedef void (*fsub_fn)(int64_t, int64_t, int64_t, const void *, size_t, const void *, size_t,
-                        float *, size_t, __m512 *);
+typedef void (*fsub_fn)(int64_t, const void *, size_t, const void *, size_t, float *, size_t);
 #define FSUB(T, WK, XK, R, C)                                                                      \
-    static void T##_##R##x##C(int64_t n, int64_t e0, int64_t e1, const void *w, size_t ws,         \
-                              const void *x, size_t xs, float *o, size_t os, __m512 *sv) {         \
-        fsub(R, C, WK, XK, n, e0, e1, w, ws, x, xs, o, os, sv);                                    \
+    static void T##_##R##x##C(int64_t n, const void *w, size_t ws, const void *x, size_t xs,       \
+                              float *o, size_t os) {                                               \
+        fsub(R, C, WK, XK, n, w, ws, x, xs, o, os);                                                \
     }
 #define FSUB_ROW(T, WK, XK, R)                                                                     \
     FSUB(T, WK, XK, R, 1)                                                                          \
@@ -238,16 +226,9 @@ static const fsub_fn f32_subs[FR * FC] = FSUB_TABLE(f32t);
 static const fsub_fn f16_subs[FR * FC] = FSUB_TABLE(f16t);
 static const fsub_fn f16xp_subs[FR * FC] = FSUB_TABLE(f16xp);
 
-/* K is cut into chunks of at most KCHUNK elements so that a column
- * group's activations and the tile's weights for one chunk stay in L1 (48 KB
- * on Zen 5: 6 columns x 1024 floats + 8 rows x 1024 halves = 40 KB) while
- * both row groups use them; with rows of 2048 or more elements they would
- * otherwise stream from L2 once per row group. */
-#define KCHUNK 1024
-
 /* Splits an nr x nc tile into balanced sub-tiles of at most FR x FC,
  * columns outer (a column group's activations are reused from L1 by each
- * row group), then K chunks, then rows. */
+ * row group). */
 static void fgemm_split(const fsub_fn *t, int64_t n, const char *w, size_t ws, int nr,
                         const char *x, size_t xs, int nc, float *out, size_t os) {
     if (n <= 0) {
@@ -255,19 +236,13 @@ static void fgemm_split(const fsub_fn *t, int64_t n, const char *w, size_t ws, i
             for (int r = 0; r < nr; r++) out[(size_t)c * os + r] = 0.0f;
         return;
     }
-    _Alignas(64) __m512 save[(KILN_GEMM_XP_MAX_R + FR - 1) / FR * FR * FC];
     int ncg = (nc + FC - 1) / FC, nrg = (nr + FR - 1) / FR;
-    int64_t nv = (n + 15) / 16, nk = (n + KCHUNK - 1) / KCHUNK;
     for (int j = 0; j < ncg; j++) {
         int c0 = nc * j / ncg, c1 = nc * (j + 1) / ncg;
-        for (int64_t q = 0; q < nk; q++) {
-            int64_t e0 = nv * q / nk * 16, e1 = q + 1 < nk ? nv * (q + 1) / nk * 16 : n;
-            for (int i = 0; i < nrg; i++) {
-                int r0 = nr * i / nrg, r1 = nr * (i + 1) / nrg;
-                t[(r1 - r0 - 1) * FC + (c1 - c0 - 1)](
-                    n, e0, e1, w + (size_t)r0 * ws, ws, x + (size_t)c0 * xs, xs,
-                    out + (size_t)c0 * os + r0, os, save + i * FR * FC);
-            }
+        for (int i = 0; i < nrg; i++) {
+            int r0 = nr * i / nrg, r1 = nr * (i + 1) / nrg;
+            t[(r1 - r0 - 1) * FC + (c1 - c0 - 1)](n, w + (size_t)r0 * ws, ws, x + (size_t)c0 * xs,
+                                                  xs, out + (size_t)c0 * os + r0, os);
         }
     }
 }
