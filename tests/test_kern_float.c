@@ -70,8 +70,8 @@ struct mats {
 static struct mats make_mats(kiln_type t, int64_t n, int mr, int mc, uint64_t *rng) {
     struct mats m;
     size_t row = kiln_row_size(t, n);
-    m.ws = row + 6; /* odd strides on purpose */
-    m.xs = row + 10;
+    m.ws = row + 8; /* strides not multiples of a vector, on purpose */
+    m.xs = row + 12;
     m.w = xmalloc(m.ws * (size_t)mr);
     m.x = xmalloc(m.xs * (size_t)mc);
     for (int r = 0; r < mr; r++) {
