@@ -1,6 +1,9 @@
 /* kern_float_avx512.c - AVX-512 kernels for F32, F16 and BF16: conversions,
- * dot products, and gemm tiles for F16 and BF16. BF16 products use
- * AVX512-BF16 (VDPBF16PS, exact products, f32 accumulation). Conversions
+ * dot products, gemm tiles for F32, F16 and BF16, and F16's prepared
+ * activations (floats; gemm_xprep / gemm_xp, kernels.h) with the F16 tiles
+ * that read them. F32/F16 tiles are FP32 FMA micro-kernels (this ISA level
+ * has no F16 arithmetic); BF16 products use AVX512-BF16 (VDPBF16PS, exact
+ * products, f32 accumulation). Conversions
  * give the same bits as the scalar reference: F16 via VCVTPS2PH (round to
  * nearest even), BF16 by integer round-to-nearest-even (VCVTNEPS2BF16
  * would flush subnormals). Any n is accepted; tails use masked loads and
