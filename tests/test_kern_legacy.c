@@ -537,7 +537,7 @@ static void test_gemm_xp(void **state) {
             kiln_type t = weight_types[i];
             if (!k->gemm_xp[t]) continue;
             kiln_type vdt = kiln_vec_dot_type(t);
-            assert_int_equal(vdt, KILN_TYPE_Q8_0); /* the only prepared layout */
+            if (vdt != KILN_TYPE_Q8_0) continue; /* float layouts: tests/test_kern_float.c */
             assert_non_null(k->gemm_xprep[vdt]);
             for (size_t li = 0; li < sizeof glen / sizeof glen[0]; li++, checked++)
                 check_xp_tile(k, t, glen[li], &rng);

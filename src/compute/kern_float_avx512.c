@@ -1,6 +1,9 @@
 /* kern_float_avx512.c - AVX-512 kernels for F32, F16 and BF16: conversions,
- * dot products, and gemm tiles for F16 and BF16. BF16 products use
- * AVX512-BF16 (VDPBF16PS, exact products, f32 accumulation). Conversions
+ * dot products, gemm tiles for F32, F16 and BF16, and F16's prepared
+ * activations (floats; gemm_xprep / gemm_xp, kernels.h) with the F16 tiles
+ * that read them. F32/F16 tiles are FP32 FMA micro-kernels (this ISA level
+ * has no F16 arithmetic); BF16 products use AVX512-BF16 (VDPBF16PS, exact
+ * products, f32 accumulation). Conversions
  * give the same bits as the scalar reference: F16 via VCVTPS2PH (round to
  * nearest even), BF16 by integer round-to-nearest-even (VCVTNEPS2BF16
  * would flush subnormals). Any n is accepted; tails use masked loads and
@@ -109,17 +112,18 @@ static void bf16_from_float(const float *src, void *dst, int64_t n) {
     }
 }
 
-/* ---- gemm tiles (F16, BF16) ----
+/* ---- gemm tiles (F32, F16, BF16) ----
  *
- * A tile is computed in sub-tiles of at most SUB x SUB; in each, every
- * vector of 16 (F16, as floats) or 32 (BF16) elements of a row and of a
- * column is loaded once and used for up to SUB multiply-adds, where vec_dot
- * uses it for one. Each (row, column) pair has one accumulator that takes
- * the vectors in order, the tail last (zero-filled), so a pair's result
- * does not depend on the tile's shape or width (batch invariance,
- * tests/test_kern_legacy.c); it differs from vec_dot's (two accumulators)
- * only by float rounding. Matrix-vector products keep vec_dot (one stream
- * per thread reads memory faster; gemm_matvec is 0). */
+ * A tile is computed in sub-tiles; in each, every vector of 16 (F32, F16 as
+ * floats) or 32 (BF16) elements of a row and of a column is loaded once and
+ * used for several multiply-adds, where vec_dot uses it for one. Each
+ * (row, column) pair has one accumulator that takes the vectors in order,
+ * the tail last (zero-filled), and is reduced to a float in a fixed order,
+ * so a pair's result does not depend on the tile's shape or width (batch
+ * invariance, tests/test_kern_legacy.c, tests/test_kern_float.c); it
+ * differs from vec_dot's (two accumulators) only by float rounding.
+ * Matrix-vector products keep vec_dot (one stream per thread reads memory
+ * faster; gemm_matvec is 0). */
 
 #define SUB    4
 #define INLINE static inline __attribute__((always_inline))
@@ -129,78 +133,148 @@ INLINE const uint16_t *row16(const uint16_t *p, int i, size_t stride) {
     return (const uint16_t *)((const char *)p + (size_t)i * stride);
 }
 
-/* F16 tiles are converted to F32 in chunks of F16_KB elements (rows and
- * columns: 2 x 8 x F16_KB floats, in L1) so that each element is converted
- * once per tile rather than once per sub-tile; the sub-tiles then run on
- * floats, their accumulators kept in memory between chunks. */
-#define F16_KB 256
+/* F32 and F16 tiles: sub-tiles of up to FR rows x FC columns, 24
+ * accumulators of 16 floats each held in registers over the whole row
+ * (vectorised along K), F16 converted to F32 as loaded (VCVTPH2PS; exact).
+ * Element kinds: */
+#define FR 4
+#define FC 6
+enum {
+    K_F32, /* float rows, any alignment */
+    K_F16, /* F16 rows */
+    K_XP   /* prepared F16 activations: float rows, 64-byte aligned, zero-padded
+            * to a multiple of 16 (kiln_gemm_xp_row_size) */
+};
 
-INLINE void f16_sub(int R, int C, int64_t kl, const float *wf, const float *xf, __m512 *acc) {
-    __m512 a[SUB][SUB];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) a[r][c] = acc[r * KILN_GEMM_MAX_C + c];
-    for (int64_t i = 0; i < kl; i += 16) {
-        __m512 xv[SUB];
-        for (int c = 0; c < C; c++) xv[c] = _mm512_load_ps(xf + c * F16_KB + i);
-        for (int r = 0; r < R; r++) {
-            __m512 wv = _mm512_load_ps(wf + r * F16_KB + i);
-            for (int c = 0; c < C; c++) a[r][c] = _mm512_fmadd_ps(wv, xv[c], a[r][c]);
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) acc[r * KILN_GEMM_MAX_C + c] = a[r][c];
+INLINE __m512 fload(int kind, const void *p, size_t stride, int i, int64_t e, __mmask16 m,
+                    int full) {
+    const char *row = (const char *)p + (size_t)i * stride;
+    if (kind == K_F16)
+        return _mm512_cvtph_ps(
+            full ? _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + e))
+                 : _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + e));
+    if (kind == K_XP) return _mm512_load_ps((const float *)row + e);
+    return full ? _mm512_loadu_ps((const float *)row + e)
+                : _mm512_maskz_loadu_ps(m, (const float *)row + e);
 }
 
-/* kl elements (a multiple of 16) of chunk rows wf, xf into acc. */
-typedef void (*f16_sub_fn)(int64_t, const float *, const float *, __m512 *);
-#define F16_SUB(R, C)                                                                              \
-    static void f16_##R##x##C(int64_t kl, const float *wf, const float *xf, __m512 *acc) {         \
-        f16_sub(R, C, kl, wf, xf, acc);                                                            \
-    }
-#define F16_SUB_ROW(R) F16_SUB(R, 1) F16_SUB(R, 2) F16_SUB(R, 3) F16_SUB(R, 4)
-F16_SUB_ROW(1)
-F16_SUB_ROW(2)
-F16_SUB_ROW(3)
-F16_SUB_ROW(4)
-static const f16_sub_fn f16_subs[SUB * SUB] = {f16_1x1, f16_1x2, f16_1x3, f16_1x4, f16_2x1, f16_2x2,
-                                               f16_2x3, f16_2x4, f16_3x1, f16_3x2, f16_3x3, f16_3x4,
-                                               f16_4x1, f16_4x2, f16_4x3, f16_4x4};
+/* Sums of the 16 lanes of a0..a3 in lanes 0..3, each in the same fixed
+ * order (halves of 256, then 128 bits, then pairs), whatever its partners. */
+INLINE __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    __m512 t01 =
+        _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xee));
+    __m512 t23 =
+        _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xee));
+    /* 128-bit lane j of u: accumulator j, its lanes i and i + 4 (of t) added */
+    __m512 u =
+        _mm512_add_ps(_mm512_shuffle_f32x4(t01, t23, 0x88), _mm512_shuffle_f32x4(t01, t23, 0xdd));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0x4e));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0xb1));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
+}
 
-/* Elements [k0, k0 + kl) of `rows` rows as floats at buf (row stride
- * F16_KB), zero-filled to a multiple of 16. */
-static void f16_chunk(const void *p, size_t stride, int rows, int64_t k0, int64_t kl, float *buf) {
-    for (int r = 0; r < rows; r++) {
-        const uint16_t *src = row16(p, r, stride) + k0;
-        for (int64_t i = 0; i < kl; i += 16) {
-            __mmask16 m = kl - i >= 16 ? 0xffff : tail16(kl - i);
-            _mm512_store_ps(buf + r * F16_KB + i, load_f16(m, src + i));
+INLINE void fstep(int R, int C, int wk, int xk, const void *w, size_t ws, const void *x, size_t xs,
+                  int64_t e, __mmask16 m, int full, __m512 acc[FR][FC]) {
+    __m512 wv[FR];
+    for (int r = 0; r < R; r++) wv[r] = fload(wk, w, ws, r, e, m, full);
+    for (int c = 0; c < C; c++) {
+        __m512 xv = fload(xk, x, xs, c, e, m, full);
+        for (int r = 0; r < R; r++) acc[r][c] = _mm512_fmadd_ps(wv[r], xv, acc[r][c]);
+    }
+}
+
+INLINE void fsub(int R, int C, int wk, int xk, int64_t n, const void *w, size_t ws, const void *x,
+                 size_t xs, float *out, size_t os) {
+    __m512 acc[FR][FC];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    /* One loop (n >= 1), the tail's mask computed in it: with a separate
+     * tail step, or a loop that may not run, GCC keeps the accumulators in
+     * memory. */
+    int64_t e = 0;
+    do {
+        fstep(R, C, wk, xk, w, ws, x, xs, e, n - e >= 16 ? 0xffff : tail16(n - e), 0, acc);
+        e += 16;
+    } while (e < n);
+    __m512 z = _mm512_setzero_ps();
+    for (int c = 0; c < C; c++) {
+        __m128 s =
+            hsum4(acc[0][c], R > 1 ? acc[1][c] : z, R > 2 ? acc[2][c] : z, R > 3 ? acc[3][c] : z);
+        _mm_mask_storeu_ps(out + (size_t)c * os, (__mmask8)((1u << R) - 1), s);
+    }
+}
+
+typedef void (*fsub_fn)(int64_t, const void *, size_t, const void *, size_t, float *, size_t);
+#define FSUB(T, WK, XK, R, C)                                                                      \
+    static void T##_##R##x##C(int64_t n, const void *w, size_t ws, const void *x, size_t xs,       \
+                              float *o, size_t os) {                                               \
+        fsub(R, C, WK, XK, n, w, ws, x, xs, o, os);                                                \
+    }
+#define FSUB_ROW(T, WK, XK, R)                                                                     \
+    FSUB(T, WK, XK, R, 1)                                                                          \
+    FSUB(T, WK, XK, R, 2)                                                                          \
+    FSUB(T, WK, XK, R, 3)                                                                          \
+    FSUB(T, WK, XK, R, 4) FSUB(T, WK, XK, R, 5) FSUB(T, WK, XK, R, 6)
+#define FSUBS(T, WK, XK)                                                                           \
+    FSUB_ROW(T, WK, XK, 1) FSUB_ROW(T, WK, XK, 2) FSUB_ROW(T, WK, XK, 3) FSUB_ROW(T, WK, XK, 4)
+#define FSUB_TROW(T, R) T##_##R##x1, T##_##R##x2, T##_##R##x3, T##_##R##x4, T##_##R##x5, T##_##R##x6
+#define FSUB_TABLE(T)                                                                              \
+    { FSUB_TROW(T, 1), FSUB_TROW(T, 2), FSUB_TROW(T, 3), FSUB_TROW(T, 4) }
+
+FSUBS(f32t, K_F32, K_F32)
+FSUBS(f16t, K_F16, K_F16)
+FSUBS(f16xp, K_F16, K_XP)
+static const fsub_fn f32_subs[FR * FC] = FSUB_TABLE(f32t);
+static const fsub_fn f16_subs[FR * FC] = FSUB_TABLE(f16t);
+static const fsub_fn f16xp_subs[FR * FC] = FSUB_TABLE(f16xp);
+
+/* Splits an nr x nc tile into balanced sub-tiles of at most FR x FC,
+ * columns outer (a column group's activations are reused from L1 by each
+ * row group). */
+static void fgemm_split(const fsub_fn *t, int64_t n, const char *w, size_t ws, int nr,
+                        const char *x, size_t xs, int nc, float *out, size_t os) {
+    if (n <= 0) {
+        for (int c = 0; c < nc; c++)
+            for (int r = 0; r < nr; r++) out[(size_t)c * os + r] = 0.0f;
+        return;
+    }
+    int ncg = (nc + FC - 1) / FC, nrg = (nr + FR - 1) / FR;
+    for (int j = 0; j < ncg; j++) {
+        int c0 = nc * j / ncg, c1 = nc * (j + 1) / ncg;
+        for (int i = 0; i < nrg; i++) {
+            int r0 = nr * i / nrg, r1 = nr * (i + 1) / nrg;
+            t[(r1 - r0 - 1) * FC + (c1 - c0 - 1)](n, w + (size_t)r0 * ws, ws, x + (size_t)c0 * xs,
+                                                  xs, out + (size_t)c0 * os + r0, os);
         }
     }
+}
+
+static void f32_gemm(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nc,
+                     float *out, size_t os) {
+    fgemm_split(f32_subs, n, w, ws, nr, x, xs, nc, out, os);
 }
 
 static void f16_gemm(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs, int nc,
                      float *out, size_t os) {
-    _Alignas(64) float wf[KILN_GEMM_MAX_R * F16_KB], xf[KILN_GEMM_MAX_C * F16_KB];
-    __m512 acc[KILN_GEMM_MAX_R * KILN_GEMM_MAX_C];
-    for (int r = 0; r < nr; r++)
-        for (int c = 0; c < nc; c++) acc[r * KILN_GEMM_MAX_C + c] = _mm512_setzero_ps();
-    for (int64_t k0 = 0; k0 < n; k0 += F16_KB) {
-        int64_t kl = n - k0 < F16_KB ? n - k0 : F16_KB;
-        f16_chunk(w, ws, nr, k0, kl, wf);
-        f16_chunk(x, xs, nc, k0, kl, xf);
-        int64_t kl16 = (kl + 15) / 16 * 16;
-        for (int r0 = 0; r0 < nr; r0 += SUB) {
-            int R = nr - r0 < SUB ? nr - r0 : SUB;
-            for (int c0 = 0; c0 < nc; c0 += SUB) {
-                int C = nc - c0 < SUB ? nc - c0 : SUB;
-                f16_subs[(R - 1) * SUB + (C - 1)](kl16, wf + r0 * F16_KB, xf + c0 * F16_KB,
-                                                  acc + r0 * KILN_GEMM_MAX_C + c0);
-            }
-        }
+    fgemm_split(f16_subs, n, w, ws, nr, x, xs, nc, out, os);
+}
+
+/* Prepared F16 activations: the row as floats, zero-padded to a multiple
+ * of 16 (kernels.h). */
+static void f16_xprep(int64_t n, const void *xq, void *dst) {
+    const uint16_t *h = xq;
+    float *f = dst;
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : tail16(n - i);
+        _mm512_store_ps(f + i, load_f16(m, h + i));
     }
-    for (int r = 0; r < nr; r++)
-        for (int c = 0; c < nc; c++)
-            out[c * os + r] = _mm512_reduce_add_ps(acc[r * KILN_GEMM_MAX_C + c]);
+}
+
+/* Same results as f16_gemm, bit for bit (the conversion is exact). */
+static void f16_gemm_xp(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs,
+                        int nc, float *out, size_t os) {
+    fgemm_split(f16xp_subs, n, w, ws, nr, x, xs, nc, out, os);
 }
 
 /* One chunk of an R x C bf16 sub-tile: the elements at i picked by mask m. */
@@ -264,7 +338,10 @@ static void bf16_gemm(int64_t n, const void *w, size_t ws, int nr, const void *x
 void kern_float_register_avx512(struct kiln_kernels *k) {
     k->vec_dot[KILN_TYPE_F32] = f32_vec_dot;
     k->vec_dot[KILN_TYPE_F16] = f16_vec_dot;
+    k->gemm[KILN_TYPE_F32] = f32_gemm;
     k->gemm[KILN_TYPE_F16] = f16_gemm;
+    k->gemm_xprep[KILN_TYPE_F16] = f16_xprep;
+    k->gemm_xp[KILN_TYPE_F16] = f16_gemm_xp;
     k->gemm[KILN_TYPE_BF16] = bf16_gemm;
     k->to_float[KILN_TYPE_F16] = f16_to_float;
     k->from_float[KILN_TYPE_F16] = f16_from_float;

@@ -86,6 +86,10 @@ typedef void (*kiln_swiglu_fn)(float *g, const float *u, int64_t n);
  *                   qs[4k..4k+3] of block j of the group;
  *   bytes 512..575  16 floats: d of each block;
  *   bytes 576..639  16 int32: minus the sum of each block's qs.
+ * F16 partner: the row as floats (exact), zero-padded to a multiple of 16
+ * elements; a group of KILN_GEMM_XP_GROUP elements is
+ * kiln_gemm_xp_row_size(KILN_TYPE_F16, KILN_GEMM_XP_GROUP) bytes.
+ *
  * Prepared rows start on 64-byte boundaries. */
 typedef void (*kiln_gemm_xprep_fn)(int64_t n, const void *xq, void *dst);
 #define KILN_GEMM_XP_MAX_R       8

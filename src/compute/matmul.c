@@ -191,14 +191,14 @@ static void convert_part(const struct kiln_kernels *k, kiln_type vdt,
     int64_t x_stride = op->x_stride ? op->x_stride : op->n;
     kiln_from_float_fn from = k->from_float[vdt];
     size_t unit_bytes = kiln_row_size(vdt, unit);
+    size_t xp_group_bytes = ps ? kiln_gemm_xp_row_size(vdt, unit) : 0;
     for (int64_t u = u0; u < u1; u++) {
         int64_t c = u / per_col, j = u % per_col;
         int64_t e0 = j * unit;
         int64_t cnt = op->n - e0 < unit ? op->n - e0 : unit;
         char *q = work + (size_t)c * xs + (size_t)j * unit_bytes;
         from(op->x + c * x_stride + e0, q, cnt);
-        if (ps)
-            k->gemm_xprep[vdt](cnt, q, xp + (size_t)c * ps + (size_t)j * KILN_GEMM_XP_GROUP_BYTES);
+        if (ps) k->gemm_xprep[vdt](cnt, q, xp + (size_t)c * ps + (size_t)j * xp_group_bytes);
     }
 }
 

@@ -478,19 +478,38 @@ static AVX512 void attend_avx512(const float *q, const float *k, const float *v,
                                  float *o, int64_t ost, int32_t L, int32_t hd, float *kt, float *s,
                                  int32_t lpad) {
     int32_t lp = (L + 15) / 16 * 16;
-    for (int32_t j = 0; j < lp; j++)
-        for (int32_t d = 0; d < hd; d++) kt[(int64_t)d * lpad + j] = j < L ? k[j * st + d] : 0.0f;
+    if ((int64_t)lp * st <= INT32_MAX) {
+        /* 16 keys' element d at a time (a gather), zeros past L */
+        const __m512i lane =
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for (int32_t jb = 0; jb < lp; jb += 16) {
+            __mmask16 m = tail_mask(L - jb);
+            __m512i idx = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(jb)),
+                                             _mm512_set1_epi32((int32_t)st));
+            for (int32_t d = 0; d < hd; d++)
+                _mm512_store_ps(kt + (int64_t)d * lpad + jb,
+                                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, k + d, 4));
+        }
+    } else {
+        for (int32_t j = 0; j < lp; j++)
+            for (int32_t d = 0; d < hd; d++)
+                kt[(int64_t)d * lpad + j] = j < L ? k[j * st + d] : 0.0f;
+    }
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float)hd));
     int nv = hd / 16;
     for (int32_t i = 0; i < L; i++) {
         const float *qi = q + i * st;
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int32_t jb = 0; jb < lp; jb += 16) {
-            __m512 acc = _mm512_setzero_ps();
-            for (int32_t d = 0; d < hd; d++)
+            /* two chains (even and odd d): FMA latency, not throughput, bounds one */
+            __m512 acc = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+            for (int32_t d = 0; d < hd; d += 2) {
                 acc = _mm512_fmadd_ps(_mm512_set1_ps(qi[d]),
                                       _mm512_load_ps(kt + (int64_t)d * lpad + jb), acc);
-            acc = _mm512_mul_ps(acc, scale);
+                acc1 = _mm512_fmadd_ps(_mm512_set1_ps(qi[d + 1]),
+                                       _mm512_load_ps(kt + (int64_t)(d + 1) * lpad + jb), acc1);
+            }
+            acc = _mm512_mul_ps(_mm512_add_ps(acc, acc1), scale);
             __mmask16 m = tail_mask(L - jb);
             acc = _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), acc);
             _mm512_store_ps(s + jb, acc);
@@ -503,17 +522,33 @@ static AVX512 void attend_avx512(const float *q, const float *k, const float *v,
             _mm512_store_ps(s + jb, e);
             sum = _mm512_add_ps(sum, e);
         }
-        __m512 acc[16];
-        for (int t = 0; t < nv; t++) acc[t] = _mm512_setzero_ps();
-        for (int32_t j = 0; j < L; j++) {
-            __m512 p = _mm512_set1_ps(s[j]);
-            const float *vj = v + j * st;
-            for (int t = 0; t < nv; t++)
-                acc[t] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * t), acc[t]);
-        }
+        /* o = sum of V rows weighted by s, 2 vectors of the row at a time in
+         * registers, even and odd keys in separate accumulators (a loop over
+         * an array of nv accumulators kept them in memory, latency-bound) */
         __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-        for (int t = 0; t < nv; t++)
-            _mm512_storeu_ps(o + i * ost + 16 * t, _mm512_mul_ps(acc[t], inv));
+        for (int t = 0; t < nv; t += 2) {
+            __mmask16 m1 = t + 1 < nv ? 0xffff : 0;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+            int32_t j = 0;
+            for (; j + 2 <= L; j += 2) {
+                const float *v0 = v + j * st + 16 * t, *v1 = v0 + st;
+                __m512 p0 = _mm512_set1_ps(s[j]), p1 = _mm512_set1_ps(s[j + 1]);
+                a0 = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0), a0);
+                a1 = _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(m1, v0 + 16), a1);
+                b0 = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v1), b0);
+                b1 = _mm512_fmadd_ps(p1, _mm512_maskz_loadu_ps(m1, v1 + 16), b1);
+            }
+            if (j < L) {
+                const float *v0 = v + j * st + 16 * t;
+                __m512 p0 = _mm512_set1_ps(s[j]);
+                a0 = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0), a0);
+                a1 = _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(m1, v0 + 16), a1);
+            }
+            float *oi = o + i * ost + 16 * t;
+            _mm512_storeu_ps(oi, _mm512_mul_ps(_mm512_add_ps(a0, b0), inv));
+            _mm512_mask_storeu_ps(oi + 16, m1, _mm512_mul_ps(_mm512_add_ps(a1, b1), inv));
+        }
     }
 }
 
