@@ -53,19 +53,25 @@ enum wp_mode { WP_CORR, WP_MINS };
 #define WP_C 3
 
 #define WP_INLINE static inline __attribute__((always_inline))
+/* Loops over the register block must be unrolled for its arrays to stay in
+ * registers (-O2 would not do it on its own). */
+#define WP_UNROLL _Pragma("GCC unroll 16")
 
 /* Sums of the 16 lanes of a[0..cnt) (cnt <= 16) into res[4 * (i % 4) + i / 4]
  * for a[i], pairing lanes in _mm512_reduce_add_ps's order. */
 WP_INLINE void wp_reduce16(const __m512 *a, int cnt, float *res) {
     __m512 t[8], u[4], v[2];
     const __m512 z = _mm512_setzero_ps();
+    WP_UNROLL
     for (int i = 0; i < 8; i++) {
         __m512 p = 2 * i < cnt ? a[2 * i] : z, q = 2 * i + 1 < cnt ? a[2 * i + 1] : z;
         t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xEE));
     }
+    WP_UNROLL
     for (int i = 0; i < 4; i++)
         u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
                              _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xDD));
+    WP_UNROLL
     for (int i = 0; i < 2; i++)
         v[i] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
                              _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
@@ -79,38 +85,49 @@ WP_INLINE void wp_reduce16(const __m512 *a, int cnt, float *res) {
 WP_INLINE void wp_mk(enum wp_mode mode, int R, int C, int64_t ng, const uint8_t *w, size_t wst,
                      const uint8_t *x, size_t xst, __m128i sh, float *out, size_t ost) {
     __m512 acc[WP_R * WP_C];
+    WP_UNROLL
     for (int i = 0; i < R * C; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t g = 0; g < ng; g++) {
         const struct wp_wgrp *wg[WP_R];
         const struct wp_xgrp *xg[WP_C];
+        WP_UNROLL
         for (int r = 0; r < R; r++) wg[r] = (const struct wp_wgrp *)(const void *)(w + r * wst) + g;
+        WP_UNROLL
         for (int c = 0; c < C; c++) xg[c] = (const struct wp_xgrp *)(const void *)(x + c * xst) + g;
         __m512i S[WP_R * WP_C];
+        WP_UNROLL
         for (int c = 0; c < C; c++) {
             __m512i s0 =
                 mode == WP_CORR ? _mm512_sll_epi32(xg[c]->third, sh) : _mm512_setzero_si512();
+            WP_UNROLL
             for (int r = 0; r < R; r++) S[r * C + c] = s0;
         }
-        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+        WP_UNROLL
+        for (int j = 0; j < 8; j++) {
             __m512i xv[WP_C];
+            WP_UNROLL
             for (int c = 0; c < C; c++) xv[c] = _mm512_load_si512((const void *)&xg[c]->x[j]);
+            WP_UNROLL
             for (int r = 0; r < R; r++) {
                 __m512i u = _mm512_load_si512((const void *)&wg[r]->u[j]);
+                WP_UNROLL
                 for (int c = 0; c < C; c++)
                     S[r * C + c] = _mm512_dpbusd_epi32(S[r * C + c], u, xv[c]);
             }
         }
-        for (int r = 0; r < R; r++)
-            for (int c = 0; c < C; c++) {
-                __m512 *a = &acc[r * C + c];
-                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S[r * C + c]),
-                                     _mm512_mul_ps(wg[r]->d, xg[c]->d), *a);
-                if (mode == WP_MINS)
-                    *a = _mm512_fmadd_ps(wg[r]->m, _mm512_castsi512_ps(xg[c]->third), *a);
-            }
+        WP_UNROLL
+        for (int r = 0; r < R; r++) WP_UNROLL
+        for (int c = 0; c < C; c++) {
+            __m512 *a = &acc[r * C + c];
+            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S[r * C + c]),
+                                 _mm512_mul_ps(wg[r]->d, xg[c]->d), *a);
+            if (mode == WP_MINS)
+                *a = _mm512_fmadd_ps(wg[r]->m, _mm512_castsi512_ps(xg[c]->third), *a);
+        }
     }
     float res[16];
     wp_reduce16(acc, R * C, res);
+    WP_UNROLL
     for (int i = 0; i < R * C; i++) out[(i % C) * ost + i / C] = res[4 * (i % 4) + i / 4];
 }
 
