@@ -830,8 +830,12 @@ void kern_legacy_register_avx512(struct kiln_kernels *k) {
         /* One thread, tiles in L2, Zen 5: Q8_0's gemm_xp (its weight
          * transposition is the costliest) runs 8 x 8 tiles at 253 GOPS vs
          * gemm's 261, 8 x 12 at 317 and 8 x 24 at 400; Q4_0's beats gemm
-         * from 2 columns on (224 vs 158). */
-        k->gemm_xp_min_cols[KILN_TYPE_Q8_0] = 10;
+         * from 2 columns on (224 vs 158). With prepared weights (gemm_wp,
+         * one transposition per row for all columns: ~575 GOPS vs gemm's
+         * ~256, thread CPU time, loaded machine) preparing a Q8_0 row costs
+         * what ~6.7 columns of gemm tiles lose; a 2048 x 2048 matmul gave
+         * 195 (gemm) vs 184 GOPS at 7 columns, 208 vs 271 at 9: hence 8. */
+        k->gemm_xp_min_cols[KILN_TYPE_Q8_0] = 8;
         k->gemm_xp[KILN_TYPE_IQ4_NL] = iq4_nl_gemm_xp;
         k->gemm_wprep[KILN_TYPE_Q4_0] = q4_0_wprep;
         k->gemm_wp[KILN_TYPE_Q4_0] = q4_0_gemm_wp;

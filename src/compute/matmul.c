@@ -238,7 +238,7 @@ static void xprep_part(const struct kiln_kernels *k, kiln_type vdt, const struct
 /* Rows [r0, r1) against columns [cb0, cb1) with prepared weights: each
  * block of KILN_GEMM_WP_MAX_R rows is prepared once into a stack buffer and
  * run against all the columns; while it runs, the next block's weights are
- * fetched into the cache a slice per WP_CHUNK columns (the rows of a block
+ * fetched into L2 a slice per WP_CHUNK columns (the rows of a block
  * are short streams the hardware prefetcher would start late). */
 #define WP_CHUNK 24
 static void compute_wp(const struct kiln_kernels *k, const struct kiln_matmul_op *op,
@@ -265,7 +265,7 @@ static void compute_wp(const struct kiln_kernels *k, const struct kiln_matmul_op
             int nct = (int)(cb1 - c < WP_CHUNK ? cb1 - c : WP_CHUNK);
             k->gemm_wp[op->type](op->n, buf, pw, nrt, xp + (size_t)c * ps, ps, nct,
                                  op->y + c * ys + r, (size_t)ys);
-            for (size_t e = l + per; l < e && l < lines; l++) __builtin_prefetch(p0 + l * 64, 0, 3);
+            for (size_t e = l + per; l < e && l < lines; l++) __builtin_prefetch(p0 + l * 64, 0, 2);
         }
     }
 }
