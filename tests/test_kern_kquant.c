@@ -5,6 +5,7 @@
 #include "testutil.h"
 
 #include "base/fp16.h"
+#include "base/mem.h"
 #include "compute/blocks.h"
 #include "compute/kernels.h"
 #include "compute/types.h"
@@ -429,11 +430,80 @@ static void test_quantizer_quality(void **state) {
     free(x), free(y), free(q);
 }
 
+/* gemm_wp (prepared weights and Q8_K activations, kernels.h): every nr <=
+ * KILN_GEMM_WP_MAX_R and nc up to 13 against vec_dot (dot_tol), and each
+ * result against a 1 x 1 tile bit for bit; an odd superblock count leaves a
+ * half group. */
+static void check_gemm_wp(const struct kiln_kernels *k, kiln_type t, int64_t n, uint64_t *rng) {
+    enum { R = KILN_GEMM_WP_MAX_R, C = 13 };
+    size_t ws = kiln_row_size(t, n) + 64, xs = kiln_row_size(KILN_TYPE_Q8_K, n) + 4 * 73;
+    size_t ps = kiln_gemm_xp_row_size(KILN_TYPE_Q8_K, n) + 64, pw = kiln_gemm_wp_row_size(n);
+    uint8_t *w = xmalloc(ws * R), *x = xmalloc(xs * C);
+    uint8_t *xp = kiln_aligned_alloc(64, ps * C), *wp = kiln_aligned_alloc(64, pw * R);
+    assert_non_null(xp);
+    assert_non_null(wp);
+    float *xf = xmalloc((size_t)n * 4), ref[R * C], tol[R * C], out[C * (R + 3)], one;
+    for (int r = 0; r < R; r++) random_blocks(t, w + r * ws, n / QK_K, rng);
+    for (int c = 0; c < C; c++) {
+        fill_normal(xf, n, 0, 1, rng);
+        if (c == 1) memset(xf, 0, (size_t)n * 4); /* an all-zero column: d = 0 */
+        k->from_float[KILN_TYPE_Q8_K](xf, x + c * xs, n);
+        k->gemm_xprep[KILN_TYPE_Q8_K](n, x + c * xs, xp + c * ps);
+    }
+    k->gemm_wprep[t](n, w, ws, R, wp);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            ref[c * R + r] = scalar()->vec_dot[t](n, w + r * ws, x + c * xs);
+            tol[c * R + r] = dot_tol(t, w + r * ws, x + c * xs, n);
+        }
+    for (int nr = 1; nr <= R; nr++)
+        for (int nc = 1; nc <= C; nc++) {
+            size_t os = (size_t)nr + 3;
+            for (int i = 0; i < (int)(sizeof out / 4); i++) out[i] = NAN;
+            k->gemm_wp[t](n, wp, pw, nr, xp, ps, nc, out, os);
+            for (int c = 0; c < nc; c++)
+                for (int r = 0; r < nr; r++) {
+                    float g = out[c * os + r], e = ref[c * R + r];
+                    if (!(fabsf(g - e) <= tol[c * R + r]))
+                        fail_msg("%s %s gemm_wp %dx%d n=%lld [r%d c%d]: %g vs scalar %g",
+                                 kiln_isa_name(k->isa), kiln_type_name(t), nr, nc, (long long)n, r,
+                                 c, g, e);
+                    k->gemm_wp[t](n, wp + r * pw, pw, 1, xp + c * ps, ps, 1, &one, 1);
+                    if (memcmp(&one, &g, sizeof g))
+                        fail_msg("%s %s gemm_wp %dx%d n=%lld [r%d c%d]: %.9g, alone %.9g",
+                                 kiln_isa_name(k->isa), kiln_type_name(t), nr, nc, (long long)n, r,
+                                 c, g, one);
+                }
+        }
+    free(w), free(x), free(xf);
+    kiln_aligned_free(xp), kiln_aligned_free(wp);
+}
+
+static void test_gemm_wp(void **state) {
+    (void)state;
+    static const int64_t lens[] = {256, 512, 768, 2304, 5632};
+    uint64_t rng = 23;
+    int checked = 0;
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) continue;
+        for (int i = 0; i < N_KQ; i++) {
+            kiln_type t = kq_types[i];
+            if (!k->gemm_wp[t]) continue;
+            assert_non_null(k->gemm_wprep[t]);
+            assert_non_null(k->gemm_xprep[KILN_TYPE_Q8_K]);
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++, checked++)
+                check_gemm_wp(k, t, lens[li], &rng);
+        }
+    }
+    if (!checked) print_message("gemm_wp: no K-quant prepared-weight tiles here\n");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conformance),       cmocka_unit_test(test_simd_vs_scalar),
         cmocka_unit_test(test_extreme_values),    cmocka_unit_test(test_zero_and_outliers),
-        cmocka_unit_test(test_quantizer_quality),
+        cmocka_unit_test(test_quantizer_quality), cmocka_unit_test(test_gemm_wp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -546,6 +546,98 @@ static void test_gemm_xp(void **state) {
     if (!checked) print_message("gemm_xp: no table has prepared-activation tiles here\n");
 }
 
+/* ---- prepared weights (kernels.h gemm_wprep / gemm_wp) ---- */
+
+/* gemm_wp over prepared rows: every nr <= KILN_GEMM_WP_MAX_R and nc up to
+ * 13 (register-block tails) against vec_dot (check_xp_tile's tolerance),
+ * gemm_xp bit for bit where the table has it, and a 1 x 1 tile bit for bit;
+ * rows prepared together or one at a time are the same bytes. */
+static void check_wp_tile(const struct kiln_kernels *k, kiln_type wt, int64_t n, uint64_t *rng) {
+    enum { MR = KILN_GEMM_WP_MAX_R, MC = 13 };
+    kiln_type vdt = kiln_vec_dot_type(wt);
+    size_t wrow = kiln_row_size(wt, n), xrow = kiln_row_size(vdt, n);
+    size_t ps = kiln_gemm_xp_row_size(vdt, n) + 64, pw = kiln_gemm_wp_row_size(n);
+    size_t ws = wrow + 18, os = MR + 3;
+    uint8_t *w = xmalloc(ws * MR), *x = xmalloc(xrow * MC);
+    uint8_t *xp = kiln_aligned_alloc(64, ps * MC), *wp = kiln_aligned_alloc(64, pw * MR);
+    uint8_t *wp1 = kiln_aligned_alloc(64, pw);
+    assert_non_null(xp);
+    assert_non_null(wp);
+    assert_non_null(wp1);
+    float *out = xmalloc(os * MC * sizeof(float));
+    for (int r = 0; r < MR; r++) {
+        void *row = random_row(wt, n, rng);
+        memcpy(w + r * ws, row, wrow);
+        free(row);
+    }
+    for (int c = 0; c < MC; c++) {
+        void *row = random_row(vdt, n, rng);
+        memcpy(x + c * xrow, row, xrow);
+        free(row);
+        k->gemm_xprep[vdt](n, x + c * xrow, xp + c * ps);
+    }
+    k->gemm_wprep[wt](n, w, ws, MR, wp);
+    for (int r = 0; r < MR; r++) {
+        k->gemm_wprep[wt](n, w + r * ws, ws, 1, wp1);
+        if (memcmp(wp1, wp + r * pw, pw))
+            fail_msg("gemm_wprep %s/%s n=%lld: row %d differs alone", kiln_type_name(wt),
+                     kiln_isa_name(k->isa), (long long)n, r);
+    }
+    for (int nr = 1; nr <= MR; nr++)
+        for (int nc = 1; nc <= MC; nc++) {
+            k->gemm_wp[wt](n, wp, pw, nr, xp, ps, nc, out, os);
+            for (int c = 0; c < nc; c++)
+                for (int r = 0; r < nr; r++) {
+                    float got = out[c * os + r], one;
+                    float want = k->vec_dot[wt](n, w + r * ws, x + c * xrow);
+                    double tol = 1e-5 * dot_magnitude(wt, w + r * ws, x + c * xrow, n) + 1e-30;
+                    if (fabs((double)got - want) > tol)
+                        fail_msg("gemm_wp %s/%s n=%lld %dx%d at r=%d c=%d: %.9g vs %.9g",
+                                 kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nr, nc, r,
+                                 c, (double)got, (double)want);
+                    k->gemm_wp[wt](n, wp + r * pw, pw, 1, xp + c * ps, ps, 1, &one, 1);
+                    if (memcmp(&one, &got, sizeof one))
+                        fail_msg("gemm_wp %s/%s n=%lld: %dx%d tile r=%d c=%d gives %.9g, alone "
+                                 "%.9g",
+                                 kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nr, nc, r,
+                                 c, (double)got, (double)one);
+                    if (k->gemm_xp[wt]) {
+                        k->gemm_xp[wt](n, w + r * ws, ws, 1, xp + c * ps, ps, 1, &one, 1);
+                        if (memcmp(&one, &got, sizeof one))
+                            fail_msg("gemm_wp %s/%s n=%lld r=%d c=%d: %.9g, gemm_xp %.9g",
+                                     kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, r, c,
+                                     (double)got, (double)one);
+                    }
+                }
+        }
+    free(w);
+    free(x);
+    kiln_aligned_free(xp);
+    kiln_aligned_free(wp);
+    kiln_aligned_free(wp1);
+    free(out);
+}
+
+static void test_gemm_wp(void **state) {
+    (void)state;
+    static const int64_t glen[] = {32, 96, 480, 512, 544, 1056, 2080};
+    uint64_t rng = 17;
+    int checked = 0;
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) continue;
+        for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
+            kiln_type t = weight_types[i];
+            if (!k->gemm_wp[t]) continue;
+            assert_non_null(k->gemm_wprep[t]);
+            assert_non_null(k->gemm_xprep[kiln_vec_dot_type(t)]);
+            for (size_t li = 0; li < sizeof glen / sizeof glen[0]; li++, checked++)
+                check_wp_tile(k, t, glen[li], &rng);
+        }
+    }
+    if (!checked) print_message("gemm_wp: no table has prepared-weight tiles here\n");
+}
+
 /* ---- edge cases ---- */
 
 static void check_roundtrip(const struct kiln_kernels *k, kiln_type t, const float *src, int64_t n,
@@ -610,7 +702,7 @@ int main(void) {
         cmocka_unit_test(test_conf_dot),        cmocka_unit_test(test_conf_quantizer),
         cmocka_unit_test(test_simd_vs_scalar),  cmocka_unit_test(test_gemm_tiles),
         cmocka_unit_test(test_gemm_invariance), cmocka_unit_test(test_gemm_xp),
-        cmocka_unit_test(test_edge_cases),
+        cmocka_unit_test(test_gemm_wp),         cmocka_unit_test(test_edge_cases),
     };
     return cmocka_run_group_tests(tests, conf_setup, conf_teardown);
 }

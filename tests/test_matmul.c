@@ -502,6 +502,74 @@ static void test_in_task_chain(void **state) {
     weights_free(&w2);
 }
 
+/* The prepared-tile paths of the best table: rows of n = KILN_GEMM_WP_MAX_N
+ * (prepared weights, several column blocks) and just above it (the
+ * fallback), odd row counts, two threads; and an operation with reuse_x
+ * whose tiles read prepared activations that the operation before it (whose
+ * tiles did not) left unwritten: it prepares them and gives the same y,
+ * bit for bit, as without reuse_x. */
+static void test_prepared_paths(void **state) {
+    (void)state;
+    const struct kiln_kernels *k = kiln_kernels_best();
+    const struct kiln_kernels *scalar = kiln_kernels_get(KILN_ISA_SCALAR);
+    static const kiln_type types[] = {KILN_TYPE_Q4_0, KILN_TYPE_Q4_K};
+    static const int64_t lens[] = {KILN_GEMM_WP_MAX_N, KILN_GEMM_WP_MAX_N + 512};
+    kiln_matmul_ctx *ctx = kiln_matmul_ctx_create(pools[2], k, 0, NULL);
+    assert_non_null(ctx);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            struct weights wt;
+            weights_init(&wt, types[ti], 13, lens[li], (int)li, scalar->from_float[types[ti]],
+                         scalar->to_float[types[ti]], 31 + li);
+            struct problem p;
+            problem_init(&p, &wt, 70, (int)li, 37 + li);
+            char what[96];
+            snprintf(what, sizeof what, "best %s nr=13 n=%lld nc=70 threads=2",
+                     kiln_type_name(types[ti]), (long long)lens[li]);
+            check_problem(ctx, &p, what);
+            problem_free(&p);
+            weights_free(&wt);
+        }
+    /* reuse: Q8_0 at 5 columns (gemm tiles) then Q4_0 on the same x */
+    const int64_t n = 1536, nc = 5, nr = 40;
+    struct weights w8, w4;
+    weights_init(&w8, KILN_TYPE_Q8_0, nr, n, 0, t_q8_0_from_float, t_q8_0_to_float, 41);
+    weights_init(&w4, KILN_TYPE_Q4_0, nr, n, 0, scalar->from_float[KILN_TYPE_Q4_0],
+                 scalar->to_float[KILN_TYPE_Q4_0], 42);
+    struct problem p8;
+    problem_init(&p8, &w8, nc, 0, 43);
+    float y4[40 * 5], y4_ref[40 * 5];
+    struct kiln_matmul_op op8 = {.type = KILN_TYPE_Q8_0,
+                                 .w = w8.w,
+                                 .w_stride = w8.w_stride,
+                                 .nr = nr,
+                                 .n = n,
+                                 .x = p8.x,
+                                 .nc = nc,
+                                 .y = p8.y};
+    struct kiln_matmul_op op4 = op8;
+    op4.type = KILN_TYPE_Q4_0, op4.w = w4.w, op4.w_stride = w4.w_stride, op4.y = y4_ref;
+    size_t need = kiln_matmul_work_size(KILN_TYPE_Q4_0, n, nc);
+    assert_int_equal(kiln_matmul_reserve(ctx, need), KILN_OK);
+    for (int t = 1; t <= 4; t++) {
+        kiln_matmul_ctx *c = kiln_matmul_ctx_create(pools[t], k, need, NULL);
+        assert_non_null(c);
+        op4.reuse_x = 0, op4.y = y4_ref;
+        assert_int_equal(kiln_matmul_run(c, &op4), KILN_OK);
+        assert_int_equal(kiln_matmul_run(c, &op8), KILN_OK);
+        op4.reuse_x = 1, op4.y = y4;
+        assert_int_equal(kiln_matmul_run(c, &op4), KILN_OK);
+        assert_memory_equal(y4, y4_ref, sizeof y4);
+        assert_int_equal(kiln_matmul_run(c, &op4), KILN_OK); /* prepared rows now present */
+        assert_memory_equal(y4, y4_ref, sizeof y4);
+        kiln_matmul_ctx_destroy(c);
+    }
+    problem_free(&p8);
+    weights_free(&w8);
+    weights_free(&w4);
+    kiln_matmul_ctx_destroy(ctx);
+}
+
 static void test_check_errors(void **state) {
     (void)state;
     kiln_matmul_ctx *ctx = kiln_matmul_ctx_create(NULL, &test_tables[0], 0, NULL);
@@ -540,9 +608,8 @@ static void test_check_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_check_errors),
-        cmocka_unit_test(test_driver_own_kernels),
-        cmocka_unit_test(test_in_task_chain),
+        cmocka_unit_test(test_check_errors),  cmocka_unit_test(test_driver_own_kernels),
+        cmocka_unit_test(test_in_task_chain), cmocka_unit_test(test_prepared_paths),
         cmocka_unit_test(test_real_kernels),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -195,10 +195,16 @@ struct ceil_args {
     int tiles;
     const char *xp; /* prepared activations (kernels.h gemm_xp), or NULL */
     size_t ps;
+    const char *wp; /* all rows prepared (kernels.h gemm_wp), or NULL */
+    size_t pw;
 };
 
 static void ceil_once(struct ceil_args *a) {
-    if (a->tiles && a->xp) {
+    if (a->tiles && a->wp) {
+        for (int64_t r = 0; r + KILN_GEMM_WP_MAX_R <= a->rows; r += KILN_GEMM_WP_MAX_R)
+            a->k->gemm_wp[a->t](a->n, a->wp + (size_t)r * a->pw, a->pw, KILN_GEMM_WP_MAX_R, a->xp,
+                                a->ps, KILN_GEMM_XP_MAX_C, a->y + r, (size_t)a->rows);
+    } else if (a->tiles && a->xp) {
         for (int64_t r = 0; r + KILN_GEMM_XP_MAX_R <= a->rows; r += KILN_GEMM_XP_MAX_R)
             a->k->gemm_xp[a->t](a->n, a->w + (size_t)r * a->rs, a->rs, KILN_GEMM_XP_MAX_R, a->xp,
                                 a->ps, KILN_GEMM_XP_MAX_C, a->y + r, (size_t)a->rows);
@@ -239,21 +245,32 @@ static double ceil_time(struct ceil_args *a) {
  * (in L2) against activations already converted. Tells whether a matvec
  * below the bandwidth is the kernel's fault. Tiles are the gemm's 8 x 8, or
  * the prepared-activation tiles (KILN_GEMM_XP_MAX_R x _C) when the table has
- * them, as matmul.c uses them for wide products. */
+ * them, or, when it has prepared-weight tiles, those (KILN_GEMM_WP_MAX_R
+ * rows x KILN_GEMM_XP_MAX_C columns) over rows prepared beforehand (not
+ * timed: matmul.c prepares a block of rows once per ~200 columns), as
+ * matmul.c uses them for wide products. */
 static void kernel_ceilings(const struct kiln_kernels *k, kiln_type t, const char *w, size_t rs,
                             const struct options *o, const float *x, struct result *res) {
     kiln_type vdt = kiln_vec_dot_type(t);
     int64_t rows = o->rows < 32 ? o->rows : 32;
     size_t xs =
         vdt == KILN_TYPE_F32 ? (size_t)o->cols * sizeof(float) : kiln_row_size(vdt, o->cols);
-    int use_xp = vdt != KILN_TYPE_F32 && k->gemm_xp[t] && k->gemm_xprep[vdt];
+    int use_wp = vdt != KILN_TYPE_F32 && k->gemm_wp[t] && k->gemm_wprep[t] && k->gemm_xprep[vdt] &&
+                 o->cols <= KILN_GEMM_WP_MAX_N;
+    int use_xp = use_wp || (vdt != KILN_TYPE_F32 && k->gemm_xp[t] && k->gemm_xprep[vdt]);
     int tr = use_xp ? KILN_GEMM_XP_MAX_R : KILN_GEMM_MAX_R;
     int tc = use_xp ? KILN_GEMM_XP_MAX_C : KILN_GEMM_MAX_C;
     size_t ps = use_xp ? kiln_gemm_xp_row_size(vdt, o->cols) : 0;
     char *xq = kiln_aligned_alloc(64, xs * (size_t)tc);
     char *xp = use_xp ? kiln_aligned_alloc(64, ps * (size_t)tc) : NULL;
     float *y = malloc(sizeof(float) * (size_t)rows * (size_t)tc);
-    if (!xq || !y || (use_xp && !xp) || o->batch < tc) goto done;
+    size_t pw = use_wp ? kiln_gemm_wp_row_size(o->cols) : 0;
+    char *wp = use_wp ? kiln_aligned_alloc(64, pw * (size_t)rows) : NULL;
+    if (!xq || !y || (use_xp && !xp) || (use_wp && !wp) || o->batch < tc) goto done;
+    for (int64_t r = 0; use_wp && r < rows; r += KILN_GEMM_WP_MAX_R) {
+        int nr = rows - r < KILN_GEMM_WP_MAX_R ? (int)(rows - r) : KILN_GEMM_WP_MAX_R;
+        k->gemm_wprep[t](o->cols, w + (size_t)r * rs, rs, nr, wp + (size_t)r * pw);
+    }
     for (int c = 0; c < tc; c++) {
         if (vdt == KILN_TYPE_F32)
             memcpy(xq + (size_t)c * xs, x + c * o->cols, xs);
@@ -261,17 +278,20 @@ static void kernel_ceilings(const struct kiln_kernels *k, kiln_type t, const cha
             k->from_float[vdt](x + c * o->cols, xq + (size_t)c * xs, o->cols);
         if (use_xp) k->gemm_xprep[vdt](o->cols, xq + (size_t)c * xs, xp + (size_t)c * ps);
     }
-    struct ceil_args a = {k, t, w, xq, rs, xs, o->cols, rows, y, 0, NULL, 0};
+    struct ceil_args a = {k, t, w, xq, rs, xs, o->cols, rows, y, 0, NULL, 0, NULL, 0};
     res->dot_gbs = (double)rs * (double)rows / ceil_time(&a) * 1e-9;
     a.tiles = 1;
     a.xp = xp;
     a.ps = ps;
+    a.wp = wp;
+    a.pw = pw;
     rows = rows / tr * tr;
     a.rows = rows;
     if (rows) res->tile_gops = 2.0 * (double)rows * (double)o->cols * tc / ceil_time(&a) * 1e-9;
 done:
     kiln_aligned_free(xq);
     kiln_aligned_free(xp);
+    kiln_aligned_free(wp);
     free(y);
 }
 

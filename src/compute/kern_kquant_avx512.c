@@ -28,6 +28,7 @@
  * registers (never stored and reloaded: that would stall store forwarding). */
 #include "compute/blocks.h"
 #include "compute/kern_kquant.h"
+#include "compute/kern_wp_avx512.h"
 #include "compute/kernels.h"
 
 #include <immintrin.h>
@@ -573,6 +574,117 @@ GEMM_ALL(q5k, k4_gemm_row(nb, w + r * w_stride, sizeof(block_q5_K), 1, x, x_stri
                           out_stride))
 GEMM_ALL(q6k, q6k_gemm_row(nb, w + r * w_stride, x, x_stride, NC, out + r, out_stride))
 
+/* ---- tiles over prepared weights and activations (kernels.h gemm_wp) ----
+ *
+ * Q4_K/Q5_K in kern_wp_avx512.h's block-per-lane form: lane j of a group
+ * (two superblocks) is sub-block j, its weight bytes the unsigned q (0..31),
+ * its float scale d * sc_j (exact: an f16 times a 6-bit integer) and its min
+ * -dmin * m_j; the Q8_K activations carry d and d * (the sub-block's sum of
+ * qs, from two bsums). Integer sums of a lane reach 32 * 31 * 127, far from
+ * int32's limits. Results differ from vec_dot only in the float rounding
+ * order, and not at all between tiles (WP_MINS). */
+
+static void q8k_xprep(int64_t n, const void *xq, void *dst) {
+    const block_q8_K *b = xq;
+    const int64_t nsb = n / QK_K;
+    struct wp_xgrp *g = dst;
+    for (int64_t i = 0; i < nsb; i += 2, g++) {
+        _Alignas(64) uint8_t xb[512];
+        _Alignas(64) float d[16], m[16];
+        for (int h = 0; h < 2; h++) {
+            const block_q8_K *sb = b + i + h;
+            for (int s = 0; s < 8; s++) {
+                int j = 8 * h + s;
+                if (i + h >= nsb) {
+                    d[j] = m[j] = 0.0f;
+                    for (int k = 0; k < 8; k++) memset(xb + 64 * k + 4 * j, 0, 4);
+                    continue;
+                }
+                d[j] = sb->d;
+                m[j] = sb->d * (float)(sb->bsums[2 * s] + sb->bsums[2 * s + 1]);
+                for (int k = 0; k < 8; k++) memcpy(xb + 64 * k + 4 * j, sb->qs + 32 * s + 4 * k, 4);
+            }
+        }
+        for (int k = 0; k < 8; k++)
+            _mm512_store_si512((void *)&g->x[k], _mm512_load_si512((const void *)(xb + 64 * k)));
+        _mm512_store_ps(&g->d, _mm512_load_ps(d));
+        _mm512_store_si512((void *)&g->third, _mm512_castps_si512(_mm512_load_ps(m)));
+    }
+}
+
+/* Weight bytes of Q4_K/Q5_K superblock blk into lanes 8h..8h+7 of U[8]
+ * (other lanes untouched); returns its 8 scales d * sc_j in *d8 and mins
+ * -dmin * m_j in *m8. */
+static inline __attribute__((always_inline)) void k4_wprep_sb(const uint8_t *blk, int q5, int h,
+                                                              __m512i *U, __m256 *d8, __m256 *m8) {
+    const block_q4_K *b4 = (const block_q4_K *)(const void *)blk;
+    const block_q5_K *b5 = (const block_q5_K *)(const void *)blk;
+    const uint8_t *qs = q5 ? b5->qs : b4->qs;
+    const __m512i Qa = _mm512_loadu_si512((const void *)qs),
+                  Qb = _mm512_loadu_si512((const void *)(qs + 64));
+    /* lane l (sub-block s = l % 8): qs dword 8 * (s / 2) + t, nibble s % 2 */
+    const __m512i base = _mm512_setr_epi32(0, 0, 8, 8, 16, 16, 24, 24, 0, 0, 8, 8, 16, 16, 24, 24);
+    const __m512i nib = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    const __m512i sub = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+    const __m512i m4 = _mm512_set1_epi8(15), b0 = _mm512_set1_epi8(1);
+    const __mmask16 lanes = (__mmask16)(h ? 0xFF00 : 0x00FF);
+    __m512i qh = q5 ? _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)b5->qh))
+                    : _mm512_setzero_si512();
+    UNROLL
+    for (int t = 0; t < 8; t++) {
+        __m512i tv = _mm512_set1_epi32(t);
+        __m512i v = _mm512_permutex2var_epi32(Qa, _mm512_add_epi32(base, tv), Qb);
+        v = _mm512_and_si512(_mm512_srlv_epi32(v, nib), m4);
+        if (q5) { /* bit s of qh[4t..4t+3] -> bit 4 */
+            __m512i hb = _mm512_permutexvar_epi32(tv, qh);
+            hb = _mm512_and_si512(_mm512_srlv_epi32(hb, sub), b0);
+            v = _mm512_or_si512(v, _mm512_slli_epi32(hb, 4));
+        }
+        U[t] = _mm512_mask_mov_epi32(U[t], lanes, v);
+    }
+    __m128i hdr = _mm_loadu_si128((const __m128i *)blk);
+    __m128i sb = k4_scale_bytes(hdr); /* scales in bytes 0-7, mins in 8-15 */
+    __m128 dm = _mm_cvtph_ps(hdr);    /* d, dmin */
+    *d8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sb)), _mm256_broadcastss_ps(dm));
+    *m8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sb, 8))),
+                        _mm256_broadcastss_ps(_mm_sub_ps(_mm_setzero_ps(), _mm_movehdup_ps(dm))));
+}
+
+static inline __attribute__((always_inline)) void
+k4_wprep(int64_t n, const void *w, size_t wst, int nr, void *dst, size_t bsize, int q5) {
+    const int64_t nsb = n / QK_K, ng = (nsb + 1) / 2;
+    for (int r = 0; r < nr; r++) {
+        const uint8_t *row = (const uint8_t *)w + r * wst;
+        struct wp_wgrp *o = (struct wp_wgrp *)dst + r * ng;
+        for (int64_t i = 0; i < nsb; i += 2, o++) {
+            __m512i U[8];
+            __m256 da, ma, db = _mm256_setzero_ps(), mb = _mm256_setzero_ps();
+            UNROLL
+            for (int t = 0; t < 8; t++) U[t] = _mm512_setzero_si512();
+            k4_wprep_sb(row + i * bsize, q5, 0, U, &da, &ma);
+            if (i + 1 < nsb) k4_wprep_sb(row + (i + 1) * bsize, q5, 1, U, &db, &mb);
+            UNROLL
+            for (int t = 0; t < 8; t++) _mm512_store_si512((void *)&o->u[t], U[t]);
+            _mm512_store_ps(&o->d, _mm512_insertf32x8(_mm512_castps256_ps512(da), db, 1));
+            _mm512_store_ps(&o->m, _mm512_insertf32x8(_mm512_castps256_ps512(ma), mb, 1));
+        }
+    }
+}
+
+static void q4k_wprep(int64_t n, const void *w, size_t wst, int nr, void *dst) {
+    k4_wprep(n, w, wst, nr, dst, sizeof(block_q4_K), 0);
+}
+static void q5k_wprep(int64_t n, const void *w, size_t wst, int nr, void *dst) {
+    k4_wprep(n, w, wst, nr, dst, sizeof(block_q5_K), 1);
+}
+
+WP_TILES(kq, WP_MINS, )
+
+static void k4_gemm_wp(int64_t n, const void *w, size_t ws, int nr, const void *x, size_t xs,
+                       int nc, float *out, size_t os) {
+    kq_wp_tile(n, w, ws, nr, x, xs, nc, out, os, _mm_setzero_si128());
+}
+
 void kern_kquant_register_avx512(struct kiln_kernels *k) {
     k->from_float[KILN_TYPE_Q8_K] = q8k_from_float;
     k->vec_dot[KILN_TYPE_Q2_K] = q2k_vec_dot;
@@ -584,4 +696,15 @@ void kern_kquant_register_avx512(struct kiln_kernels *k) {
     k->gemm[KILN_TYPE_Q4_K] = q4k_gemm;
     k->gemm[KILN_TYPE_Q5_K] = q5k_gemm;
     k->gemm[KILN_TYPE_Q6_K] = q6k_gemm;
+    k->gemm_xprep[KILN_TYPE_Q8_K] = q8k_xprep;
+    k->gemm_wprep[KILN_TYPE_Q4_K] = q4k_wprep;
+    k->gemm_wp[KILN_TYPE_Q4_K] = k4_gemm_wp;
+    k->gemm_wprep[KILN_TYPE_Q5_K] = q5k_wprep;
+    k->gemm_wp[KILN_TYPE_Q5_K] = k4_gemm_wp;
+    /* One thread, L2, Zen 5 (loaded machine, thread CPU time): preparing a
+     * row costs about what 4.5 (Q4_K) / 7.5 (Q5_K) columns of gemm tiles
+     * save over the wp tiles (2500 / 1500 vs 540 GOPS-equivalent), so
+     * narrower products keep gemm. */
+    k->gemm_xp_min_cols[KILN_TYPE_Q4_K] = 5;
+    k->gemm_xp_min_cols[KILN_TYPE_Q5_K] = 8;
 }

@@ -19,6 +19,7 @@
  * "block-per-lane kernels" below), which needs AVX512-VBMI and is chosen at
  * registration when the CPU has it. */
 #include "compute/blocks.h"
+#include "compute/kern_wp_avx512.h"
 #include "compute/kernels.h"
 
 #include <immintrin.h>
@@ -727,6 +728,44 @@ VBMI static void iq4_nl_gemm_xp(int64_t n, const void *w, size_t ws, int nr, con
     xp_gemm(WK_IQ4_NL, n, w, ws, nr, x, xs, nc, out, os);
 }
 
+/* ---- block-per-lane tiles over prepared weights and activations (gemm_wp) ----
+ *
+ * gemm_wprep stores what wgrp_load makes of a group (U[8], then the 16 f16
+ * scales as floats; kern_wp_avx512.h's layout) once per block of rows; the
+ * tiles are kern_wp_avx512.h's WP_CORR ones. Each group does xp_mk's
+ * operations on each (row, column), and the lanes are summed in hsum's
+ * order, so every result equals gemm_xp's bit for bit, whatever the tile. */
+
+INLINE_V void wp_prep(enum wkind k, int64_t n, const void *w, size_t wst, int nr, void *dst) {
+    const int64_t nb = n / 32, ng = (nb + GB - 1) / GB;
+    const size_t ws = wk_size(k);
+    for (int r = 0; r < nr; r++) {
+        struct wp_wgrp *o = (struct wp_wgrp *)dst + r * ng;
+        const uint8_t *p = (const uint8_t *)w + r * wst;
+        for (int64_t i = 0; i < nb; i += GB, o++) {
+            struct wgrp g;
+            wgrp_load(&g, k, p + i * ws, nb - i < GB ? (int)(nb - i) : GB);
+            for (int j = 0; j < 8; j++) _mm512_store_si512((void *)&o->u[j], g.u[j]);
+            _mm512_store_ps(&o->d, g.d);
+            _mm512_store_ps(&o->m, _mm512_setzero_ps());
+        }
+    }
+}
+
+WP_TILES(leg, WP_CORR, VBMI)
+
+#define WP_ENTRIES(T, K)                                                                           \
+    VBMI static void T##_wprep(int64_t n, const void *w, size_t ws, int nr, void *dst) {           \
+        wp_prep(K, n, w, ws, nr, dst);                                                             \
+    }                                                                                              \
+    VBMI static void T##_gemm_wp(int64_t n, const void *w, size_t ws, int nr, const void *x,       \
+                                 size_t xs, int nc, float *out, size_t os) {                       \
+        leg_wp_tile(n, w, ws, nr, x, xs, nc, out, os, _mm_cvtsi32_si128(wk_off_shift(K)));         \
+    }
+WP_ENTRIES(q4_0, WK_Q4_0)
+WP_ENTRIES(q8_0, WK_Q8_0)
+WP_ENTRIES(iq4_nl, WK_IQ4_NL)
+
 /* ---- Q8_0 / Q8_1 activation quantizers (round half to even, like scalar) ---- */
 
 /* Quantizes 32 floats to qs; returns d = amax/127 and the sum of qs. */
@@ -791,9 +830,19 @@ void kern_legacy_register_avx512(struct kiln_kernels *k) {
         /* One thread, tiles in L2, Zen 5: Q8_0's gemm_xp (its weight
          * transposition is the costliest) runs 8 x 8 tiles at 253 GOPS vs
          * gemm's 261, 8 x 12 at 317 and 8 x 24 at 400; Q4_0's beats gemm
-         * from 2 columns on (224 vs 158). */
-        k->gemm_xp_min_cols[KILN_TYPE_Q8_0] = 10;
+         * from 2 columns on (224 vs 158). With prepared weights (gemm_wp,
+         * one transposition per row for all columns: ~575 GOPS vs gemm's
+         * ~256, thread CPU time, loaded machine) preparing a Q8_0 row costs
+         * what ~6.7 columns of gemm tiles lose; a 2048 x 2048 matmul gave
+         * 195 (gemm) vs 184 GOPS at 7 columns, 208 vs 271 at 9: hence 8. */
+        k->gemm_xp_min_cols[KILN_TYPE_Q8_0] = 8;
         k->gemm_xp[KILN_TYPE_IQ4_NL] = iq4_nl_gemm_xp;
+        k->gemm_wprep[KILN_TYPE_Q4_0] = q4_0_wprep;
+        k->gemm_wp[KILN_TYPE_Q4_0] = q4_0_gemm_wp;
+        k->gemm_wprep[KILN_TYPE_Q8_0] = q8_0_wprep;
+        k->gemm_wp[KILN_TYPE_Q8_0] = q8_0_gemm_wp;
+        k->gemm_wprep[KILN_TYPE_IQ4_NL] = iq4_nl_wprep;
+        k->gemm_wp[KILN_TYPE_IQ4_NL] = iq4_nl_gemm_wp;
     }
     k->from_float[KILN_TYPE_Q8_0] = q8_0_from_float;
     k->from_float[KILN_TYPE_Q8_1] = q8_1_from_float;

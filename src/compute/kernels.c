@@ -89,8 +89,13 @@ static void build_tables(void) {
 size_t kiln_gemm_xp_row_size(kiln_type vdt, int64_t n) {
     if (n <= 0) return 0;
     if (vdt == KILN_TYPE_F16) return (size_t)((n + 15) / 16) * 16 * sizeof(float);
-    if (vdt != KILN_TYPE_Q8_0) return 0;
+    if (vdt != KILN_TYPE_Q8_0 && vdt != KILN_TYPE_Q8_K) return 0;
     return (size_t)((n + KILN_GEMM_XP_GROUP - 1) / KILN_GEMM_XP_GROUP) * KILN_GEMM_XP_GROUP_BYTES;
+}
+
+size_t kiln_gemm_wp_row_size(int64_t n) {
+    if (n <= 0) return 0;
+    return (size_t)((n + KILN_GEMM_XP_GROUP - 1) / KILN_GEMM_XP_GROUP) * KILN_GEMM_WP_GROUP_BYTES;
 }
 
 enum kiln_isa kiln_isa_detect(void) {

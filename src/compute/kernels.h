@@ -92,6 +92,12 @@ typedef void (*kiln_swiglu_fn)(float *g, const float *u, int64_t n);
  *
  * Prepared rows start on 64-byte boundaries. */
 typedef void (*kiln_gemm_xprep_fn)(int64_t n, const void *xq, void *dst);
+/* Q8_K partner, the same group size (two superblocks; 16 sub-blocks of 32
+ * elements; a missing second superblock is all zero):
+ *   bytes   0..511  X[k]: int32 lane j holds qs[4k..4k+3] of sub-block j
+ *                   (elements 32j..32j+31 of the group);
+ *   bytes 512..575  16 floats: d of sub-block j's superblock;
+ *   bytes 576..639  16 floats: d * (the sum of sub-block j's qs). */
 #define KILN_GEMM_XP_MAX_R       8
 #define KILN_GEMM_XP_MAX_C       24
 #define KILN_GEMM_XP_GROUP       512 /* elements per Q8_0 group */
@@ -99,6 +105,29 @@ typedef void (*kiln_gemm_xprep_fn)(int64_t n, const void *xq, void *dst);
 /* Bytes of one prepared row of n elements of partner type vdt; 0 when vdt
  * has no prepared layout. */
 size_t kiln_gemm_xp_row_size(kiln_type vdt, int64_t n);
+
+/* Prepared weights ("wp") for wide products. gemm_wprep[type](n, w,
+ * w_stride, nr, dst) converts nr <= KILN_GEMM_WP_MAX_R weight rows (w_stride
+ * bytes apart) of n <= KILN_GEMM_WP_MAX_N elements into nr prepared rows of
+ * kiln_gemm_wp_row_size(n) bytes each, consecutive at dst (64-byte
+ * aligned): groups of KILN_GEMM_XP_GROUP elements, KILN_GEMM_WP_GROUP_BYTES
+ * each, in a layout private to the kernel family that registers both
+ * entries. gemm_wp[type] has gemm_xp's contract except that w points to
+ * such prepared rows (w_stride = kiln_gemm_wp_row_size(n)), nr <=
+ * KILN_GEMM_WP_MAX_R and nc is any positive count: the tile walks its
+ * columns in register blocks, keeping every accumulator in registers over
+ * the whole row, and stores each result once. Its results must not depend
+ * on nr and nc, and where the table also has a gemm_xp for the type, they
+ * equal gemm_xp's bit for bit. A driver prepares a block of rows once and
+ * runs it against all the columns it holds in cache (matmul.c keeps the
+ * prepared rows on its stack: KILN_GEMM_WP_MAX_R * the row size at
+ * KILN_GEMM_WP_MAX_N is 80 KiB). */
+typedef void (*kiln_gemm_wprep_fn)(int64_t n, const void *w, size_t w_stride, int nr, void *dst);
+#define KILN_GEMM_WP_MAX_R       4
+#define KILN_GEMM_WP_MAX_N       16384
+#define KILN_GEMM_WP_GROUP_BYTES 640
+/* Bytes of one prepared weight row of n elements (any type with gemm_wprep). */
+size_t kiln_gemm_wp_row_size(int64_t n);
 
 struct kiln_kernels {
     enum kiln_isa isa;
@@ -115,9 +144,14 @@ struct kiln_kernels {
      * xq into kiln_gemm_xp_row_size(vdt, n) bytes at dst (64-byte aligned). */
     kiln_gemm_xprep_fn gemm_xprep[KILN_TYPE_COUNT]; /* by partner type */
     kiln_gemm_fn gemm_xp[KILN_TYPE_COUNT];          /* by weight type */
+    /* Prepared weights (see above), both by weight type; NULL: not
+     * available. matmul.c prefers them to gemm_xp where both exist. */
+    kiln_gemm_wprep_fn gemm_wprep[KILN_TYPE_COUNT];
+    kiln_gemm_fn gemm_wp[KILN_TYPE_COUNT];
     /* Products with fewer columns than this keep the type's gemm even when
-     * prepared activations exist (a tile that transposes expensive weights
-     * pays off only over enough columns); 0: from matmul.c's minimum on. */
+     * prepared tiles (gemm_xp, gemm_wp) exist (transposing expensive
+     * weights pays off only over enough columns); 0: from matmul.c's
+     * minimum on. */
     unsigned char gemm_xp_min_cols[KILN_TYPE_COUNT];
     kiln_axpy_fn axpy[KILN_TYPE_COUNT]; /* KV cache types (F32, F16, Q8_0); else NULL */
     kiln_exp_sum_fn exp_sum;

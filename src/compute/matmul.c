@@ -6,9 +6,12 @@
  * line), so rows start on cache-line boundaries, followed, when the product
  * is wide enough for prepared activations (xp_row_stride > 0), by nc
  * prepared rows of kiln_gemm_xp_row_size bytes; threads write disjoint parts
- * of it in phase 1 and only read it in phase 2. Whether the prepared rows
- * exist depends only on the table, the partner type and nc, so an operation
- * with reuse_x finds the layout it expects. In phase 2 the row ranges are
+ * of it in phase 1 and only read it in phase 2. Room for the prepared rows
+ * depends only on the partner type and nc, so an operation with reuse_x
+ * finds the layout it expects; they are written only for an operation whose
+ * tiles read them (ctx->conv.has_xp says whether they are there; an
+ * operation with reuse_x that reads them and finds them missing prepares
+ * them from the converted rows, behind one more barrier). In phase 2 the row ranges are
  * disjoint and, except at y's ends, start on cache-line boundaries of
  * column 0 of y. No allocation happens in kiln_matmul_task.
  */
@@ -52,6 +55,7 @@ struct converted {
     kiln_type vdt; /* KILN_TYPE_COUNT: nothing */
     const float *x;
     int64_t n, nc, x_stride;
+    int has_xp; /* the prepared rows are written too (not compared by same_converted) */
 };
 
 struct kiln_matmul_ctx {
@@ -63,8 +67,8 @@ struct kiln_matmul_ctx {
 };
 
 static struct converted converted_of(const struct kiln_matmul_op *op) {
-    return (struct converted){kiln_vec_dot_type(op->type), op->x, op->n, op->nc,
-                              op->x_stride ? op->x_stride : op->n};
+    return (struct converted){kiln_vec_dot_type(op->type),         op->x, op->n, op->nc,
+                              op->x_stride ? op->x_stride : op->n, 0};
 }
 
 static int same_converted(const struct converted *a, const struct converted *b) {
@@ -82,6 +86,17 @@ static size_t xp_row_stride(const struct kiln_kernels *k, kiln_type vdt, int64_t
     if (nc < XP_MIN_COLS || (unsigned)vdt >= KILN_TYPE_COUNT || (k && !k->gemm_xprep[vdt]))
         return 0;
     return kiln_gemm_xp_row_size(vdt, n);
+}
+
+/* Which tiles op runs with table k when ps > 0 (prepared activations have
+ * room): 2 = prepared weights (gemm_wp), 1 = gemm_xp, 0 = neither (the
+ * prepared rows are then not read, so not written). Depends only on the
+ * table, the type, n and nc. */
+static int xp_use(const struct kiln_kernels *k, const struct kiln_matmul_op *op, size_t ps) {
+    kiln_type t = op->type;
+    if (!ps || op->nc < k->gemm_xp_min_cols[t]) return 0;
+    if (k->gemm_wp[t] && k->gemm_wprep[t] && op->n <= KILN_GEMM_WP_MAX_N) return 2;
+    return k->gemm_xp[t] ? 1 : 0;
 }
 
 size_t kiln_matmul_work_size(kiln_type type, int64_t n, int64_t nc) {
@@ -184,6 +199,7 @@ static void convert_part(const struct kiln_kernels *k, kiln_type vdt,
                          const struct kiln_matmul_op *op, char *work, size_t xs, char *xp,
                          size_t ps, int ith, int nth) {
     const struct kiln_type_info *vi = kiln_type_info(vdt);
+    if (!xp) ps = 0;
     int64_t unit = ps ? KILN_GEMM_XP_GROUP : (CONVERT_UNIT + vi->blck - 1) / vi->blck * vi->blck;
     int64_t per_col = (op->n + unit - 1) / unit;
     int64_t total = per_col * op->nc;
@@ -202,6 +218,59 @@ static void convert_part(const struct kiln_kernels *k, kiln_type vdt,
     }
 }
 
+/* Prepares this thread's share of the prepared rows from the converted
+ * rows already in the workspace (reuse_x of an operation that did not
+ * write them), in units of one group. */
+static void xprep_part(const struct kiln_kernels *k, kiln_type vdt, const struct kiln_matmul_op *op,
+                       const char *work, size_t xs, char *xp, size_t ps, int ith, int nth) {
+    int64_t per_col = (op->n + KILN_GEMM_XP_GROUP - 1) / KILN_GEMM_XP_GROUP;
+    int64_t total = per_col * op->nc;
+    int64_t u0 = total * ith / nth, u1 = total * (ith + 1) / nth;
+    size_t unit_bytes = kiln_row_size(vdt, KILN_GEMM_XP_GROUP);
+    size_t xp_group_bytes = kiln_gemm_xp_row_size(vdt, KILN_GEMM_XP_GROUP);
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t c = u / per_col, j = u % per_col, e0 = j * KILN_GEMM_XP_GROUP;
+        int64_t cnt = op->n - e0 < KILN_GEMM_XP_GROUP ? op->n - e0 : KILN_GEMM_XP_GROUP;
+        k->gemm_xprep[vdt](cnt, work + (size_t)c * xs + (size_t)j * unit_bytes,
+                           xp + (size_t)c * ps + (size_t)j * xp_group_bytes);
+    }
+}
+
+/* Rows [r0, r1) against columns [cb0, cb1) with prepared weights: each
+ * block of KILN_GEMM_WP_MAX_R rows is prepared once into a stack buffer and
+ * run against all the columns; while it runs, the next block's weights are
+ * fetched into L2 a slice per WP_CHUNK columns (the rows of a block
+ * are short streams the hardware prefetcher would start late). */
+#define WP_CHUNK 24
+static void compute_wp(const struct kiln_kernels *k, const struct kiln_matmul_op *op,
+                       const char *xp, size_t ps, int64_t r0, int64_t r1, int64_t cb0,
+                       int64_t cb1) {
+    _Alignas(64) char buf[KILN_GEMM_WP_MAX_R * (KILN_GEMM_WP_MAX_N / KILN_GEMM_XP_GROUP) *
+                          KILN_GEMM_WP_GROUP_BYTES];
+    const char *w = op->w;
+    size_t ws = op->w_stride, rs = kiln_row_size(op->type, op->n);
+    size_t pw = kiln_gemm_wp_row_size(op->n);
+    int64_t ys = op->y_stride ? op->y_stride : op->nr;
+    const int tr = KILN_GEMM_WP_MAX_R;
+    int64_t chunks = (cb1 - cb0 + WP_CHUNK - 1) / WP_CHUNK;
+    for (int64_t r = r0; r < r1; r += tr) {
+        int nrt = (int)(r1 - r < tr ? r1 - r : tr);
+        k->gemm_wprep[op->type](op->n, w + (size_t)r * ws, ws, nrt, buf);
+        /* the next block's rows: whole lines from its first row's start to
+         * its last row's end, a share per chunk */
+        int64_t nx = r1 - (r + tr) < tr ? r1 - (r + tr) : tr;
+        const char *p0 = w + (size_t)(r + tr) * ws;
+        size_t span = nx > 0 ? (size_t)(nx - 1) * ws + rs : 0;
+        size_t lines = (span + 63) / 64, per = (lines + (size_t)chunks - 1) / (size_t)chunks, l = 0;
+        for (int64_t c = cb0; c < cb1; c += WP_CHUNK) {
+            int nct = (int)(cb1 - c < WP_CHUNK ? cb1 - c : WP_CHUNK);
+            k->gemm_wp[op->type](op->n, buf, pw, nrt, xp + (size_t)c * ps, ps, nct,
+                                 op->y + c * ys + r, (size_t)ys);
+            for (size_t e = l + per; l < e && l < lines; l++) __builtin_prefetch(p0 + l * 64, 0, 2);
+        }
+    }
+}
+
 /* Phase 2 over rows [r0, r1) and columns [c0, c1). Activations are taken in
  * blocks of columns that fit in L2, each block against all the rows, so the
  * weights stream from memory once per block and the activations stay cached.
@@ -209,6 +278,13 @@ static void convert_part(const struct kiln_kernels *k, kiln_type vdt,
 static void compute_part(const struct kiln_kernels *k, const struct kiln_matmul_op *op,
                          const char *xq, size_t xs, const char *xp, size_t ps, int64_t r0,
                          int64_t r1, int64_t c0, int64_t c1) {
+    if (xp_use(k, op, xp ? ps : 0) == 2) {
+        int64_t cb = (int64_t)(XBLOCK_BYTES / ps) / WP_CHUNK * WP_CHUNK;
+        if (cb < WP_CHUNK) cb = WP_CHUNK;
+        for (int64_t cb0 = c0; cb0 < c1; cb0 += cb)
+            compute_wp(k, op, xp, ps, r0, r1, cb0, cb0 + cb < c1 ? cb0 + cb : c1);
+        return;
+    }
     const char *w = op->w;
     size_t ws = op->w_stride;
     int64_t ys = op->y_stride ? op->y_stride : op->nr;
@@ -216,7 +292,7 @@ static void compute_part(const struct kiln_kernels *k, const struct kiln_matmul_
     kiln_gemm_fn gemm =
         op->nc >= GEMM_MIN_COLS || k->gemm_matvec[op->type] ? k->gemm[op->type] : NULL;
     int tr = KILN_GEMM_MAX_R, tc = KILN_GEMM_MAX_C;
-    if (xp && k->gemm_xp[op->type] && op->nc >= k->gemm_xp_min_cols[op->type]) {
+    if (xp_use(k, op, xp ? ps : 0) == 1) {
         gemm = k->gemm_xp[op->type];
         xq = xp;
         xs = ps;
@@ -272,13 +348,24 @@ void kiln_matmul_task(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op, int
         xs = xrow_stride(vdt, op->n);
         ps = xp_row_stride(k, vdt, op->n, op->nc);
         KILN_ASSERT((xs + ps) * (size_t)op->nc <= ctx->cap);
-        if (ps) xp = (char *)ctx->work + xs * (size_t)op->nc;
+        if (xp_use(k, op, ps)) xp = (char *)ctx->work + xs * (size_t)op->nc;
         if (op->reuse_x) {
             struct converted want = converted_of(op);
             KILN_ASSERT(same_converted(&ctx->conv, &want));
+            if (xp && !ctx->conv.has_xp) { /* every thread sees the same flag here */
+                xprep_part(k, vdt, op, ctx->work, xs, xp, ps, ith, nth);
+                if (nth > 1) {
+                    KILN_ASSERT(ctx->pool);
+                    kiln_pool_barrier(ctx->pool);
+                }
+                if (ith == 0) ctx->conv.has_xp = 1; /* after the barrier: all have read it */
+            }
         } else {
             convert_part(k, vdt, op, ctx->work, xs, xp, ps, ith, nth);
-            if (ith == 0) ctx->conv = converted_of(op);
+            if (ith == 0) {
+                ctx->conv = converted_of(op);
+                ctx->conv.has_xp = xp != NULL;
+            }
             if (nth > 1) {
                 KILN_ASSERT(ctx->pool);
                 kiln_pool_barrier(ctx->pool);

@@ -8,8 +8,9 @@
  *      (kiln_vec_dot_type: Q8_0, Q8_1, Q8_K, F16, BF16; F32 is used as is)
  *      into the context's workspace, the blocks split across threads; for
  *      wide products (matmul.c XP_MIN_COLS) of a partner type whose table
- *      has a prepared layout (kernels.h gemm_xprep) also into that layout,
- *      which the weight types with a gemm_xp tile then read instead;
+ *      has a prepared layout (kernels.h gemm_xprep) also into that layout
+ *      when the weight type's tiles read it (gemm_wp over weight rows
+ *      prepared once per block of rows, else gemm_xp);
  *   2. after a barrier, the output rows are split across threads in ranges
  *      that begin on a cache-line boundary of y (no two threads write the
  *      same line), and each thread walks its rows in tiles of up to
