@@ -20,16 +20,6 @@
 #include "model/llama.h"
 #include "testutil.h"
 
-/* max |a - b| over max(1, max |b|). */
-static double rel_diff(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1;
-    for (size_t i = 0; i < n; i++) {
-        md = fmax(md, fabs((double)a[i] - b[i]));
-        mb = fmax(mb, fabs((double)b[i]));
-    }
-    return md / mb;
-}
-
 /* attn_gemm of each ISA vs the scalar table: m and n around the 4-row and
  * 16/32/64-column tiles, k from 1, a read row-major and transposed. */
 static void test_attn_gemm(void **state) {
@@ -72,7 +62,7 @@ static void test_attn_gemm(void **state) {
                                 assert_true(c[i * (int64_t)ldc + j] == c0[i * (int64_t)ldc + j]);
                         /* relative to the size of the terms summed */
                         double d =
-                            rel_diff(c, c_ref, (size_t)(m * (int64_t)ldc)) / sqrt((double)kk);
+                            test_rel_diff(c, c_ref, (size_t)(m * (int64_t)ldc)) / sqrt((double)kk);
                         worst = fmax(worst, d);
                     }
         print_message("  attn_gemm %s vs scalar: max difference %.3g (per sqrt(k))\n",
@@ -97,7 +87,7 @@ static void check_block(const struct kiln_kernels *k, kiln_type t, int32_t n_tok
     llama_attend_block(k, t, t, HD, n_tok, n_q, q, stride, Kc, Vc, n_keys, out, sb);
     for (int32_t tok = 0; tok < n_tok; tok++) {
         llama_attend(k, t, t, HD, n_q, q + tok * stride, Kc, Vc, n_keys + tok, one, s1);
-        double d = rel_diff(out + tok * stride, one, (size_t)n_q * HD);
+        double d = test_rel_diff(out + tok * stride, one, (size_t)n_q * HD);
         if (d > 1e-5)
             print_message("    %s %s: %d tokens x %d heads from %d keys, token %d: %.3g\n",
                           kiln_isa_name(k->isa), kiln_type_name(t), n_tok, n_q, n_keys, tok, d);

@@ -74,16 +74,6 @@ static void fill_tokens(int32_t *t, int32_t n, int32_t n_vocab, uint64_t seed) {
         t[i] = 3 + (int32_t)(test_rand_u64(&s) % (uint64_t)(n_vocab - 3));
 }
 
-/* max |a - b| / max(1, max |b|). */
-static double rel_diff(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1;
-    for (size_t i = 0; i < n; i++) {
-        md = fmax(md, fabs((double)a[i] - b[i]));
-        mb = fmax(mb, fabs((double)b[i]));
-    }
-    return md / mb;
-}
-
 /* ---- several sequences ---- */
 
 /* Three sequences stepped together - prompts split into chunks that share
@@ -148,7 +138,7 @@ static void run_batched_vs_alone(kiln_type wtype, kiln_type kv) {
         assert_int_equal(fed[s], np[s] + NG);
         assert_int_equal(kiln_seq_n_past(c, seq[s]), np[s] + NG);
         size_t off = (size_t)s * (NP_MAX + NG) * nv, len = (size_t)(np[s] + NG) * nv;
-        worst = fmax(worst, rel_diff(got + off, ref + off, len));
+        worst = fmax(worst, test_rel_diff(got + off, ref + off, len));
     }
     print_message("  %s weights, %s KV: batched vs alone, max relative difference %.3g\n",
                   kiln_type_name(wtype), kiln_type_name(kv), worst);
@@ -195,7 +185,7 @@ static void test_truncate(void **state) {
     assert_int_equal(kiln_decode_batch(c, &it, 1), KILN_OK);
     /* fresh: sequence 0 of the same context, b[0..28) */
     assert_int_equal(kiln_decode(c, b, 28, lb, 1), KILN_OK);
-    double d = rel_diff(la, lb + (size_t)12 * nv, (size_t)16 * nv);
+    double d = test_rel_diff(la, lb + (size_t)12 * nv, (size_t)16 * nv);
     print_message("  truncate + re-feed vs fresh: max relative difference %.3g\n", d);
     assert_true(d <= 1e-5);
 
@@ -252,7 +242,7 @@ static void test_attention_kernels(void **state) {
                     for (int64_t i = 0; i < n; i++) o_ref[i] = o[i] = 0.25f * (float)i - 3.0f;
                     ref->axpy[t](n, o_ref, row, stride, w, nr);
                     k->axpy[t](n, o, row, stride, w, nr);
-                    worst = fmax(worst, rel_diff(o, o_ref, (size_t)n));
+                    worst = fmax(worst, test_rel_diff(o, o_ref, (size_t)n));
                 }
         print_message("  axpy %s vs scalar: max relative difference %.3g\n",
                       kiln_isa_name((enum kiln_isa)isa), worst);
@@ -336,7 +326,7 @@ static void test_tiled_attention(void **state) {
             int n = lens[li];
             for (int h = 0; h < NQ; h++) naive_attention(qd + h * HD, Kd, Vd, HD, n, want + h * HD);
             llama_attend(k, t, t, HD, NQ, q, Kc, Vc, n, out, scratch);
-            double d = rel_diff(out, want, (size_t)NQ * HD);
+            double d = test_rel_diff(out, want, (size_t)NQ * HD);
             worst = fmax(worst, d);
             if (d > 1e-5)
                 print_message("    %s, %d keys: relative difference %.3g\n", kiln_type_name(t), n,

@@ -475,6 +475,23 @@ static void check_xp_layout(const uint8_t *p, const block_q8_0 *q, int64_t n) {
     }
 }
 
+/* One (row, column) result got of an nr x nc tile of `what`: within the
+ * tolerance of check_gemm_tile of vec_dot(w row, x column), and bit for bit
+ * the result `one` of the same pair in a 1 x 1 tile. */
+static void check_tile_value(const struct kiln_kernels *k, const char *what, kiln_type wt,
+                             int64_t n, const uint8_t *wr, const uint8_t *xc, int nr, int nc, int r,
+                             int c, float got, float one) {
+    float want = k->vec_dot[wt](n, wr, xc);
+    double tol = 1e-5 * dot_magnitude(wt, wr, xc, n) + 1e-30;
+    if (fabs((double)got - want) > tol)
+        fail_msg("%s %s/%s n=%lld %dx%d at r=%d c=%d: %.9g vs %.9g", what, kiln_type_name(wt),
+                 kiln_isa_name(k->isa), (long long)n, nr, nc, r, c, (double)got, (double)want);
+    if (memcmp(&one, &got, sizeof one))
+        fail_msg("%s %s/%s n=%lld: %dx%d tile r=%d c=%d gives %.9g, alone %.9g", what,
+                 kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nr, nc, r, c, (double)got,
+                 (double)one);
+}
+
 /* Every gemm_xp tile shape against vec_dot (the tolerance of
  * check_gemm_tile), and each of its (row, column) results against the same
  * pair in a 1 x 1 tile, bit for bit. */
@@ -505,18 +522,9 @@ static void check_xp_tile(const struct kiln_kernels *k, kiln_type wt, int64_t n,
             for (int c = 0; c < nc; c++)
                 for (int r = 0; r < nr; r++) {
                     float got = out[c * os + r], one;
-                    float want = k->vec_dot[wt](n, w + r * ws, x + c * xrow);
-                    double tol = 1e-5 * dot_magnitude(wt, w + r * ws, x + c * xrow, n) + 1e-30;
-                    if (fabs((double)got - want) > tol)
-                        fail_msg("gemm_xp %s/%s n=%lld %dx%d at r=%d c=%d: %.9g vs %.9g",
-                                 kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nr, nc, r,
-                                 c, (double)got, (double)want);
                     k->gemm_xp[wt](n, w + r * ws, ws, 1, xp + c * ps, ps, 1, &one, 1);
-                    if (memcmp(&one, &got, sizeof one))
-                        fail_msg("gemm_xp %s/%s n=%lld: %dx%d tile r=%d c=%d gives %.9g, alone "
-                                 "%.9g",
-                                 kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nr, nc, r,
-                                 c, (double)got, (double)one);
+                    check_tile_value(k, "gemm_xp", wt, n, w + r * ws, x + c * xrow, nr, nc, r, c,
+                                     got, one);
                 }
         }
     free(w);
@@ -589,18 +597,9 @@ static void check_wp_tile(const struct kiln_kernels *k, kiln_type wt, int64_t n,
             for (int c = 0; c < nc; c++)
                 for (int r = 0; r < nr; r++) {
                     float got = out[c * os + r], one;
-                    float want = k->vec_dot[wt](n, w + r * ws, x + c * xrow);
-                    double tol = 1e-5 * dot_magnitude(wt, w + r * ws, x + c * xrow, n) + 1e-30;
-                    if (fabs((double)got - want) > tol)
-                        fail_msg("gemm_wp %s/%s n=%lld %dx%d at r=%d c=%d: %.9g vs %.9g",
-                                 kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nr, nc, r,
-                                 c, (double)got, (double)want);
                     k->gemm_wp[wt](n, wp + r * pw, pw, 1, xp + c * ps, ps, 1, &one, 1);
-                    if (memcmp(&one, &got, sizeof one))
-                        fail_msg("gemm_wp %s/%s n=%lld: %dx%d tile r=%d c=%d gives %.9g, alone "
-                                 "%.9g",
-                                 kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, nr, nc, r,
-                                 c, (double)got, (double)one);
+                    check_tile_value(k, "gemm_wp", wt, n, w + r * ws, x + c * xrow, nr, nc, r, c,
+                                     got, one);
                     if (k->gemm_xp[wt]) {
                         k->gemm_xp[wt](n, w + r * ws, ws, 1, xp + c * ps, ps, 1, &one, 1);
                         if (memcmp(&one, &got, sizeof one))

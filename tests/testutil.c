@@ -114,6 +114,15 @@ double test_max_abs_diff(const float *a, const float *b, int64_t n) {
     return m;
 }
 
+double test_rel_diff(const float *a, const float *b, size_t n) {
+    double md = 0, mb = 1;
+    for (size_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - b[i]));
+        mb = fmax(mb, fabs((double)b[i]));
+    }
+    return md / mb;
+}
+
 const char *test_write_synth(const char *name, const struct synth_params *sp, char *buf,
                              size_t cap) {
     test_tmp_path(name, buf, cap);

@@ -72,6 +72,8 @@ kiln_embed_ctx *test_embed_ctx(const kiln_model *m, kiln_embed_params p);
 kiln_embeddings *test_embed_ok(kiln_embed_ctx *e, const char *const *texts, int32_t n);
 /* max |a[i] - b[i]| over i < n. */
 double test_max_abs_diff(const float *a, const float *b, int64_t n);
+/* max |a[i] - b[i]| over max(1, max |b[i]|), i < n. */
+double test_rel_diff(const float *a, const float *b, size_t n);
 
 /* Writes a synthetic model with *sp (its hparams checked first) to
  * test_tmp_path(name) and returns that path, kept in buf; fails the test,
