@@ -308,9 +308,8 @@ INLINE void mv_rows(enum wkind k, int R, int64_t n, const uint8_t *w, size_t wst
                     float *y, size_t pf) {
     const size_t ws = wk_size(k), xs = sizeof(block_q8_0);
     const int64_t nb = n / 32;
-    __m512 acc[MV_R][4];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+    __m512 acc[MV_R][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= nb; i += 8) {
         const uint8_t *w8 = w + i * ws, *x8 = x + i * xs;
@@ -325,7 +324,8 @@ INLINE void mv_rows(enum wkind k, int R, int64_t n, const uint8_t *w, size_t wst
             __m512i xv = load_x(xa, xa + xs, 2, 0), corr = mv_corr(k, xv);
             for (int r = 0; r < R; r++) {
                 __m512i s = _mm512_dpbusd_epi32(corr, mv_w(k, w8 + r * wst + 2 * j * ws, 0), xv);
-                acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), spread_at(d[r], j), acc[r][j]);
+                acc[r][j & 1] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), spread_at(d[r], j), acc[r][j & 1]);
             }
         }
     }
@@ -346,8 +346,7 @@ INLINE void mv_rows(enum wkind k, int R, int64_t n, const uint8_t *w, size_t wst
                                                 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f)
                                : _mm512_set1_ps(1.0f);
     for (int r = 0; r < R; r++) {
-        __m512 a =
-            _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3]));
+        __m512 a = _mm512_add_ps(acc[r][0], acc[r][1]);
         y[r] = hsum(k == WK_Q4_0 ? _mm512_mul_ps(a, unscale) : a);
     }
 }
@@ -359,28 +358,22 @@ typedef void (*mv_fn)(int64_t, const uint8_t *, size_t, const uint8_t *, float *
         mv_rows(WK_##K, R, n, w, ws, x, y, pf);                                                    \
     }
 MV(Q4_0, 1)
-MV(Q4_0, 2)
-MV(Q4_0, 3)
-MV(Q4_0, 4)
+MV(Q4_0, MV_R)
 MV(Q8_0, 1)
-MV(Q8_0, 2)
-MV(Q8_0, 3)
-MV(Q8_0, 4)
+MV(Q8_0, MV_R)
 MV(IQ4_NL, 1)
-MV(IQ4_NL, 2)
-MV(IQ4_NL, 3)
-MV(IQ4_NL, 4)
-static const mv_fn mv_q4_0[MV_R] = {mv_Q4_0_1, mv_Q4_0_2, mv_Q4_0_3, mv_Q4_0_4};
-static const mv_fn mv_q8_0[MV_R] = {mv_Q8_0_1, mv_Q8_0_2, mv_Q8_0_3, mv_Q8_0_4};
-static const mv_fn mv_iq4_nl[MV_R] = {mv_IQ4_NL_1, mv_IQ4_NL_2, mv_IQ4_NL_3, mv_IQ4_NL_4};
+MV(IQ4_NL, MV_R)
+/* { 1 row, MV_R rows } */
+static const mv_fn mv_q4_0[2] = {mv_Q4_0_1, mv_Q4_0_MV_R};
+static const mv_fn mv_q8_0[2] = {mv_Q8_0_1, mv_Q8_0_MV_R};
+static const mv_fn mv_iq4_nl[2] = {mv_IQ4_NL_1, mv_IQ4_NL_MV_R};
 
 static void mv_split(const mv_fn *t, int64_t n, const void *w, size_t ws, int64_t nr, const void *x,
                      float *y) {
     const uint8_t *wp = w;
-    for (int64_t r = 0; r < nr; r += MV_R) {
-        int R = nr - r < MV_R ? (int)(nr - r) : MV_R;
-        t[R - 1](n, wp + (size_t)r * ws, ws, x, y + r, MV_R * ws);
-    }
+    int64_t r = 0;
+    for (; r + MV_R <= nr; r += MV_R) t[1](n, wp + (size_t)r * ws, ws, x, y + r, MV_R * ws);
+    for (; r < nr; r++) t[0](n, wp + (size_t)r * ws, ws, x, y + r, MV_R * ws);
 }
 
 static void q4_0_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {
