@@ -32,53 +32,19 @@ static __m512 load_f16(__mmask16 m, const uint16_t *p) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
 
-/* F16 rows against one F16 column, R (1..F16_MV_R) rows at a time: each
- * activation vector is converted once for all R rows, and the same span of
- * the next R rows is prefetched into L2 (a row is 2 bytes per element, so
- * the next rows lie tens of KB ahead: too far for L1). Every row's
- * operations and their order are f16_vec_dot's (two accumulators, the same
- * tail), so a row's result equals vec_dot's bit for bit whatever R. */
-#define F16_MV_R 4
-
-static inline __attribute__((always_inline)) void
-f16_rows(int R, int64_t n, const uint16_t *a, size_t ws, const uint16_t *b, float *y, size_t pf) {
-    __m512 s0[F16_MV_R], s1[F16_MV_R];
-    for (int r = 0; r < R; r++) s0[r] = _mm512_setzero_ps(), s1[r] = _mm512_setzero_ps();
+static float f16_vec_dot(int64_t n, const void *w, const void *x) {
+    const uint16_t *a = w, *b = x;
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m512 x0 = load_f16(0xffff, b + i), x1 = load_f16(0xffff, b + i + 16);
-        for (int r = 0; r < R; r++) {
-            const uint16_t *ar = (const uint16_t *)((const char *)a + r * ws);
-            if (pf) _mm_prefetch((const char *)(ar + i) + pf, _MM_HINT_T1);
-            s0[r] = _mm512_fmadd_ps(load_f16(0xffff, ar + i), x0, s0[r]);
-            s1[r] = _mm512_fmadd_ps(load_f16(0xffff, ar + i + 16), x1, s1[r]);
-        }
+        s0 = _mm512_fmadd_ps(load_f16(0xffff, a + i), load_f16(0xffff, b + i), s0);
+        s1 = _mm512_fmadd_ps(load_f16(0xffff, a + i + 16), load_f16(0xffff, b + i + 16), s1);
     }
     for (; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? 0xffff : tail16(n - i);
-        __m512 x0 = load_f16(m, b + i);
-        for (int r = 0; r < R; r++) {
-            const uint16_t *ar = (const uint16_t *)((const char *)a + r * ws);
-            s0[r] = _mm512_fmadd_ps(load_f16(m, ar + i), x0, s0[r]);
-        }
+        s0 = _mm512_fmadd_ps(load_f16(m, a + i), load_f16(m, b + i), s0);
     }
-    for (int r = 0; r < R; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(s0[r], s1[r]));
-}
-
-static float f16_vec_dot(int64_t n, const void *w, const void *x) {
-    float y;
-    f16_rows(1, n, w, 0, x, &y, 0);
-    return y;
-}
-
-static void f16_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {
-    int64_t r = 0;
-    for (; r + F16_MV_R <= nr; r += F16_MV_R)
-        f16_rows(F16_MV_R, n, (const uint16_t *)((const char *)w + (size_t)r * ws), ws, x, y + r,
-                 F16_MV_R * ws);
-    for (; r < nr; r++)
-        f16_rows(1, n, (const uint16_t *)((const char *)w + (size_t)r * ws), ws, x, y + r,
-                 F16_MV_R * ws);
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
 static void f16_to_float(const void *src, float *dst, int64_t n) {
@@ -298,7 +264,6 @@ static void bf16_gemm(int64_t n, const void *w, size_t ws, int nr, const void *x
 void kern_float_register_avx512(struct kiln_kernels *k) {
     k->vec_dot[KILN_TYPE_F32] = f32_vec_dot;
     k->vec_dot[KILN_TYPE_F16] = f16_vec_dot;
-    k->matvec[KILN_TYPE_F16] = f16_matvec;
     k->gemm[KILN_TYPE_F16] = f16_gemm;
     k->gemm[KILN_TYPE_BF16] = bf16_gemm;
     k->to_float[KILN_TYPE_F16] = f16_to_float;
