@@ -1,6 +1,6 @@
 /* kern_legacy_avx512.c - AVX-512 (F/BW/VL/DQ + VNNI) kernels for the legacy
  * block types: Q8_0/Q8_1 activation quantizers, vec_dot for Q4_0, Q4_1, Q5_0,
- * Q5_1, Q8_0, IQ4_NL, multi-row matvec for Q4_0, Q8_0 and IQ4_NL (see
+ * Q5_1, Q8_0, IQ4_NL, multi-row matvec for Q4_0 and Q8_0 (see
  * "matvec" below), and gemm tiles for the Q8_0-partnered types.
  *
  * The integer core is VPDPBUSD (u8 x s8). Each weight block is turned into
@@ -223,7 +223,7 @@ static float q5_1_vec_dot(int64_t n, const void *w, const void *x) {
     return vec_dot_k(WK_Q5_1, n, w, x);
 }
 
-/* ---- matvec: Q4_0, Q8_0 and IQ4_NL rows against one Q8_0 column ----
+/* ---- matvec: Q4_0 and Q8_0 rows against one Q8_0 column ----
  *
  * mv_rows computes R (1..MV_R) rows together: the activation's share of a
  * block pair (its load, its offset correction, its scales) is done once for
@@ -272,12 +272,12 @@ INLINE __m256 q8_0_d8(const uint8_t *p) {
 }
 
 INLINE __m256 mv_d8(enum wkind k, const uint8_t *p) {
-    return k == WK_Q8_0 ? q8_0_d8(p) : q4_0_d8(p); /* IQ4_NL blocks are Q4_0's size */
+    return k == WK_Q8_0 ? q8_0_d8(p) : q4_0_d8(p);
 }
 
 /* Unsigned weight bytes of blocks a and a + 1 (only a when `one`). */
 INLINE __m512i mv_w(enum wkind k, const uint8_t *wa, int one) {
-    if (k != WK_Q4_0) return load_w(k, wa, wa + wk_size(k), one);
+    if (k == WK_Q8_0) return load_w(k, wa, wa + sizeof(block_q8_0), one);
     const __m512i mask = _mm512_setr_epi32(
         0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, (int)0xf0f0f0f0, (int)0xf0f0f0f0,
         (int)0xf0f0f0f0, (int)0xf0f0f0f0, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f,
@@ -361,12 +361,9 @@ MV(Q4_0, 1)
 MV(Q4_0, MV_R)
 MV(Q8_0, 1)
 MV(Q8_0, MV_R)
-MV(IQ4_NL, 1)
-MV(IQ4_NL, MV_R)
 /* { 1 row, MV_R rows } */
 static const mv_fn mv_q4_0[2] = {mv_Q4_0_1, mv_Q4_0_MV_R};
 static const mv_fn mv_q8_0[2] = {mv_Q8_0_1, mv_Q8_0_MV_R};
-static const mv_fn mv_iq4_nl[2] = {mv_IQ4_NL_1, mv_IQ4_NL_MV_R};
 
 static void mv_split(const mv_fn *t, int64_t n, const void *w, size_t ws, int64_t nr, const void *x,
                      float *y) {
@@ -381,10 +378,6 @@ static void q4_0_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const v
 }
 static void q8_0_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {
     mv_split(mv_q8_0, n, w, ws, nr, x, y);
-}
-static void iq4_nl_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x,
-                          float *y) {
-    mv_split(mv_iq4_nl, n, w, ws, nr, x, y);
 }
 static float q4_0_vec_dot(int64_t n, const void *w, const void *x) {
     float y;
@@ -941,7 +934,6 @@ void kern_legacy_register_avx512(struct kiln_kernels *k) {
     /* one activation column: these come before gemm_matvec (matmul.c) */
     k->matvec[KILN_TYPE_Q4_0] = q4_0_matvec;
     k->matvec[KILN_TYPE_Q8_0] = q8_0_matvec;
-    k->matvec[KILN_TYPE_IQ4_NL] = iq4_nl_matvec;
     k->vec_dot[KILN_TYPE_IQ4_NL] = iq4_nl_vec_dot;
     k->gemm[KILN_TYPE_Q4_0] = q4_0_gemm;
     k->gemm[KILN_TYPE_Q5_0] = q5_0_gemm;
