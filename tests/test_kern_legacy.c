@@ -445,6 +445,65 @@ static void test_gemm_invariance(void **state) {
     }
 }
 
+/* ---- matvec entries (kernels.h), every type that has one ---- */
+
+#define MV_ROWS 11
+
+/* MV_ROWS rows (stride padded by 64 bytes) against one column: every row
+ * within vec_dot's tolerance of the scalar reference, and every call over
+ * rows [s, s + cnt) equal bit for bit to the same rows of the full call,
+ * so any split of the rows among threads gives the same y. */
+static void check_matvec(const struct kiln_kernels *k, kiln_type wt, int64_t n, uint64_t *rng) {
+    kiln_type xt = kiln_vec_dot_type(wt);
+    size_t ws = kiln_row_size(wt, n) + 64;
+    uint8_t *w = xmalloc(ws * MV_ROWS);
+    memset(w, 0xff, ws * MV_ROWS);
+    for (int r = 0; r < MV_ROWS; r++) {
+        void *row = random_row(wt, n, rng);
+        memcpy(w + r * ws, row, kiln_row_size(wt, n));
+        free(row);
+    }
+    void *x = random_row(xt, n, rng);
+    float full[MV_ROWS], part[MV_ROWS];
+    k->matvec[wt](n, w, ws, MV_ROWS, x, full);
+    for (int r = 0; r < MV_ROWS; r++) {
+        float want = scalar()->vec_dot[wt](n, w + r * ws, x);
+        double tol = 1e-5 * dot_magnitude(wt, w + r * ws, x, n) + 1e-30;
+        if (fabs((double)full[r] - want) > tol)
+            fail_msg("matvec %s/%s n=%lld row %d: %.9g vs scalar %.9g", kiln_type_name(wt),
+                     kiln_isa_name(k->isa), (long long)n, r, (double)full[r], (double)want);
+    }
+    for (int s0 = 0; s0 < MV_ROWS; s0++)
+        for (int cnt = 1; s0 + cnt <= MV_ROWS; cnt++) {
+            k->matvec[wt](n, w + s0 * ws, ws, cnt, x, part);
+            if (memcmp(part, full + s0, (size_t)cnt * sizeof(float)))
+                fail_msg("matvec %s/%s n=%lld: rows [%d, %d) differ from the full call",
+                         kiln_type_name(wt), kiln_isa_name(k->isa), (long long)n, s0, s0 + cnt);
+        }
+    free(w);
+    free(x);
+}
+
+static void test_matvec(void **state) {
+    (void)state;
+    uint64_t rng = 23;
+    int checked = 0;
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        const struct kiln_kernels *k = kiln_kernels_get((enum kiln_isa)isa);
+        if (!k) continue;
+        for (int t = 0; t < KILN_TYPE_COUNT; t++) {
+            if (!k->matvec[t]) continue;
+            int64_t blck = kiln_type_info((kiln_type)t)->blck;
+            for (size_t i = 0; i < N_LENGTHS; i++)
+                if (lengths[i] % blck == 0) check_matvec(k, (kiln_type)t, lengths[i], &rng);
+            if (blck == 1) /* float types: masked tails */
+                for (int64_t n = 1; n < 40; n += 7) check_matvec(k, (kiln_type)t, n, &rng);
+            checked++;
+        }
+    }
+    print_message("matvec: %d (ISA, type) entries checked\n", checked);
+}
+
 /* ---- prepared activations (kernels.h gemm_xprep / gemm_xp) ---- */
 
 /* The prepared Q8_0 row at p (n elements) against kernels.h's layout,
@@ -702,6 +761,7 @@ int main(void) {
         cmocka_unit_test(test_simd_vs_scalar),  cmocka_unit_test(test_gemm_tiles),
         cmocka_unit_test(test_gemm_invariance), cmocka_unit_test(test_gemm_xp),
         cmocka_unit_test(test_gemm_wp),         cmocka_unit_test(test_edge_cases),
+        cmocka_unit_test(test_matvec),
     };
     return cmocka_run_group_tests(tests, conf_setup, conf_teardown);
 }

@@ -212,6 +212,8 @@ static void ceil_once(struct ceil_args *a) {
         for (int64_t r = 0; r + KILN_GEMM_MAX_R <= a->rows; r += KILN_GEMM_MAX_R)
             a->k->gemm[a->t](a->n, a->w + (size_t)r * a->rs, a->rs, KILN_GEMM_MAX_R, a->xq, a->xs,
                              KILN_GEMM_MAX_C, a->y + r, (size_t)a->rows);
+    } else if (!a->tiles && a->k->matvec[a->t]) { /* what matmul.c runs for one column */
+        a->k->matvec[a->t](a->n, a->w, a->rs, a->rows, a->xq, a->y);
     } else {
         int nc = a->tiles ? KILN_GEMM_MAX_C : 1;
         for (int64_t r = 0; r < a->rows; r++)
@@ -243,7 +245,9 @@ static double ceil_time(struct ceil_args *a) {
 
 /* What the kernels do on one thread when memory is not the limit: 32 rows
  * (in L2) against activations already converted. Tells whether a matvec
- * below the bandwidth is the kernel's fault. Tiles are the gemm's 8 x 8, or
+ * below the bandwidth is the kernel's fault. The one-column figure is the
+ * type's matvec entry (kernels.h) when it has one, else vec_dot row by row:
+ * what matmul.c runs for one column (gemm_matvec aside). Tiles are the gemm's 8 x 8, or
  * the prepared-activation tiles (KILN_GEMM_XP_MAX_R x _C) when the table has
  * them, or, when it has prepared-weight tiles, those (KILN_GEMM_WP_MAX_R
  * rows x KILN_GEMM_XP_MAX_C columns) over rows prepared beforehand (not
@@ -542,7 +546,7 @@ static void print_table(const struct options *o, const struct machine *m, const 
     printf("\nkernel ceilings (1 thread, weights and activations in L2; compare x%d threads with "
            "the limits):\n",
            o->threads);
-    printf("%-8s %-7s | %14s %14s | %14s %12s\n", "type", "isa", "vec_dot GB/s", "x threads",
+    printf("%-8s %-7s | %14s %14s | %14s %12s\n", "type", "isa", "matvec GB/s", "x threads",
            "tile GOPS", "% of 1 core");
     for (int i = 0; i < nres; i++) {
         const struct result *x = &r[i];

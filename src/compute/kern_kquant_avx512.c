@@ -199,8 +199,23 @@ static inline void k4_accum2(const struct k4_unpacked *ua, const struct k4_unpac
     *accm = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_permutex2var_ps(fa, pick_m, fb), *accm);
 }
 
+/* Matvec entries (kernels.h matvec) run the vec_dot code row after row and
+ * prefetch the same blocks MV_PF_ROWS rows further on: a row is a short
+ * stream (2-4 KB) that the hardware prefetcher alone starts too late, and
+ * the kernels run near the memory speed, so the loads must overlap the
+ * arithmetic. A row's result equals vec_dot's bit for bit (the prefetch is
+ * the only difference), so it does not depend on how rows are split. */
+#define MV_PF_ROWS 2
+
+/* Prefetches the `bytes` bytes at p (p's lines; consecutive calls cover a
+ * contiguous range). */
+static inline __attribute__((always_inline)) void prefetch_span(const void *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+
 #define K4_VEC_DOT(NAME, BLOCK, UNPACK)                                                            \
-    static float NAME(int64_t n, const void *w, const void *xv) {                                  \
+    static inline __attribute__((always_inline)) float NAME##_row(int64_t n, const void *w,        \
+                                                                  const void *xv, size_t pf) {     \
         const BLOCK *b = w;                                                                        \
         const block_q8_K *x = xv;                                                                  \
         __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();                              \
@@ -208,19 +223,29 @@ static inline void k4_accum2(const struct k4_unpacked *ua, const struct k4_unpac
         struct k4_unpacked ua, ub;                                                                 \
         int64_t nb = n / QK_K, i = 0;                                                              \
         for (; i + 1 < nb; i += 2) {                                                               \
+            if (pf) prefetch_span((const char *)(b + i) + pf, 2 * sizeof(BLOCK));                  \
             UNPACK(b + i, &ua);                                                                    \
             UNPACK(b + i + 1, &ub);                                                                \
             k4_accum2(&ua, &ub, x + i, &acc, &accm);                                               \
         }                                                                                          \
         if (i < nb) {                                                                              \
+            if (pf) prefetch_span((const char *)(b + i) + pf, sizeof(BLOCK));                      \
             UNPACK(b + i, &ua);                                                                    \
             k4_accum(&ua, x + i, &acc, &acc1m);                                                    \
         }                                                                                          \
         return _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(accm) - hsum256(acc1m);            \
+    }                                                                                              \
+    static float NAME##_vec_dot(int64_t n, const void *w, const void *xv) {                        \
+        return NAME##_row(n, w, xv, 0);                                                            \
+    }                                                                                              \
+    static void NAME##_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x,      \
+                              float *y) {                                                          \
+        for (int64_t r = 0; r < nr; r++)                                                           \
+            y[r] = NAME##_row(n, (const uint8_t *)w + (size_t)r * ws, x, MV_PF_ROWS * ws);         \
     }
 
-K4_VEC_DOT(q4k_vec_dot, block_q4_K, q4k_unpack)
-K4_VEC_DOT(q5k_vec_dot, block_q5_K, q5k_unpack)
+K4_VEC_DOT(q4k, block_q4_K, q4k_unpack)
+K4_VEC_DOT(q5k, block_q5_K, q5k_unpack)
 
 /* ---- types with 16-element sub-blocks (Q2_K, Q3_K, Q6_K) ---- */
 
@@ -288,17 +313,28 @@ static inline __m512i q6k_sumi(const struct q6k_unpacked *u, const block_q8_K *x
     return sub16_sumi(sumi, u->w, u->s, x);
 }
 
-static float q6k_vec_dot(int64_t n, const void *w, const void *xv) {
+static inline __attribute__((always_inline)) float q6k_row(int64_t n, const void *w, const void *xv,
+                                                           size_t pf) {
     const block_q6_K *b = w;
     const block_q8_K *x = xv;
     __m512 acc = _mm512_setzero_ps();
     struct q6k_unpacked u;
     for (int64_t i = 0; i < n / QK_K; i++) {
+        if (pf) prefetch_span((const char *)(b + i) + pf, sizeof(block_q6_K));
         q6k_unpack(b + i, &u);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q6k_sumi(&u, x + i)), _mm512_set1_ps(u.d * x[i].d),
                               acc);
     }
     return _mm512_reduce_add_ps(acc);
+}
+
+static float q6k_vec_dot(int64_t n, const void *w, const void *xv) {
+    return q6k_row(n, w, xv, 0);
+}
+
+static void q6k_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {
+    for (int64_t r = 0; r < nr; r++)
+        y[r] = q6k_row(n, (const uint8_t *)w + (size_t)r * ws, x, MV_PF_ROWS * ws);
 }
 
 /* ---- Q2_K / Q3_K: low 2 bits of element 128h + 32j + l at bit 2j of qs[32h + l] ---- */
@@ -693,6 +729,9 @@ void kern_kquant_register_avx512(struct kiln_kernels *k) {
     k->vec_dot[KILN_TYPE_Q5_K] = q5k_vec_dot;
     k->vec_dot[KILN_TYPE_Q6_K] = q6k_vec_dot;
     k->vec_dot[KILN_TYPE_IQ4_XS] = iq4xs_vec_dot;
+    k->matvec[KILN_TYPE_Q4_K] = q4k_matvec;
+    k->matvec[KILN_TYPE_Q5_K] = q5k_matvec;
+    k->matvec[KILN_TYPE_Q6_K] = q6k_matvec;
     k->gemm[KILN_TYPE_Q4_K] = q4k_gemm;
     k->gemm[KILN_TYPE_Q5_K] = q5k_gemm;
     k->gemm[KILN_TYPE_Q6_K] = q6k_gemm;

@@ -1,6 +1,7 @@
 /* kern_legacy_avx512.c - AVX-512 (F/BW/VL/DQ + VNNI) kernels for the legacy
  * block types: Q8_0/Q8_1 activation quantizers, vec_dot for Q4_0, Q4_1, Q5_0,
- * Q5_1, Q8_0, IQ4_NL, and gemm tiles for the Q8_0-partnered types.
+ * Q5_1, Q8_0, IQ4_NL, multi-row matvec for Q4_0 and Q8_0 (see
+ * "matvec" below), and gemm tiles for the Q8_0-partnered types.
  *
  * The integer core is VPDPBUSD (u8 x s8). Each weight block is turned into
  * unsigned bytes u = q + off (off = 8 for Q4_0, 16 for Q5_0, 128 for Q8_0 and
@@ -210,14 +211,8 @@ INLINE float vec_dot_k(enum wkind k, int64_t n, const void *w, const void *x) {
     return r;
 }
 
-static float q4_0_vec_dot(int64_t n, const void *w, const void *x) {
-    return vec_dot_k(WK_Q4_0, n, w, x);
-}
 static float q5_0_vec_dot(int64_t n, const void *w, const void *x) {
     return vec_dot_k(WK_Q5_0, n, w, x);
-}
-static float q8_0_vec_dot(int64_t n, const void *w, const void *x) {
-    return vec_dot_k(WK_Q8_0, n, w, x);
 }
 static float iq4_nl_vec_dot(int64_t n, const void *w, const void *x) {
     return vec_dot_k(WK_IQ4_NL, n, w, x);
@@ -227,6 +222,175 @@ static float q4_1_vec_dot(int64_t n, const void *w, const void *x) {
 }
 static float q5_1_vec_dot(int64_t n, const void *w, const void *x) {
     return vec_dot_k(WK_Q5_1, n, w, x);
+}
+
+/* ---- matvec: Q4_0 and Q8_0 rows against one Q8_0 column ----
+ *
+ * mv_rows computes R (1..MV_R) rows together: the activation's share of a
+ * block pair (its load, its offset correction, its scales) is done once for
+ * all R rows, and each row costs one weight load, one VPDPBUSD (started
+ * from the shared correction), a convert, a scale spread and an FMA. Each
+ * row's operations and their order are the same whatever R, so a row's
+ * result does not depend on the rows beside it; vec_dot is the R = 1 case.
+ *
+ * Q4_0 weights are loaded as 128-bit broadcasts (a load-port operation, no
+ * shuffle): qs of block a in 128-bit lanes 0 and 1, of block b in lanes 2
+ * and 3, ANDed with 0x0f in lanes 0 and 2 (the low nibbles: elements 0..15)
+ * and 0xf0 in lanes 1 and 3 (16 x the high nibbles: elements 16..31), so the
+ * bytes line up with the activation's element order without a shift. Their
+ * offset is 8 in the low lanes and 128 in the high ones; the high lanes'
+ * int32 sums are exactly 16 x the true ones, and so are their float
+ * accumulators (a power of two commutes with rounding), which are scaled
+ * by 1/16 once at the end. The weight scales of 8 blocks come from 64-byte
+ * loads and one word permute (every d sits at an even offset).
+ *
+ * The matvec entry walks its rows MV_R at a time and prefetches the same
+ * blocks of the next MV_R rows: each row is a short stream (2-4 KB) that
+ * the hardware prefetcher alone starts too late. */
+
+#define MV_R 4
+
+/* The f16 d of the 8 blocks of a Q4_0 run at p (144 bytes) as floats. */
+INLINE __m256 q4_0_d8(const uint8_t *p) {
+    const __m512i idx = _mm512_setr_epi32(0x00090000, 0x001b0012, 0x00290020, 0x003b0032, 0, 0, 0,
+                                          0, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512i d = _mm512_permutex2var_epi16(_mm512_loadu_si512((const void *)p), idx,
+                                          _mm512_loadu_si512((const void *)(p + 72)));
+    return _mm256_cvtph_ps(_mm512_castsi512_si128(d));
+}
+
+/* The f16 d of the 8 blocks of a Q8_0 run at p (272 bytes) as floats. */
+INLINE __m256 q8_0_d8(const uint8_t *p) {
+    /* words 0, 17 of p and 34 - 32, 51 - 32 of p + 64; the same at p + 136 */
+    const __m512i idx =
+        _mm512_setr_epi32(0x00110000, 0x00330022, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512i a = _mm512_permutex2var_epi16(_mm512_loadu_si512((const void *)p), idx,
+                                          _mm512_loadu_si512((const void *)(p + 64)));
+    __m512i b = _mm512_permutex2var_epi16(_mm512_loadu_si512((const void *)(p + 136)), idx,
+                                          _mm512_loadu_si512((const void *)(p + 200)));
+    __m128i ab = _mm_unpacklo_epi64(_mm512_castsi512_si128(a), _mm512_castsi512_si128(b));
+    return _mm256_cvtph_ps(ab);
+}
+
+INLINE __m256 mv_d8(enum wkind k, const uint8_t *p) {
+    return k == WK_Q8_0 ? q8_0_d8(p) : q4_0_d8(p);
+}
+
+/* Unsigned weight bytes of blocks a and a + 1 (only a when `one`). */
+INLINE __m512i mv_w(enum wkind k, const uint8_t *wa, int one) {
+    if (k == WK_Q8_0) return load_w(k, wa, wa + sizeof(block_q8_0), one);
+    const __m512i mask = _mm512_setr_epi32(
+        0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, (int)0xf0f0f0f0, (int)0xf0f0f0f0,
+        (int)0xf0f0f0f0, (int)0xf0f0f0f0, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f,
+        (int)0xf0f0f0f0, (int)0xf0f0f0f0, (int)0xf0f0f0f0, (int)0xf0f0f0f0);
+    __m512i u = _mm512_broadcast_i32x4(_mm_loadu_si128((const void *)(wa + 2)));
+    if (one) return _mm512_maskz_and_epi32(0x00ff, u, mask);
+    u = _mm512_mask_broadcast_i32x4(u, 0xff00,
+                                    _mm_loadu_si128((const void *)(wa + sizeof(block_q4_0) + 2)));
+    return _mm512_and_si512(u, mask);
+}
+
+/* Minus the offset correction of the activation bytes xv. */
+INLINE __m512i mv_corr(enum wkind k, __m512i xv) {
+    const __m512i off =
+        k != WK_Q4_0
+            ? _mm512_set1_epi8((char)wk_off(k))
+            : _mm512_setr_epi32(0x08080808, 0x08080808, 0x08080808, 0x08080808, (int)0x80808080,
+                                (int)0x80808080, (int)0x80808080, (int)0x80808080, 0x08080808,
+                                0x08080808, 0x08080808, 0x08080808, (int)0x80808080,
+                                (int)0x80808080, (int)0x80808080, (int)0x80808080);
+    return _mm512_sub_epi32(_mm512_setzero_si512(),
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xv));
+}
+
+/* y[r] = dot(row r of w, x) for r < R; rows wst bytes apart; prefetches
+ * the rows pf bytes further on. */
+INLINE void mv_rows(enum wkind k, int R, int64_t n, const uint8_t *w, size_t wst, const uint8_t *x,
+                    float *y, size_t pf) {
+    const size_t ws = wk_size(k), xs = sizeof(block_q8_0);
+    const int64_t nb = n / 32;
+    __m512 acc[MV_R][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= nb; i += 8) {
+        const uint8_t *w8 = w + i * ws, *x8 = x + i * xs;
+        /* activation scales: word permutes for Q4_0 (+2.5%), scalar loads for
+         * Q8_0, whose weight loads keep the shuffle ports busier (-3% else) */
+        __m256 dx = k == WK_Q4_0 ? q8_0_d8(x8) : h8(x8, xs, 0), d[MV_R];
+        for (int r = 0; r < R; r++) {
+            const char *p = (const char *)w8 + r * wst + pf;
+            for (size_t o = 0; o < 8 * ws; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+            d[r] = _mm256_mul_ps(mv_d8(k, w8 + r * wst), dx);
+        }
+        for (int j = 0; j < 4; j++) {
+            const uint8_t *xa = x8 + 2 * j * xs;
+            __m512i xv = load_x(xa, xa + xs, 2, 0), corr = mv_corr(k, xv);
+            for (int r = 0; r < R; r++) {
+                __m512i s = _mm512_dpbusd_epi32(corr, mv_w(k, w8 + r * wst + 2 * j * ws, 0), xv);
+                acc[r][j & 1] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), spread_at(d[r], j), acc[r][j & 1]);
+            }
+        }
+    }
+    for (; i < nb; i += 2) {
+        const int one = i + 1 == nb;
+        const uint8_t *xa = x + i * xs;
+        __m512i xv = load_x(xa, xa + xs, 2, one), corr = mv_corr(k, xv);
+        __m128 dx = h2(ld16(xa), one ? 0 : ld16(xa + xs));
+        for (int r = 0; r < R; r++) {
+            const uint8_t *wa = w + r * wst + i * ws;
+            __m128 d = _mm_mul_ps(h2(ld16(wa), one ? 0 : ld16(wa + ws)), dx);
+            __m512i s = _mm512_dpbusd_epi32(corr, mv_w(k, wa, one), xv);
+            acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), spread2(d), acc[r][0]);
+        }
+    }
+    const __m512 unscale = k == WK_Q4_0
+                               ? _mm512_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f, 1,
+                                                1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f)
+                               : _mm512_set1_ps(1.0f);
+    for (int r = 0; r < R; r++) {
+        __m512 a = _mm512_add_ps(acc[r][0], acc[r][1]);
+        y[r] = hsum(k == WK_Q4_0 ? _mm512_mul_ps(a, unscale) : a);
+    }
+}
+
+typedef void (*mv_fn)(int64_t, const uint8_t *, size_t, const uint8_t *, float *, size_t);
+#define MV(K, R)                                                                                   \
+    static void mv_##K##_##R(int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, float *y,   \
+                             size_t pf) {                                                          \
+        mv_rows(WK_##K, R, n, w, ws, x, y, pf);                                                    \
+    }
+MV(Q4_0, 1)
+MV(Q4_0, MV_R)
+MV(Q8_0, 1)
+MV(Q8_0, MV_R)
+/* { 1 row, MV_R rows } */
+static const mv_fn mv_q4_0[2] = {mv_Q4_0_1, mv_Q4_0_MV_R};
+static const mv_fn mv_q8_0[2] = {mv_Q8_0_1, mv_Q8_0_MV_R};
+
+static void mv_split(const mv_fn *t, int64_t n, const void *w, size_t ws, int64_t nr, const void *x,
+                     float *y) {
+    const uint8_t *wp = w;
+    int64_t r = 0;
+    for (; r + MV_R <= nr; r += MV_R) t[1](n, wp + (size_t)r * ws, ws, x, y + r, MV_R * ws);
+    for (; r < nr; r++) t[0](n, wp + (size_t)r * ws, ws, x, y + r, MV_R * ws);
+}
+
+static void q4_0_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {
+    mv_split(mv_q4_0, n, w, ws, nr, x, y);
+}
+static void q8_0_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {
+    mv_split(mv_q8_0, n, w, ws, nr, x, y);
+}
+static float q4_0_vec_dot(int64_t n, const void *w, const void *x) {
+    float y;
+    mv_Q4_0_1(n, w, 0, x, &y, 0);
+    return y;
+}
+static float q8_0_vec_dot(int64_t n, const void *w, const void *x) {
+    float y;
+    mv_Q8_0_1(n, w, 0, x, &y, 0);
+    return y;
 }
 
 /* ---- gemm: R x C sub-tiles (R, C <= 4) over Q8_0 activations ---- */
@@ -808,16 +972,18 @@ void kern_legacy_register_avx512(struct kiln_kernels *k) {
     k->vec_dot[KILN_TYPE_Q5_0] = q5_0_vec_dot;
     k->vec_dot[KILN_TYPE_Q5_1] = q5_1_vec_dot;
     k->vec_dot[KILN_TYPE_Q8_0] = q8_0_vec_dot;
+    /* one activation column: these come before gemm_matvec (matmul.c) */
+    k->matvec[KILN_TYPE_Q4_0] = q4_0_matvec;
+    k->matvec[KILN_TYPE_Q8_0] = q8_0_matvec;
     k->vec_dot[KILN_TYPE_IQ4_NL] = iq4_nl_vec_dot;
     k->gemm[KILN_TYPE_Q4_0] = q4_0_gemm;
     k->gemm[KILN_TYPE_Q5_0] = q5_0_gemm;
     k->gemm[KILN_TYPE_Q8_0] = q8_0_gemm;
     k->gemm[KILN_TYPE_IQ4_NL] = iq4_nl_gemm;
     /* One thread, 4096-element rows from memory, Zen 5: the 8x1
-     * tile reads Q4_0 at 23.6 GB/s vs vec_dot 20.3, Q5_0 23.3 vs 21.5,
-     * IQ4_NL 21.9 vs 19.1 (vec_dot is compute-bound at ~22 GB/s); Q8_0's
-     * vec_dot keeps up with memory and stays (33.9 vs 30.1). */
-    k->gemm_matvec[KILN_TYPE_Q4_0] = 1;
+     * tile reads Q5_0 at 23.3 GB/s vs vec_dot 21.5, IQ4_NL 21.9 vs 19.1
+     * (vec_dot is compute-bound at ~22 GB/s). Q4_0 and Q8_0 have matvec
+     * entries, which matmul.c prefers. */
     k->gemm_matvec[KILN_TYPE_Q5_0] = 1;
     k->gemm_matvec[KILN_TYPE_IQ4_NL] = 1;
     if (__builtin_cpu_supports("avx512vbmi")) {

@@ -37,6 +37,15 @@ typedef float (*kiln_vec_dot_fn)(int64_t n, const void *w, const void *x);
 typedef void (*kiln_gemm_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *x,
                              size_t x_stride, int nc, float *out, size_t out_stride);
 
+/* Matrix-vector product: y[r] = vec_dot(n, w + r * w_stride, x) for
+ * r < nr (any nr >= 1), within vec_dot's tolerance of the scalar reference.
+ * A row's result must not depend on nr or on the row's place in the call
+ * (bit for bit), so that any split of the rows among threads gives the same
+ * y. One call per thread lets the kernel share each activation load across
+ * several rows and prefetch its own weight stream. */
+typedef void (*kiln_matvec_fn)(int64_t n, const void *w, size_t w_stride, int64_t nr, const void *x,
+                               float *y);
+
 /* o[0..n) += sum over r < n_rows of w[r] * (the n elements of the row at
  * x + r * x_stride bytes); n a multiple of the type's block size.
  * Attention's weighted sum of V rows (kern_attn*.c): one call per tile,
@@ -139,6 +148,9 @@ struct kiln_kernels {
      * KILN_GEMM_MAX_R rows x 1 column are faster than vec_dot row by row
      * (measured by the kernel family that sets it); 0: use vec_dot. */
     unsigned char gemm_matvec[KILN_TYPE_COUNT];
+    /* Matrix-vector products (one activation column): used by matmul.c for
+     * nc == 1 before gemm_matvec and vec_dot; NULL: not available. */
+    kiln_matvec_fn matvec[KILN_TYPE_COUNT];
     /* Prepared activations (see above); NULL: not available. xprep converts
      * one partner-type row of n elements (a multiple of the block size) at
      * xq into kiln_gemm_xp_row_size(vdt, n) bytes at dst (64-byte aligned). */

@@ -300,6 +300,15 @@ static void compute_part(const struct kiln_kernels *k, const struct kiln_matmul_
         tc = KILN_GEMM_XP_MAX_C;
     }
     kiln_vec_dot_fn dot = k->vec_dot[op->type];
+    /* One column: the table's matvec entry, when the type has one, comes
+     * before gemm_matvec and vec_dot: one call over this thread's rows, so
+     * the kernel shares activation work across rows and prefetches its own
+     * weight stream. */
+    if (op->nc == 1 && k->matvec[op->type]) {
+        if (c0 < c1 && r0 < r1)
+            k->matvec[op->type](n, w + (size_t)r0 * ws, ws, r1 - r0, xq, op->y + r0);
+        return;
+    }
     int64_t cb = (int64_t)(XBLOCK_BYTES / xs) / tc * tc;
     if (cb < tc) cb = tc;
     for (int64_t cb0 = c0; cb0 < c1; cb0 += cb) {
