@@ -40,6 +40,14 @@ kiln_status kiln_map_open(const char *path, kiln_map *out) {
     return KILN_OK;
 }
 
+void kiln_map_prefault(const kiln_map *m) {
+#ifdef MADV_POPULATE_READ
+    if (m->data) (void)madvise((void *)m->data, m->size, MADV_POPULATE_READ);
+#else
+    (void)m;
+#endif
+}
+
 void kiln_map_close(kiln_map *m) {
     if (m->data) munmap((void *)m->data, m->size);
     m->data = NULL;

@@ -86,6 +86,7 @@ kiln_model *kiln_model_load(const char *path, kiln_status *st) {
                           tok_wpm_n_vocab(m->wpm), m->bm->hp->n_vocab);
             goto fail;
         }
+        gguf_prefault(m->f);
         if (st) *st = KILN_OK;
         return m;
     }
@@ -99,6 +100,7 @@ kiln_model *kiln_model_load(const char *path, kiln_status *st) {
                       n_tok, m->lm->hp->n_vocab);
         goto fail;
     }
+    gguf_prefault(m->f);
     if (st) *st = KILN_OK;
     return m;
 fail:

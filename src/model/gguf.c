@@ -470,6 +470,10 @@ gguf_file *gguf_open(const char *path, kiln_status *st) {
     return f;
 }
 
+void gguf_prefault(const gguf_file *f) {
+    kiln_map_prefault(&f->map);
+}
+
 void gguf_close(gguf_file *f) {
     if (!f) return;
     for (int64_t i = 0; i < f->n_kv; i++) {

@@ -95,6 +95,9 @@ gguf_file *gguf_open(const char *path, kiln_status *st);
  * `name` is used in messages. */
 gguf_file *gguf_open_memory(const void *data, size_t size, const char *name, kiln_status *st);
 void gguf_close(gguf_file *f);
+/* kiln_map_prefault of the file's mapping (nothing for an in-memory image):
+ * for models about to run, not for readers of metadata. */
+void gguf_prefault(const gguf_file *f);
 
 const char *gguf_path(const gguf_file *f);
 uint32_t gguf_version(const gguf_file *f);
