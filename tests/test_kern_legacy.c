@@ -594,7 +594,7 @@ static void check_xp_tile(const struct kiln_kernels *k, kiln_type wt, int64_t n,
 
 static void test_gemm_xp(void **state) {
     (void)state;
-    static const int64_t glen[] = {32, 96, 480, 512, 544, 1056};
+    static const int64_t glen[] = {32, 96, 160, 288, 416, 480, 512, 544, 1056};
     uint64_t rng = 13;
     int checked = 0;
     for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
@@ -678,7 +678,7 @@ static void check_wp_tile(const struct kiln_kernels *k, kiln_type wt, int64_t n,
 
 static void test_gemm_wp(void **state) {
     (void)state;
-    static const int64_t glen[] = {32, 96, 480, 512, 544, 1056, 2080};
+    static const int64_t glen[] = {32, 96, 160, 288, 416, 480, 512, 544, 1056, 2080};
     uint64_t rng = 17;
     int checked = 0;
     for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {

@@ -603,51 +603,45 @@ INLINE_V void wgrp_q4(struct wgrp *g, enum wkind k, const uint8_t *p, int nb) {
     g->d = grp_scales(A, 4, 4, 18);
 }
 
-/* 8 x 8 transpose of qwords: T[u] qword k -> out[k] qword u. */
-INLINE_V void transpose_q8x8(const __m512i *T, __m512i *X) {
-    const __m512i a0 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
-    const __m512i a1 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
-    const __m512i b0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-    const __m512i b1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
-    const __m512i c0 = _mm512_setr_epi64(0, 1, 2, 3, 8, 9, 10, 11);
-    const __m512i c1 = _mm512_setr_epi64(4, 5, 6, 7, 12, 13, 14, 15);
-    __m512i L[4], H[4], M[8];
-    for (int v = 0; v < 4; v++) {
-        L[v] = _mm512_permutex2var_epi64(T[2 * v], a0, T[2 * v + 1]);
-        H[v] = _mm512_permutex2var_epi64(T[2 * v], a1, T[2 * v + 1]);
-    }
-    for (int h = 0; h < 2; h++) {
-        const __m512i *S = h ? H : L;
-        M[4 * h + 0] = _mm512_permutex2var_epi64(S[0], b0, S[1]);
-        M[4 * h + 1] = _mm512_permutex2var_epi64(S[0], b1, S[1]);
-        M[4 * h + 2] = _mm512_permutex2var_epi64(S[2], b0, S[3]);
-        M[4 * h + 3] = _mm512_permutex2var_epi64(S[2], b1, S[3]);
-    }
-    for (int h = 0; h < 2; h++)
-        for (int s = 0; s < 2; s++) {
-            X[4 * h + 2 * s] = _mm512_permutex2var_epi64(M[4 * h + s], c0, M[4 * h + s + 2]);
-            X[4 * h + 2 * s + 1] = _mm512_permutex2var_epi64(M[4 * h + s], c1, M[4 * h + s + 2]);
-        }
-}
-
-/* Q8_0 bytes of nb blocks (1..16) at p, transposed into X[8]; returns scales. */
+/* Q8_0 bytes of nb blocks (1..16) at p, transposed into X[8]; returns scales.
+ * Four units of 4 blocks (136 bytes at q = p + 136 v). Dwords 0..3 of a
+ * unit's blocks lie in q[0, 128), dwords 4..7 in q[8, 136): one VPERMT2B
+ * each puts dword 4h + l of block 4v + b at 128-bit lane l, dword b of
+ * T[h][v]; a 4 x 4 transpose of 128-bit lanes (8 VSHUFI64X2 per half) then
+ * gives X[4h + l], lane 4v + b. The scales (at q + 34 b, in the first
+ * window) are merged unit by unit into one vector whose bytes not yet
+ * written still hold the indices. */
 INLINE_V __m512 grp_q8(__m512i *X, const uint8_t *p, int nb) {
     const int full = nb == GB;
-    uint8_t idx[64];
-    for (int o = 0; o < 64; o++) /* byte o = (qword k, block b, byte t) */
-        idx[o] = (uint8_t)(34 * (o / 4 % 2) + 2 + 4 * (o / 8) + o % 4);
-    const __m512i vi = _mm512_loadu_si512((const void *)idx);
-    __m512i A[8], T[8];
-    for (int u = 0; u < 8; u++) {
-        const uint8_t *q = p + 68 * u;
-        int avail = nb * 34 - 68 * u;
-        A[u] = load_n(q, avail, full);
-        __m512i B = full ? _mm512_castsi128_si512(_mm_cvtsi32_si128((int)ld32(q + 64)))
-                         : load_n(q + 64, avail > 68 ? 4 : avail - 64, 0);
-        T[u] = _mm512_permutex2var_epi8(A[u], vi, B);
+    uint8_t idx[2][64], sidx[64] = {0};
+    for (int h = 0; h < 2; h++)
+        for (int o = 0; o < 64; o++) /* byte o = (lane l, block b, byte t) */
+            idx[h][o] = (uint8_t)(34 * (o / 4 % 4) + 2 + 4 * (4 * h + o / 16) + o % 4 - 8 * h);
+    for (int o = 0; o < 32; o++) sidx[o] = (uint8_t)(34 * (o / 2 % 4) + (o & 1));
+    const __m512i v0 = _mm512_loadu_si512((const void *)idx[0]),
+                  v1 = _mm512_loadu_si512((const void *)idx[1]);
+    __m512i T[2][4], r = _mm512_loadu_si512((const void *)sidx);
+    for (int v = 0; v < 4; v++) {
+        const uint8_t *q = p + 136 * v;
+        int avail = nb * 34 - 136 * v;
+        __m512i L0 = load_n(q, avail, full), L1 = load_n(q + 64, avail - 64, full);
+        __m512i M0 = load_n(q + 8, avail - 8, full), M1 = load_n(q + 72, avail - 72, full);
+        T[0][v] = _mm512_permutex2var_epi8(L0, v0, L1);
+        T[1][v] = _mm512_permutex2var_epi8(M0, v1, M1);
+        r = _mm512_mask2_permutex2var_epi8(L0, r, (__mmask64)0xFF << (8 * v), L1);
     }
-    transpose_q8x8(T, X);
-    return grp_scales(A, 8, 2, 34);
+    for (int h = 0; h < 2; h++) {
+        const __m512i *S = T[h];
+        __m512i P0 = _mm512_shuffle_i64x2(S[0], S[1], 0x44),
+                P1 = _mm512_shuffle_i64x2(S[0], S[1], 0xEE);
+        __m512i P2 = _mm512_shuffle_i64x2(S[2], S[3], 0x44),
+                P3 = _mm512_shuffle_i64x2(S[2], S[3], 0xEE);
+        X[4 * h + 0] = _mm512_shuffle_i64x2(P0, P2, 0x88);
+        X[4 * h + 1] = _mm512_shuffle_i64x2(P0, P2, 0xDD);
+        X[4 * h + 2] = _mm512_shuffle_i64x2(P1, P3, 0x88);
+        X[4 * h + 3] = _mm512_shuffle_i64x2(P1, P3, 0xDD);
+    }
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(r));
 }
 
 INLINE_V void wgrp_load(struct wgrp *g, enum wkind k, const uint8_t *p, int nb) {
