@@ -648,42 +648,66 @@ static void q8k_xprep(int64_t n, const void *xq, void *dst) {
     }
 }
 
-/* Weight bytes of Q4_K/Q5_K superblock blk into lanes 8h..8h+7 of U[8]
- * (other lanes untouched); returns its 8 scales d * sc_j in *d8 and mins
- * -dmin * m_j in *m8. */
-static inline __attribute__((always_inline)) void k4_wprep_sb(const uint8_t *blk, int q5, int h,
-                                                              __m512i *U, __m256 *d8, __m256 *m8) {
-    const block_q4_K *b4 = (const block_q4_K *)(const void *)blk;
-    const block_q5_K *b5 = (const block_q5_K *)(const void *)blk;
-    const uint8_t *qs = q5 ? b5->qs : b4->qs;
-    const __m512i Qa = _mm512_loadu_si512((const void *)qs),
-                  Qb = _mm512_loadu_si512((const void *)(qs + 64));
-    /* lane l (sub-block s = l % 8): qs dword 8 * (s / 2) + t, nibble s % 2 */
-    const __m512i base = _mm512_setr_epi32(0, 0, 8, 8, 16, 16, 24, 24, 0, 0, 8, 8, 16, 16, 24, 24);
-    const __m512i nib = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-    const __m512i sub = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
-    const __m512i m4 = _mm512_set1_epi8(15), b0 = _mm512_set1_epi8(1);
-    const __mmask16 lanes = (__mmask16)(h ? 0xFF00 : 0x00FF);
-    __m512i qh = q5 ? _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)b5->qh))
-                    : _mm512_setzero_si512();
-    UNROLL
-    for (int t = 0; t < 8; t++) {
-        __m512i tv = _mm512_set1_epi32(t);
-        __m512i v = _mm512_permutex2var_epi32(Qa, _mm512_add_epi32(base, tv), Qb);
-        v = _mm512_and_si512(_mm512_srlv_epi32(v, nib), m4);
-        if (q5) { /* bit s of qh[4t..4t+3] -> bit 4 */
-            __m512i hb = _mm512_permutexvar_epi32(tv, qh);
-            hb = _mm512_and_si512(_mm512_srlv_epi32(hb, sub), b0);
-            v = _mm512_or_si512(v, _mm512_slli_epi32(hb, 4));
-        }
-        U[t] = _mm512_mask_mov_epi32(U[t], lanes, v);
-    }
+/* Scales d * sc_j (*d8) and mins -dmin * m_j (*m8) of Q4_K/Q5_K superblock
+ * blk. */
+static inline __attribute__((always_inline)) void k4_wprep_dm(const uint8_t *blk, __m256 *d8,
+                                                              __m256 *m8) {
     __m128i hdr = _mm_loadu_si128((const __m128i *)blk);
     __m128i sb = k4_scale_bytes(hdr); /* scales in bytes 0-7, mins in 8-15 */
     __m128 dm = _mm_cvtph_ps(hdr);    /* d, dmin */
     *d8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sb)), _mm256_broadcastss_ps(dm));
     *m8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sb, 8))),
                         _mm256_broadcastss_ps(_mm_sub_ps(_mm_setzero_ps(), _mm_movehdup_ps(dm))));
+}
+
+/* A group: superblocks b0 and b1 (NULL past the row's end: its lanes are
+ * zero) into U[8], lane 8h + s = sub-block s of superblock h. Sub-blocks
+ * 2p and 2p+1 are the low and high nibbles of qs dwords 8p..8p+7, so U[t]
+ * lane 8h + s takes nibble s % 2 of dword 8(s / 2) + t of superblock h. One
+ * VSHUFI32X4 per 64 bytes of qs gathers dwords t % 4 of each p into Z[t / 4]
+ * (4h + p: one 128-bit lane each), and one VPERMT2D per t then gives all 16
+ * lanes of U[t] (before the nibble shift). */
+static inline __attribute__((always_inline)) void k4_wprep_grp(const uint8_t *b0, const uint8_t *b1,
+                                                               int q5, __m512i *U) {
+    const size_t qo = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    const __m512i z = _mm512_setzero_si512();
+    __m512i Qa0 = _mm512_loadu_si512((const void *)(b0 + qo)),
+            Qb0 = _mm512_loadu_si512((const void *)(b0 + qo + 64));
+    __m512i Qa1 = b1 ? _mm512_loadu_si512((const void *)(b1 + qo)) : z,
+            Qb1 = b1 ? _mm512_loadu_si512((const void *)(b1 + qo + 64)) : z;
+    /* Z[0] lanes (128-bit) p of superblock 0: dwords 8p..8p+3; Z[1]: 8p+4.. */
+    const __m512i Z0[2] = {_mm512_shuffle_i32x4(Qa0, Qb0, 0x88),
+                           _mm512_shuffle_i32x4(Qa0, Qb0, 0xDD)};
+    const __m512i Z1[2] = {_mm512_shuffle_i32x4(Qa1, Qb1, 0x88),
+                           _mm512_shuffle_i32x4(Qa1, Qb1, 0xDD)};
+    /* lane 8h + s <- source h, dword 4 (s / 2) (+ t % 4) */
+    const __m512i base =
+        _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+    const __m512i nib = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    const __m512i sub = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+    const __m512i hsel = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8);
+    const __m512i m4 = _mm512_set1_epi8(15), one = _mm512_set1_epi8(1);
+    __m512i qh = z;
+    if (q5) {
+        const __m256i h0 =
+            _mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)b0)->qh);
+        const __m256i h1 =
+            b1 ? _mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)b1)->qh)
+               : _mm256_setzero_si256();
+        qh = _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
+    }
+    UNROLL
+    for (int t = 0; t < 8; t++) {
+        const __m512i tv = _mm512_set1_epi32(t % 4);
+        __m512i v = _mm512_permutex2var_epi32(Z0[t / 4], _mm512_add_epi32(base, tv), Z1[t / 4]);
+        v = _mm512_and_si512(_mm512_srlv_epi32(v, nib), m4);
+        if (q5) { /* bit s of qh[4t..4t+3] of superblock h -> bit 4 */
+            __m512i hb = _mm512_permutexvar_epi32(_mm512_add_epi32(hsel, _mm512_set1_epi32(t)), qh);
+            hb = _mm512_and_si512(_mm512_srlv_epi32(hb, sub), one);
+            v = _mm512_or_si512(v, _mm512_slli_epi32(hb, 4));
+        }
+        U[t] = v;
+    }
 }
 
 static inline __attribute__((always_inline)) void
@@ -695,10 +719,10 @@ k4_wprep(int64_t n, const void *w, size_t wst, int nr, void *dst, size_t bsize, 
         for (int64_t i = 0; i < nsb; i += 2, o++) {
             __m512i U[8];
             __m256 da, ma, db = _mm256_setzero_ps(), mb = _mm256_setzero_ps();
-            UNROLL
-            for (int t = 0; t < 8; t++) U[t] = _mm512_setzero_si512();
-            k4_wprep_sb(row + i * bsize, q5, 0, U, &da, &ma);
-            if (i + 1 < nsb) k4_wprep_sb(row + (i + 1) * bsize, q5, 1, U, &db, &mb);
+            const uint8_t *b0 = row + i * bsize, *b1 = i + 1 < nsb ? b0 + bsize : NULL;
+            k4_wprep_grp(b0, b1, q5, U);
+            k4_wprep_dm(b0, &da, &ma);
+            if (b1) k4_wprep_dm(b1, &db, &mb);
             UNROLL
             for (int t = 0; t < 8; t++) _mm512_store_si512((void *)&o->u[t], U[t]);
             _mm512_store_ps(&o->d, _mm512_insertf32x8(_mm512_castps256_ps512(da), db, 1));
