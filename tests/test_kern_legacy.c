@@ -53,6 +53,16 @@ static void *random_row(kiln_type t, int64_t n, uint64_t *rng) {
     return row;
 }
 
+/* count rows of random_row(t, n) at dst, stride bytes apart, drawn in order. */
+static void random_rows(kiln_type t, int64_t n, int count, uint8_t *dst, size_t stride,
+                        uint64_t *rng) {
+    for (int i = 0; i < count; i++) {
+        void *row = random_row(t, n, rng);
+        memcpy(dst + (size_t)i * stride, row, kiln_row_size(t, n));
+        free(row);
+    }
+}
+
 /* sum |w_i * x_i| over the dequantized rows: the scale for dot tolerances. */
 static double dot_magnitude(kiln_type wt, const void *w, const void *x, int64_t n) {
     kiln_type xt = kiln_vec_dot_type(wt);
@@ -337,16 +347,8 @@ static void check_gemm_tile(const struct kiln_kernels *k, kiln_type wt, int64_t 
     size_t ws = wrow + 18, xs = xrow + 34, os = (size_t)nr + 3; /* odd strides on purpose */
     uint8_t *w = xmalloc(ws * (size_t)nr), *x = xmalloc(xs * (size_t)nc);
     float *out = xmalloc(os * (size_t)nc * sizeof(float));
-    for (int r = 0; r < nr; r++) {
-        void *row = random_row(wt, n, rng);
-        memcpy(w + r * ws, row, wrow);
-        free(row);
-    }
-    for (int c = 0; c < nc; c++) {
-        void *row = random_row(xt, n, rng);
-        memcpy(x + c * xs, row, xrow);
-        free(row);
-    }
+    random_rows(wt, n, nr, w, ws, rng);
+    random_rows(xt, n, nc, x, xs, rng);
     k->gemm[wt](n, w, ws, nr, x, xs, nc, out, os);
     for (int c = 0; c < nc; c++)
         for (int r = 0; r < nr; r++) {
@@ -403,16 +405,8 @@ static void check_tile_invariance(const struct kiln_kernels *k, kiln_type wt, in
     kiln_type xt = kiln_vec_dot_type(wt);
     size_t ws = kiln_row_size(wt, n), xs = kiln_row_size(xt, n);
     uint8_t *w = xmalloc(ws * KILN_GEMM_MAX_R), *x = xmalloc(xs * KILN_GEMM_MAX_C);
-    for (int r = 0; r < KILN_GEMM_MAX_R; r++) {
-        void *row = random_row(wt, n, rng);
-        memcpy(w + r * ws, row, ws);
-        free(row);
-    }
-    for (int c = 0; c < KILN_GEMM_MAX_C; c++) {
-        void *row = random_row(xt, n, rng);
-        memcpy(x + c * xs, row, xs);
-        free(row);
-    }
+    random_rows(wt, n, KILN_GEMM_MAX_R, w, ws, rng);
+    random_rows(xt, n, KILN_GEMM_MAX_C, x, xs, rng);
     float full[KILN_GEMM_MAX_R * KILN_GEMM_MAX_C];
     for (int nc = 1; nc <= max_nc; nc++) {
         k->gemm[wt](n, w, ws, KILN_GEMM_MAX_R, x, xs, nc, full, KILN_GEMM_MAX_R);
@@ -563,15 +557,9 @@ static void check_xp_tile(const struct kiln_kernels *k, kiln_type wt, int64_t n,
     uint8_t *xp = kiln_aligned_alloc(64, ps * MC);
     assert_non_null(xp);
     float *out = xmalloc(os * MC * sizeof(float));
-    for (int r = 0; r < MR; r++) {
-        void *row = random_row(wt, n, rng);
-        memcpy(w + r * ws, row, wrow);
-        free(row);
-    }
+    random_rows(wt, n, MR, w, ws, rng);
+    random_rows(KILN_TYPE_Q8_0, n, MC, x, xrow, rng);
     for (int c = 0; c < MC; c++) {
-        void *row = random_row(KILN_TYPE_Q8_0, n, rng);
-        memcpy(x + c * xrow, row, xrow);
-        free(row);
         k->gemm_xprep[KILN_TYPE_Q8_0](n, x + c * xrow, xp + c * ps);
         check_xp_layout(xp + c * ps, (const block_q8_0 *)(const void *)(x + c * xrow), n);
     }
@@ -632,15 +620,9 @@ static void check_wp_tile(const struct kiln_kernels *k, kiln_type wt, int64_t n,
     assert_non_null(wp);
     assert_non_null(wp1);
     float *out = xmalloc(os * MC * sizeof(float));
-    for (int r = 0; r < MR; r++) {
-        void *row = random_row(wt, n, rng);
-        memcpy(w + r * ws, row, wrow);
-        free(row);
-    }
+    random_rows(wt, n, MR, w, ws, rng);
+    random_rows(vdt, n, MC, x, xrow, rng);
     for (int c = 0; c < MC; c++) {
-        void *row = random_row(vdt, n, rng);
-        memcpy(x + c * xrow, row, xrow);
-        free(row);
         k->gemm_xprep[vdt](n, x + c * xrow, xp + c * ps);
     }
     k->gemm_wprep[wt](n, w, ws, MR, wp);
