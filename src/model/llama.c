@@ -595,21 +595,24 @@ struct att_scratch {
     double *max, *sum;
 };
 
+/* The next cache-line-aligned piece of `bytes` of the buffer b (NULL when
+ * b is NULL: sizing only), advancing *off past it. */
+static void *carve(char *b, uint64_t *off, uint64_t bytes) {
+    void *p = b ? b + *off : NULL;
+    *off += kiln_align_up(bytes, KILN_CACHE_LINE);
+    return p;
+}
+
 static struct att_scratch att_layout(void *scratch, int64_t hd, int64_t n_q, size_t *size) {
-    uint64_t off = 0, qb = kiln_align_up((uint64_t)(n_q * hd) * 4, KILN_CACHE_LINE);
-    uint64_t sb = kiln_align_up((uint64_t)(n_q * ATT_TILE) * 4, KILN_CACHE_LINE);
-    uint64_t ob = kiln_align_up((uint64_t)(n_q * hd) * 4, KILN_CACHE_LINE);
-    uint64_t mb = kiln_align_up((uint64_t)n_q * 8, KILN_CACHE_LINE);
     char *b = scratch;
-    struct att_scratch a = {0};
-    if (b) {
-        a.qc = b;
-        a.s = (float *)(b + (off += qb));
-        a.o = (float *)(b + (off += sb));
-        a.max = (double *)(b + (off += ob));
-        a.sum = (double *)(b + (off += mb));
-    }
-    *size = (size_t)(qb + sb + ob + 2 * mb);
+    uint64_t off = 0;
+    struct att_scratch a;
+    a.qc = carve(b, &off, (uint64_t)(n_q * hd) * 4);
+    a.s = carve(b, &off, (uint64_t)(n_q * ATT_TILE) * 4);
+    a.o = carve(b, &off, (uint64_t)(n_q * hd) * 4);
+    a.max = carve(b, &off, (uint64_t)n_q * 8);
+    a.sum = carve(b, &off, (uint64_t)n_q * 8);
+    *size = (size_t)off;
     return a;
 }
 
@@ -685,24 +688,19 @@ struct att_block_scratch {
 
 static struct att_block_scratch att_block_layout(void *scratch, int64_t hd, int64_t nq,
                                                  size_t *size) {
-    uint64_t sizes[8] = {(uint64_t)hd * 4,
-                         (uint64_t)(nq * hd) * 4,
-                         (uint64_t)hd * ATT_TILE * 4,
-                         (uint64_t)hd * ATT_TILE * 4,
-                         (uint64_t)nq * ATT_TILE * 4,
-                         (uint64_t)(nq * hd) * 4,
-                         (uint64_t)nq * 4,
-                         (uint64_t)nq * 8};
-    char *b = scratch, *at[8];
+    char *b = scratch;
     uint64_t off = 0;
-    for (int i = 0; i < 8; i++) {
-        at[i] = b ? b + off : NULL;
-        off += kiln_align_up(sizes[i], KILN_CACHE_LINE);
-    }
+    struct att_block_scratch a;
+    a.qc = carve(b, &off, (uint64_t)hd * 4);
+    a.qf = carve(b, &off, (uint64_t)(nq * hd) * 4);
+    a.kt = carve(b, &off, (uint64_t)hd * ATT_TILE * 4);
+    a.vf = carve(b, &off, (uint64_t)hd * ATT_TILE * 4);
+    a.s = carve(b, &off, (uint64_t)nq * ATT_TILE * 4);
+    a.o = carve(b, &off, (uint64_t)(nq * hd) * 4);
+    a.max = carve(b, &off, (uint64_t)nq * 4);
+    a.sum = carve(b, &off, (uint64_t)nq * 8);
     *size = (size_t)off;
-    return (struct att_block_scratch){at[0],          (float *)at[1], (float *)at[2],
-                                      (float *)at[3], (float *)at[4], (float *)at[5],
-                                      (float *)at[6], (double *)at[7]};
+    return a;
 }
 
 /* The largest of s[0..n), n >= 1, in eight independent lanes (a scalar
