@@ -432,7 +432,7 @@ static void test_submit_errors(void **state) {
     /* queue full: one slot busy with a long request, two waiting */
     struct rec *r = new_recs(5);
     kiln_gen_params longp = greedy(120);
-    r[0].sleep_us = 500;
+    r[0].sleep_us = 5000; /* 0.6 s: still running after the submits below */
     int busy = 0, ok = 1;
     assert_int_equal(submit(s, &r[0], ids, n, &longp), KILN_OK);
     assert_true(wait_tokens(&r[0], 1) >= 1); /* running: the queue is empty */
@@ -552,7 +552,11 @@ static void test_timeout(void **state) {
     int32_t n = tokenize(g_synth, "She said hello", ids, 64);
     kiln_gen_params gp = greedy(140);
     struct rec *r = new_recs(2);
-    r[0].sleep_us = 3000; /* 140 tokens would take 0.4 s */
+    /* Each token of the running request takes 0.25 s, so the round after its
+     * first token is past both deadlines unless the second submit came 0.15 s
+     * after the first. With 3 ms per token the margin was one step, and a
+     * TSan build once admitted the queued request before its deadline. */
+    r[0].sleep_us = 250000;
     assert_int_equal(submit(s, &r[0], ids, n, &gp), KILN_OK);
     assert_int_equal(submit(s, &r[1], ids, n, &gp), KILN_OK);
     assert_true(wait_done(r, 2));
