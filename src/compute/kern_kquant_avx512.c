@@ -200,12 +200,10 @@ static inline void k4_accum2(const struct k4_unpacked *ua, const struct k4_unpac
 }
 
 /* Matvec entries (kernels.h matvec) run the vec_dot code row after row and
- * prefetch the same blocks MV_PF_ROWS rows further on: a row is a short
- * stream (2-4 KB) that the hardware prefetcher alone starts too late, and
- * the kernels run near the memory speed, so the loads must overlap the
- * arithmetic. A row's result equals vec_dot's bit for bit (the prefetch is
- * the only difference), so it does not depend on how rows are split. */
-#define MV_PF_ROWS 2
+ * prefetch the same blocks kiln_matvec_pf(row bytes) further on, so the
+ * loads overlap the arithmetic (the kernels run near the memory speed). A
+ * row's result equals vec_dot's bit for bit (the prefetch is the only
+ * difference), so it does not depend on how rows are split. */
 
 /* Prefetches the `bytes` bytes at p (p's lines; consecutive calls cover a
  * contiguous range). */
@@ -241,7 +239,7 @@ static inline __attribute__((always_inline)) void prefetch_span(const void *p, s
     static void NAME##_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x,      \
                               float *y) {                                                          \
         for (int64_t r = 0; r < nr; r++)                                                           \
-            y[r] = NAME##_row(n, (const uint8_t *)w + (size_t)r * ws, x, MV_PF_ROWS * ws);         \
+            y[r] = NAME##_row(n, (const uint8_t *)w + (size_t)r * ws, x, kiln_matvec_pf(ws));      \
     }
 
 K4_VEC_DOT(q4k, block_q4_K, q4k_unpack)
@@ -334,7 +332,7 @@ static float q6k_vec_dot(int64_t n, const void *w, const void *xv) {
 
 static void q6k_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {
     for (int64_t r = 0; r < nr; r++)
-        y[r] = q6k_row(n, (const uint8_t *)w + (size_t)r * ws, x, MV_PF_ROWS * ws);
+        y[r] = q6k_row(n, (const uint8_t *)w + (size_t)r * ws, x, kiln_matvec_pf(ws));
 }
 
 /* ---- Q2_K / Q3_K: low 2 bits of element 128h + 32j + l at bit 2j of qs[32h + l] ---- */

@@ -245,8 +245,7 @@ static float q5_1_vec_dot(int64_t n, const void *w, const void *x) {
  * loads and one word permute (every d sits at an even offset).
  *
  * The matvec entry walks its rows MV_R at a time and prefetches the same
- * blocks of the next MV_R rows: each row is a short stream (2-4 KB) that
- * the hardware prefetcher alone starts too late. */
+ * blocks kiln_matvec_pf(MV_R rows) further on (kernels.h). */
 
 #define MV_R 4
 
@@ -371,9 +370,10 @@ static const mv_fn mv_q8_0[2] = {mv_Q8_0_1, mv_Q8_0_MV_R};
 static void mv_split(const mv_fn *t, int64_t n, const void *w, size_t ws, int64_t nr, const void *x,
                      float *y) {
     const uint8_t *wp = w;
+    const size_t pf = kiln_matvec_pf(MV_R * ws);
     int64_t r = 0;
-    for (; r + MV_R <= nr; r += MV_R) t[1](n, wp + (size_t)r * ws, ws, x, y + r, MV_R * ws);
-    for (; r < nr; r++) t[0](n, wp + (size_t)r * ws, ws, x, y + r, MV_R * ws);
+    for (; r + MV_R <= nr; r += MV_R) t[1](n, wp + (size_t)r * ws, ws, x, y + r, pf);
+    for (; r < nr; r++) t[0](n, wp + (size_t)r * ws, ws, x, y + r, pf);
 }
 
 static void q4_0_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {

@@ -46,6 +46,18 @@ typedef void (*kiln_gemm_fn)(int64_t n, const void *w, size_t w_stride, int nr, 
 typedef void (*kiln_matvec_fn)(int64_t n, const void *w, size_t w_stride, int64_t nr, const void *x,
                                float *y);
 
+/* How far ahead a matvec entry prefetches its weights: the fewest whole
+ * groups of `group` bytes (the rows it walks together) that reach
+ * KILN_MATVEC_PF_BYTES. A row is a short stream the hardware prefetcher
+ * alone starts too late, and one or two rows ahead is too close to cover
+ * the memory latency at full bandwidth. Measured in decode on Zen 5, 2
+ * threads (docs/perf.md): ~8 KB ahead beat 2-4 KB by 5-15% and 16 KB. */
+#define KILN_MATVEC_PF_BYTES 8192
+static inline size_t kiln_matvec_pf(size_t group) {
+    size_t g = (KILN_MATVEC_PF_BYTES + group - 1) / group;
+    return (g ? g : 1) * group;
+}
+
 /* o[0..n) += sum over r < n_rows of w[r] * (the n elements of the row at
  * x + r * x_stride bytes); n a multiple of the type's block size.
  * Attention's weighted sum of V rows (kern_attn*.c): one call per tile,
