@@ -1,7 +1,7 @@
 /* kern_float_avx512.c - AVX-512 kernels for F32, F16 and BF16: conversions,
  * dot products, gemm tiles for F32, F16 and BF16, and F16's prepared
  * activations (floats; gemm_xprep / gemm_xp, kernels.h) with the F16 tiles
- * that read them. F32/F16 tiles are FP32 FMA micro-kernels (this ISA level
+ * that read them, and F16's multi-row matvec. F32/F16 tiles are FP32 FMA micro-kernels (this ISA level
  * has no F16 arithmetic); BF16 products use AVX512-BF16 (VDPBF16PS, exact
  * products, f32 accumulation). Conversions
  * give the same bits as the scalar reference: F16 via VCVTPS2PH (round to
@@ -48,6 +48,49 @@ static float f16_vec_dot(int64_t n, const void *w, const void *x) {
         s0 = _mm512_fmadd_ps(load_f16(m, a + i), load_f16(m, b + i), s0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+/* F16 matvec: MV16_R rows at a time share each activation load and its
+ * conversion, and their 2 * MV16_R accumulator chains hide the FMA latency
+ * (vec_dot's two chains cap one thread near 16 bytes of weights a cycle).
+ * Each row keeps vec_dot's operations in vec_dot's order (even 16-element
+ * chunks into one sum, odd into the other), so y[r] equals vec_dot's bit for
+ * bit. The same columns kiln_matvec_pf(MV16_R rows) further on are
+ * prefetched. */
+#define MV16_R 4
+static inline __attribute__((always_inline)) void f16_mv_rows(int R, int64_t n, const uint16_t *w,
+                                                              size_t ws, const uint16_t *x,
+                                                              float *y, size_t pf) {
+    __m512 s[MV16_R][2];
+    for (int r = 0; r < R; r++) s[r][0] = s[r][1] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 x0 = load_f16(0xffff, x + i), x1 = load_f16(0xffff, x + i + 16);
+        for (int r = 0; r < R; r++) {
+            const uint16_t *a = (const uint16_t *)((const char *)w + r * ws) + i;
+            _mm_prefetch((const char *)a + pf, _MM_HINT_T0);
+            s[r][0] = _mm512_fmadd_ps(load_f16(0xffff, a), x0, s[r][0]);
+            s[r][1] = _mm512_fmadd_ps(load_f16(0xffff, a + 16), x1, s[r][1]);
+        }
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : tail16(n - i);
+        __m512 x0 = load_f16(m, x + i);
+        for (int r = 0; r < R; r++) {
+            const uint16_t *a = (const uint16_t *)((const char *)w + r * ws) + i;
+            s[r][0] = _mm512_fmadd_ps(load_f16(m, a), x0, s[r][0]);
+        }
+    }
+    for (int r = 0; r < R; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(s[r][0], s[r][1]));
+}
+
+static void f16_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const void *x, float *y) {
+    const char *wp = w;
+    const size_t pf = kiln_matvec_pf(MV16_R * ws);
+    int64_t r = 0;
+    for (; r + MV16_R <= nr; r += MV16_R)
+        f16_mv_rows(MV16_R, n, (const uint16_t *)(wp + (size_t)r * ws), ws, x, y + r, pf);
+    for (; r < nr; r++) f16_mv_rows(1, n, (const uint16_t *)(wp + (size_t)r * ws), ws, x, y + r, pf);
 }
 
 static void f16_to_float(const void *src, float *dst, int64_t n) {
@@ -338,6 +381,7 @@ static void bf16_gemm(int64_t n, const void *w, size_t ws, int nr, const void *x
 void kern_float_register_avx512(struct kiln_kernels *k) {
     k->vec_dot[KILN_TYPE_F32] = f32_vec_dot;
     k->vec_dot[KILN_TYPE_F16] = f16_vec_dot;
+    k->matvec[KILN_TYPE_F16] = f16_matvec;
     k->gemm[KILN_TYPE_F32] = f32_gemm;
     k->gemm[KILN_TYPE_F16] = f16_gemm;
     k->gemm_xprep[KILN_TYPE_F16] = f16_xprep;
