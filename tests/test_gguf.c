@@ -4,9 +4,11 @@
  * names the field and byte offset. */
 #include "testutil.h"
 
+#include "base/file.h"
 #include "compute/types.h"
 #include "model/gguf.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,6 +362,65 @@ static void test_bad_alignment_and_nesting(void **state) {
     gguf_writer_destroy(w);
 }
 
+/* kiln_map_load: a file of KILN_MAP_COPY_MIN bytes and more is copied into
+ * huge pages where the kernel offers them (and mapped with KILN_MMAP=1); a
+ * small one is mapped; every byte reads back either way. */
+static void test_map_load(void **state) {
+    (void)state;
+    char path[1024], small[1024];
+    size_t size = KILN_MAP_COPY_MIN + 12345;
+    uint8_t *want = malloc(size);
+    assert_non_null(want);
+    uint64_t z = 88172645463325252ull;
+    for (size_t i = 0; i < size; i++) {
+        z ^= z << 13, z ^= z >> 7, z ^= z << 17;
+        want[i] = (uint8_t)z;
+    }
+    FILE *f = fopen(test_tmp_path("big.bin", path, sizeof path), "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(want, 1, size, f), size);
+    assert_int_equal(fclose(f), 0);
+    int offered = 0;
+    FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (thp) {
+        char line[128] = "";
+        offered = fgets(line, sizeof line, thp) && !strstr(line, "[never]");
+        fclose(thp);
+    }
+    kiln_map m;
+    assert_int_equal(kiln_map_load(path, &m), KILN_OK);
+    assert_int_equal(m.size, size);
+    assert_true(offered ? m.copy >= size : m.copy == 0);
+    assert_memory_equal(m.data, want, size);
+    kiln_map_close(&m);
+    assert_null(m.data);
+
+    setenv("KILN_MMAP", "1", 1);
+    assert_int_equal(kiln_map_load(path, &m), KILN_OK);
+    unsetenv("KILN_MMAP");
+    assert_int_equal(m.copy, 0);
+    assert_int_equal(m.size, size);
+    assert_memory_equal(m.data, want, size);
+    kiln_map_close(&m);
+
+    f = fopen(test_tmp_path("small.bin", small, sizeof small), "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(want, 1, 4096, f), 4096);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(kiln_map_load(small, &m), KILN_OK);
+    assert_int_equal(m.copy, 0);
+    assert_memory_equal(m.data, want, 4096);
+    kiln_map_close(&m);
+
+    assert_int_equal(kiln_map_load("/nonexistent/dir/x.gguf", &m), KILN_ERR_IO);
+    assert_non_null(strstr(kiln_last_error(), "cannot open"));
+    assert_int_equal(kiln_map_load("/", &m), KILN_ERR_IO);
+    assert_non_null(strstr(kiln_last_error(), "not a regular file"));
+    remove(path);
+    remove(small);
+    free(want);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_models),
@@ -369,6 +430,7 @@ int main(void) {
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_corruptions),
         cmocka_unit_test(test_bad_alignment_and_nesting),
+        cmocka_unit_test(test_map_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

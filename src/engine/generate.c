@@ -78,7 +78,7 @@ kiln_model *kiln_model_load(const char *path, kiln_status *st) {
         s = kiln_fail(KILN_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
     }
-    if (!(m->f = gguf_open(path, &s))) goto fail;
+    if (!(m->f = gguf_load(path, &s))) goto fail;
     if (embed_arch_is_encoder(m->f)) { /* the embeddings engine's model (embed.c) */
         if (!(m->bm = bert_model_load(m->f, &s)) || !(m->wpm = vocab_load_wpm(m->f, &s))) goto fail;
         if (tok_wpm_n_vocab(m->wpm) != (int32_t)m->bm->hp->n_vocab) {

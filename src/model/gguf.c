@@ -454,9 +454,10 @@ fail:
     return NULL;
 }
 
-gguf_file *gguf_open(const char *path, kiln_status *st) {
+static gguf_file *open_with(kiln_status (*place)(const char *, kiln_map *), const char *path,
+                            kiln_status *st) {
     kiln_map map;
-    kiln_status s = kiln_map_open(path, &map);
+    kiln_status s = place(path, &map);
     if (s) {
         if (st) *st = s;
         return NULL;
@@ -468,6 +469,14 @@ gguf_file *gguf_open(const char *path, kiln_status *st) {
     }
     f->map = map;
     return f;
+}
+
+gguf_file *gguf_open(const char *path, kiln_status *st) {
+    return open_with(kiln_map_open, path, st);
+}
+
+gguf_file *gguf_load(const char *path, kiln_status *st) {
+    return open_with(kiln_map_load, path, st);
 }
 
 void gguf_prefault(const gguf_file *f) {

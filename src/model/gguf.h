@@ -91,6 +91,9 @@ typedef struct gguf_file gguf_file;
 /* Opens and validates path. NULL on failure with *st set (if st) and the
  * message in kiln_last_error(). */
 gguf_file *gguf_open(const char *path, kiln_status *st);
+/* gguf_open for a model about to run: the file is placed by kiln_map_load
+ * (read into huge pages when that helps, see file.h), then validated. */
+gguf_file *gguf_load(const char *path, kiln_status *st);
 /* Validates an in-memory image (not copied; must outlive the gguf_file).
  * `name` is used in messages. */
 gguf_file *gguf_open_memory(const void *data, size_t size, const char *name, kiln_status *st);
