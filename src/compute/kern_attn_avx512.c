@@ -1,6 +1,7 @@
 /* kern_attn_avx512.c - AVX-512 variants of the attention kernels
  * (kern_attn.c): axpy over F32, F16 (VCVTPH2PS) and Q8_0 rows, keeping 64
- * floats of the output in four registers while every row adds into them,
+ * floats of the output in four registers (F16: eight, even and odd rows)
+ * while every row adds into them,
  * with fused multiply-adds; tails use masked loads and stores; exp_sum
  * with a polynomial exp; and attn_gemm in tiles of 4 rows x 64 columns
  * (16 accumulators), a broadcast from a and four loads of b per step of p;
@@ -34,22 +35,39 @@ static void f32_axpy(int64_t n, float *o, const void *x, size_t xs, const float 
     }
 }
 
+/* Even rows add into o's four registers and odd rows into four more, summed
+ * at the end: eight FMA chains instead of four, so a row does not wait on
+ * the previous row's additions (the FMA latency bound the loop otherwise). */
 static void f16_axpy(int64_t n, float *o, const void *x, size_t xs, const float *w, int64_t nr) {
     for (int64_t i = 0; i < n; i += 64) {
         __mmask16 m[4];
-        __m512 acc[4];
+        __m512 acc[4], odd[4];
         for (int k = 0; k < 4; k++) {
             m[k] = tail16(n - i - 16 * k);
             acc[k] = _mm512_maskz_loadu_ps(m[k], o + i + 16 * k);
+            odd[k] = _mm512_setzero_ps();
         }
-        for (int64_t r = 0; r < nr; r++) {
+        int64_t r = 0;
+        for (; r + 2 <= nr; r += 2) {
+            const kiln_f16 *v = (const kiln_f16 *)((const char *)x + (size_t)r * xs) + i;
+            const kiln_f16 *u = (const kiln_f16 *)((const char *)v + xs);
+            __m512 vw = _mm512_set1_ps(w[r]), uw = _mm512_set1_ps(w[r + 1]);
+            for (int k = 0; k < 4; k++) {
+                acc[k] = _mm512_fmadd_ps(
+                    vw, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m[k], v + 16 * k)), acc[k]);
+                odd[k] = _mm512_fmadd_ps(
+                    uw, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m[k], u + 16 * k)), odd[k]);
+            }
+        }
+        if (r < nr) {
             const kiln_f16 *v = (const kiln_f16 *)((const char *)x + (size_t)r * xs) + i;
             __m512 vw = _mm512_set1_ps(w[r]);
             for (int k = 0; k < 4; k++)
                 acc[k] = _mm512_fmadd_ps(
                     vw, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m[k], v + 16 * k)), acc[k]);
         }
-        for (int k = 0; k < 4; k++) _mm512_mask_storeu_ps(o + i + 16 * k, m[k], acc[k]);
+        for (int k = 0; k < 4; k++)
+            _mm512_mask_storeu_ps(o + i + 16 * k, m[k], _mm512_add_ps(acc[k], odd[k]));
     }
 }
 

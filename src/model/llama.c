@@ -635,6 +635,7 @@ void llama_attend(const struct kiln_kernels *kern, kiln_type type_k, kiln_type t
     kiln_type qt = kiln_vec_dot_type(type_k);
     size_t qrow = kiln_row_size(qt, hd);
     kiln_vec_dot_fn dot = kern->vec_dot[type_k];
+    kiln_matvec_fn mv = kern->matvec[type_k]; /* vec_dot over several rows, bit for bit */
     kiln_axpy_fn axpy = kern->axpy[type_v];
     struct att_scratch a = att_layout(scratch, hd, n_q, &unused);
     for (int32_t i = 0; i < n_q; i++) {
@@ -653,8 +654,12 @@ void llama_attend(const struct kiln_kernels *kern, kiln_type type_k, kiln_type t
         for (int32_t i = 0; i < n_q; i++) {
             float *s = a.s + i * ATT_TILE, tmax = -INFINITY;
             const char *qc = a.qc + (size_t)i * qrow;
+            if (mv)
+                mv(hd, kt, row_k, nt, qc, s);
+            else
+                for (int32_t t = 0; t < nt; t++) s[t] = dot(hd, kt + (size_t)t * row_k, qc);
             for (int32_t t = 0; t < nt; t++) {
-                s[t] = dot(hd, kt + (size_t)t * row_k, qc) * scale;
+                s[t] *= scale;
                 if (s[t] > tmax) tmax = s[t];
             }
             float max = (float)a.max[i];
