@@ -560,10 +560,12 @@ static void qkv_part(llama_ctx *c, int32_t il, int ith, int nth) {
     const struct arch_hparams *hp = c->m->hp;
     const struct llama_layer *L = &c->m->layers[il];
     const struct kiln_kernels *kern = c->kern;
-    int64_t hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, per = nh + nkv, lo, hi;
+    int64_t hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, per = nh + nkv;
     int64_t dq = nh * hd, dkv = nkv * hd;
-    split(c->n_tok * per, ith, nth, &lo, &hi);
-    for (int64_t it = lo; it < hi; it++) {
+    /* items interleaved over the threads: a K/V head (rotated, converted and
+     * stored twice) costs more than a query head, and a contiguous split
+     * would give them all to the last thread */
+    for (int64_t it = ith; it < c->n_tok * per; it += nth) {
         int64_t j = it / per, h = it % per;
         if (c->tok_slot[j] < 0) continue;
         const float *cs = c->rope + j * hp->n_rot;
