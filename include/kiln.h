@@ -318,7 +318,7 @@ kiln_status kiln_generate_tokens(kiln_ctx *c, const int32_t *ids, int32_t n,
  * becomes that token; the text between is tokenized as plain text. With
  * add_special, BOS is not added a second time when the text starts with the
  * BOS token's text. Same capacity rules as kiln_tokenize (*n_ids is the
- * number needed). Scans the vocabulary for its control tokens on each call. */
+ * number needed). The control tokens are indexed once, at load. */
 kiln_status kiln_tokenize_special(const kiln_model *m, const char *text, size_t len,
                                   int add_special, int32_t *ids, size_t cap, size_t *n_ids);
 

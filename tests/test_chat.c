@@ -356,6 +356,13 @@ static void test_model_chat(void **state) {
     assert_int_equal(ids[n - 1], kiln_token_eos(m));
     assert_int_equal(kiln_tokenize_special(m, s, strlen(s), 1, ids, 2, &n), KILN_ERR_RANGE);
     assert_int_equal(n, np + 2);
+    /* text that only looks like a control token stays text */
+    const char *lookalike = "<s Hi</s";
+    assert_int_equal(kiln_tokenize_special(m, lookalike, strlen(lookalike), 0, ids, 64, &n),
+                     KILN_OK);
+    assert_int_equal(kiln_tokenize(m, lookalike, strlen(lookalike), 0, plain, 64, &np), KILN_OK);
+    assert_int_equal(n, np);
+    assert_memory_equal(ids, plain, np * sizeof *ids);
 
     /* a follow-up prompt that extends the first reuses the cache and gives the
      * same greedy continuation as a fresh context */
@@ -401,6 +408,30 @@ static void test_model_chat(void **state) {
     kiln_model_free(m);
 }
 
+/* A byte-level BPE vocabulary's control token ("<|endoftext|>" in GPT-2's),
+ * back to back and between text, becomes its one id each time. */
+static void test_tokenize_special_bpe(void **state) {
+    (void)state;
+    char buf[1024];
+    const char *path = TEST_DATA_OR_SKIP("models/mini-qwen2-Q8_0.gguf", buf);
+    kiln_model *m = kiln_model_load(path, NULL);
+    assert_non_null(m);
+    int32_t eot[4], text[64], ids[64];
+    size_t ne, nt, n;
+    assert_int_equal(kiln_tokenize_special(m, "<|endoftext|>", 13, 0, eot, 4, &ne), KILN_OK);
+    assert_int_equal(ne, 1);
+    assert_int_equal(kiln_tokenize(m, "user\nHi", 7, 0, text, 64, &nt), KILN_OK);
+    assert_true(nt >= 2);
+    const char *s = "<|endoftext|><|endoftext|>user\nHi<|endoftext|>";
+    assert_int_equal(kiln_tokenize_special(m, s, strlen(s), 0, ids, 64, &n), KILN_OK);
+    assert_int_equal(n, nt + 3);
+    assert_int_equal(ids[0], eot[0]);
+    assert_int_equal(ids[1], eot[0]);
+    assert_memory_equal(ids + 2, text, nt * sizeof *ids);
+    assert_int_equal(ids[n - 1], eot[0]);
+    kiln_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chatml),
@@ -411,6 +442,7 @@ int main(void) {
         cmocka_unit_test(test_phi3_zephyr),
         cmocka_unit_test(test_names_and_errors),
         cmocka_unit_test(test_model_chat),
+        cmocka_unit_test(test_tokenize_special_bpe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,11 +3,13 @@
  * prompt so that the control tokens written in it as text (such as
  * "<|im_start|>") become those tokens.
  *
- * Built only on the public model API (kiln_model_chat_template,
- * kiln_token_*, kiln_tokenize), so it works with every tokenizer the engine
- * supports. Thread-safe: nothing is cached between calls.
+ * Built on the public model API (kiln_model_chat_template, kiln_token_*,
+ * kiln_tokenize) and the model's control-token index (engine_model_specials,
+ * built at load), so it works with every tokenizer the engine supports.
+ * Thread-safe: nothing is written after load.
  */
 #include "base/status.h"
+#include "engine/genseq.h"
 #include "kiln.h"
 #include "text/chat.h"
 
@@ -73,49 +75,15 @@ kiln_status kiln_chat_format(const kiln_model *m, const char *template_name,
 
 /* ---- tokenizing with control tokens ---- */
 
-struct special {
-    int32_t id;
-    uint32_t len;
-    char text[48];
-};
-
-/* The control tokens: those whose text shows only when specials are rendered. */
-static kiln_status find_specials(const kiln_model *m, struct special **out, size_t *n_out) {
-    size_t n = 0, cap = 0;
-    struct special *sp = NULL;
-    int32_t nv = kiln_model_n_vocab(m);
-    for (int32_t id = 0; id < nv; id++) {
-        char buf[48], plain[1];
-        size_t l = kiln_token_to_piece(m, id, 1, buf, sizeof buf);
-        if (l == 0 || l > sizeof buf || kiln_token_to_piece(m, id, 0, plain, 0) != 0) continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            struct special *p = realloc(sp, cap * sizeof *sp);
-            if (!p) {
-                free(sp);
-                return kiln_fail(KILN_ERR_NOMEM, "tokenize: out of memory");
-            }
-            sp = p;
-        }
-        sp[n].id = id;
-        sp[n].len = (uint32_t)l;
-        memcpy(sp[n].text, buf, l);
-        n++;
-    }
-    *out = sp;
-    *n_out = n;
-    return KILN_OK;
-}
-
-/* The longest control token whose text starts at s (n bytes left), or NULL. */
-static const struct special *match_special(const struct special *sp, size_t n_sp, const char *s,
-                                           size_t n) {
-    const struct special *best = NULL;
-    for (size_t i = 0; i < n_sp; i++)
-        if (sp[i].len <= n && sp[i].text[0] == s[0] && !memcmp(sp[i].text, s, sp[i].len) &&
-            (!best || sp[i].len > best->len))
-            best = &sp[i];
-    return best;
+/* The longest control token whose text starts at s (n > 0 bytes left), or
+ * NULL: only the tokens with s's first byte are tried, longest first. */
+static const struct engine_special *match_special(const kiln_model *m, const char *s, size_t n) {
+    const uint32_t *first;
+    const struct engine_special *sp = engine_model_specials(m, &first);
+    unsigned char b = (unsigned char)s[0];
+    for (uint32_t i = first[b]; i < first[b + 1]; i++)
+        if (sp[i].len <= n && !memcmp(sp[i].text, s, sp[i].len)) return &sp[i];
+    return NULL;
 }
 
 /* Appends the tokens of text[0..len) (no specials) at ids[*n..), counting
@@ -138,38 +106,34 @@ static void put_id(int32_t id, int32_t *ids, size_t cap, size_t *n) {
 
 kiln_status kiln_tokenize_special(const kiln_model *m, const char *text, size_t len,
                                   int add_special, int32_t *ids, size_t cap, size_t *n_ids) {
-    struct special *sp = NULL;
-    size_t n_sp = 0, n = 0;
+    size_t n = 0;
     int32_t pre[4];
     size_t n_pre = 0;
     *n_ids = 0;
-    kiln_status s = find_specials(m, &sp, &n_sp);
-    if (s) return s;
+    kiln_status s = KILN_OK;
     if (add_special) { /* what add_special adds around any text: BOS and/or EOS */
         s = kiln_tokenize(m, "", 0, 1, pre, 4, &n_pre);
-        if (s) goto done;
+        if (s) return s;
     }
     bool bos = n_pre > 0 && pre[0] == kiln_token_bos(m);
-    const struct special *first = len ? match_special(sp, n_sp, text, len) : NULL;
+    const struct engine_special *first = len ? match_special(m, text, len) : NULL;
     if (bos && !(first && first->id == pre[0])) put_id(pre[0], ids, cap, &n);
     size_t start = 0;
     for (size_t i = 0; i < len;) {
-        const struct special *hit = match_special(sp, n_sp, text + i, len - i);
+        const struct engine_special *hit = match_special(m, text + i, len - i);
         if (!hit) {
             i++;
             continue;
         }
-        if ((s = put_plain(m, text + start, i - start, ids, cap, &n))) goto done;
+        if ((s = put_plain(m, text + start, i - start, ids, cap, &n))) return s;
         put_id(hit->id, ids, cap, &n);
         i += hit->len;
         start = i;
     }
-    if ((s = put_plain(m, text + start, len - start, ids, cap, &n))) goto done;
+    if ((s = put_plain(m, text + start, len - start, ids, cap, &n))) return s;
     for (size_t i = bos ? 1 : 0; i < n_pre; i++) put_id(pre[i], ids, cap, &n);
     *n_ids = n;
     if (n > cap)
         s = kiln_fail(KILN_ERR_RANGE, "tokenize: the text needs %zu tokens, room for %zu", n, cap);
-done:
-    free(sp);
     return s;
 }

@@ -39,6 +39,8 @@ struct kiln_model {
     tok_bpe *bpe;   /* byte-level BPE vocabularies: set instead of tok */
     bert_model *bm; /* encoders (bert, nomic-bert): set instead of lm and tok */
     tok_wpm *wpm;
+    struct engine_special *specials; /* control tokens (engine_model_specials) */
+    uint32_t special_first[257];
 };
 
 /* Hyperparameters of either kind of model. */
@@ -71,6 +73,48 @@ struct kiln_ctx {
     struct llama_batch_item *items; /* n_seq_max: kiln_decode_batch's items in llama's types */
 };
 
+static int special_order(const void *a, const void *b) {
+    const struct engine_special *x = a, *y = b;
+    unsigned char fx = (unsigned char)x->text[0], fy = (unsigned char)y->text[0];
+    if (fx != fy) return fx < fy ? -1 : 1;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Collects m's control tokens (texts up to 48 bytes) into m->specials and
+ * indexes them by first byte. */
+static kiln_status find_specials(kiln_model *m) {
+    size_t n = 0, cap = 0;
+    int32_t nv = kiln_model_n_vocab(m);
+    for (int32_t id = 0; id < nv; id++) {
+        char buf[48], plain[1];
+        size_t l = kiln_token_to_piece(m, id, 1, buf, sizeof buf);
+        if (l == 0 || l > sizeof buf || kiln_token_to_piece(m, id, 0, plain, 0) != 0) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            struct engine_special *p = realloc(m->specials, cap * sizeof *p);
+            if (!p) return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
+            m->specials = p;
+        }
+        m->specials[n] = (struct engine_special){.id = id, .len = (uint32_t)l};
+        memcpy(m->specials[n].text, buf, l);
+        n++;
+    }
+    if (n) qsort(m->specials, n, sizeof *m->specials, special_order);
+    size_t i = 0;
+    for (int b = 0; b < 256; b++) {
+        m->special_first[b] = (uint32_t)i;
+        while (i < n && (unsigned char)m->specials[i].text[0] == b) i++;
+    }
+    m->special_first[256] = (uint32_t)n;
+    return KILN_OK;
+}
+
+const struct engine_special *engine_model_specials(const kiln_model *m, const uint32_t **first) {
+    *first = m->special_first;
+    return m->specials;
+}
+
 kiln_model *kiln_model_load(const char *path, kiln_status *st) {
     kiln_status s = KILN_OK;
     kiln_model *m = calloc(1, sizeof *m);
@@ -86,6 +130,7 @@ kiln_model *kiln_model_load(const char *path, kiln_status *st) {
                           tok_wpm_n_vocab(m->wpm), m->bm->hp->n_vocab);
             goto fail;
         }
+        if ((s = find_specials(m))) goto fail;
         gguf_prefault(m->f);
         if (st) *st = KILN_OK;
         return m;
@@ -100,6 +145,7 @@ kiln_model *kiln_model_load(const char *path, kiln_status *st) {
                       n_tok, m->lm->hp->n_vocab);
         goto fail;
     }
+    if ((s = find_specials(m))) goto fail;
     gguf_prefault(m->f);
     if (st) *st = KILN_OK;
     return m;
@@ -111,6 +157,7 @@ fail:
 
 void kiln_model_free(kiln_model *m) {
     if (!m) return;
+    free(m->specials);
     tok_wpm_free(m->wpm);
     bert_model_free(m->bm);
     tok_spm_free(m->tok);

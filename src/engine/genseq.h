@@ -37,6 +37,18 @@ struct genseq {
  * any id of decoder m. */
 size_t engine_model_max_piece(const kiln_model *m);
 
+/* A control token: one whose text shows only when specials are rendered. */
+struct engine_special {
+    int32_t id;
+    uint32_t len;
+    char text[48];
+};
+
+/* Defined in generate.c: model m's control tokens, found once at load,
+ * sorted by first byte and, within one, longest first; *first gets 257
+ * offsets: the tokens starting with byte b are [first[b], first[b + 1]). */
+const struct engine_special *engine_model_specials(const kiln_model *m, const uint32_t **first);
+
 /* The sampler's parameters taken from p's sampling settings. */
 struct sampler_params genseq_sampler_params(const kiln_gen_params *p);
 
