@@ -653,6 +653,11 @@ void llama_attend(const struct kiln_kernels *kern, kiln_type type_k, kiln_type t
     for (int32_t t0 = 0; t0 < n_keys; t0 += ATT_TILE) {
         int32_t nt = n_keys - t0 < ATT_TILE ? n_keys - t0 : ATT_TILE;
         const char *kt = k_rows + (size_t)t0 * row_k;
+        const char *vt = v_rows + (size_t)t0 * row_v;
+        /* the V tile comes from memory while the scores are computed (the
+         * matvec entries prefetch K themselves) */
+        for (size_t o = 0; o < (size_t)nt * row_v; o += KILN_CACHE_LINE)
+            __builtin_prefetch(vt + o, 0, 3);
         for (int32_t i = 0; i < n_q; i++) {
             float *s = a.s + i * ATT_TILE, tmax = -INFINITY;
             const char *qc = a.qc + (size_t)i * qrow;
@@ -673,7 +678,6 @@ void llama_attend(const struct kiln_kernels *kern, kiln_type type_k, kiln_type t
             }
             a.sum[i] += kern->exp_sum(s, nt, max);
         }
-        const char *vt = v_rows + (size_t)t0 * row_v;
         for (int32_t i = 0; i < n_q; i++) axpy(hd, a.o + i * hd, vt, row_v, a.s + i * ATT_TILE, nt);
     }
     for (int32_t i = 0; i < n_q; i++) {
@@ -827,13 +831,15 @@ static void make_blocks(llama_ctx *c) {
 }
 
 /* Heads per attention work item: a KV head's whole group of query heads
- * (they share its K and V tiles), split further when the step has too few
- * (block, KV head) pairs to keep every thread busy. */
+ * (they share its K and V tiles, read from memory once), split further only
+ * when the step has too few (block, KV head) pairs to keep every thread
+ * busy: not when the pairs already share out evenly (decode of one
+ * sequence with 4 KV heads on 2 or 4 threads). */
 static int32_t att_heads_per_item(const llama_ctx *c) {
     const struct arch_hparams *hp = c->m->hp;
     int32_t group = (int32_t)(hp->n_head / hp->n_head_kv);
     int64_t pairs = (int64_t)c->n_blk * hp->n_head_kv, want = 4 * (int64_t)c->n_threads;
-    if (pairs >= want) return group;
+    if (pairs >= want || (pairs >= c->n_threads && pairs % c->n_threads == 0)) return group;
     int64_t parts = (want + pairs - 1) / pairs;
     int32_t per = (int32_t)((group + parts - 1) / parts);
     return per < 1 ? 1 : per;
