@@ -1,13 +1,11 @@
 /* kern_float_avx512.c - AVX-512 kernels for F32, F16 and BF16: conversions,
  * dot products, gemm tiles for F32, F16 and BF16, and F16's prepared
  * activations (floats; gemm_xprep / gemm_xp, kernels.h) with the F16 tiles
- * that read them, and F16's multi-row matvec. F32/F16 tiles are FP32 FMA micro-kernels (this ISA level
- * has no F16 arithmetic); BF16 products use AVX512-BF16 (VDPBF16PS, exact
- * products, f32 accumulation). Conversions
- * give the same bits as the scalar reference: F16 via VCVTPS2PH (round to
- * nearest even), BF16 by integer round-to-nearest-even (VCVTNEPS2BF16
- * would flush subnormals). Any n is accepted; tails use masked loads and
- * stores. */
+ * that read them, and F16's multi-row matvec. F32/F16 tiles are FP32 FMA micro-kernels (this ISA
+ * level has no F16 arithmetic); BF16 products use AVX512-BF16 (VDPBF16PS, exact products, f32
+ * accumulation). Conversions give the same bits as the scalar reference: F16 via VCVTPS2PH (round
+ * to nearest even), BF16 by integer round-to-nearest-even (VCVTNEPS2BF16 would flush subnormals).
+ * Any n is accepted; tails use masked loads and stores. */
 #include "compute/kernels.h"
 
 #include <immintrin.h>
@@ -90,7 +88,8 @@ static void f16_matvec(int64_t n, const void *w, size_t ws, int64_t nr, const vo
     int64_t r = 0;
     for (; r + MV16_R <= nr; r += MV16_R)
         f16_mv_rows(MV16_R, n, (const uint16_t *)(wp + (size_t)r * ws), ws, x, y + r, pf);
-    for (; r < nr; r++) f16_mv_rows(1, n, (const uint16_t *)(wp + (size_t)r * ws), ws, x, y + r, pf);
+    for (; r < nr; r++)
+        f16_mv_rows(1, n, (const uint16_t *)(wp + (size_t)r * ws), ws, x, y + r, pf);
 }
 
 static void f16_to_float(const void *src, float *dst, int64_t n) {
