@@ -364,7 +364,8 @@ static void test_bad_alignment_and_nesting(void **state) {
 
 /* kiln_map_load: a file of KILN_MAP_COPY_MIN bytes and more is copied into
  * huge pages where the kernel offers them (and mapped with KILN_MMAP=1); a
- * small one is mapped; every byte reads back either way. */
+ * small one is mapped; every byte reads back either way. (The copy also
+ * needs twice its size available, ~130 MB: any machine that runs the suite.) */
 static void test_map_load(void **state) {
     (void)state;
     char path[1024], small[1024];

@@ -23,9 +23,10 @@ kiln_status kiln_map_open(const char *path, kiln_map *out);
  * read-only) when the kernel offers them and the environment does not set
  * KILN_MMAP=1: a pass over the weights then needs a TLB entry per 2 MiB
  * instead of per 4 KiB page (decode measured 15-30% faster, docs/perf.md),
- * at the price of a copy beside the page cache's. Otherwise, or when that
- * memory cannot be had, the file is mapped. A read error fails, naming the
- * path and the OS error. */
+ * at the price of a copy beside the page cache's. Otherwise, when the copy
+ * would take more than half of the memory the kernel reports available, or
+ * when that memory cannot be had, the file is mapped. A read error fails,
+ * naming the path and the OS error. */
 kiln_status kiln_map_load(const char *path, kiln_map *out);
 void kiln_map_close(kiln_map *m);
 /* Enters every page of a file mapping into the page tables now (reading from disk what
