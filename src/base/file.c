@@ -39,12 +39,9 @@ static kiln_status open_regular(const char *path, int *fd_out, size_t *size) {
     return KILN_OK;
 }
 
-kiln_status kiln_map_open(const char *path, kiln_map *out) {
+/* Maps the open file fd (size bytes) into *out and closes fd. */
+static kiln_status map_fd(const char *path, int fd, size_t size, kiln_map *out) {
     *out = (kiln_map){0};
-    int fd;
-    size_t size;
-    kiln_status s = open_regular(path, &fd, &size);
-    if (s) return s;
     if (size > 0) {
         void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
@@ -52,11 +49,18 @@ kiln_status kiln_map_open(const char *path, kiln_map *out) {
             close(fd);
             return kiln_fail(KILN_ERR_IO, "%s: cannot mmap %zu bytes: %s", path, size, strerror(e));
         }
-        out->data = p;
-        out->size = size;
+        *out = (kiln_map){.data = p, .size = size};
     }
     close(fd);
     return KILN_OK;
+}
+
+kiln_status kiln_map_open(const char *path, kiln_map *out) {
+    *out = (kiln_map){0};
+    int fd;
+    size_t size;
+    kiln_status s = open_regular(path, &fd, &size);
+    return s ? s : map_fd(path, fd, size, out);
 }
 
 /* Whether the kernel gives huge pages to a region that asks (MADV_HUGEPAGE):
@@ -129,10 +133,8 @@ kiln_status kiln_map_load(const char *path, kiln_map *out) {
     char *p = NULL;
     size_t bytes = (size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     if (size < KILN_MAP_COPY_MIN || !huge_pages_offered() || !copy_fits(bytes) ||
-        !(p = huge_region(bytes))) {
-        close(fd);
-        return kiln_map_open(path, out);
-    }
+        !(p = huge_region(bytes)))
+        return map_fd(path, fd, size, out);
     for (size_t off = 0; off < size;) {
         size_t want = size - off < READ_CHUNK ? size - off : READ_CHUNK;
         ssize_t r = pread(fd, p + off, want, (off_t)off);

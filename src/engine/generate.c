@@ -123,26 +123,23 @@ kiln_model *kiln_model_load(const char *path, kiln_status *st) {
         goto fail;
     }
     if (!(m->f = gguf_load(path, &s))) goto fail;
+    int32_t n_tok;
+    uint32_t n_vocab;
     if (embed_arch_is_encoder(m->f)) { /* the embeddings engine's model (embed.c) */
         if (!(m->bm = bert_model_load(m->f, &s)) || !(m->wpm = vocab_load_wpm(m->f, &s))) goto fail;
-        if (tok_wpm_n_vocab(m->wpm) != (int32_t)m->bm->hp->n_vocab) {
-            s = kiln_fail(KILN_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model %u", path,
-                          tok_wpm_n_vocab(m->wpm), m->bm->hp->n_vocab);
+        n_tok = tok_wpm_n_vocab(m->wpm);
+        n_vocab = m->bm->hp->n_vocab;
+    } else {
+        if (!(m->lm = llama_model_load(m->f, &s))) goto fail;
+        if (vocab_is_bpe(m->f) ? !(m->bpe = vocab_load_bpe(m->f, &s))
+                               : !(m->tok = vocab_load_spm(m->f, &s)))
             goto fail;
-        }
-        if ((s = find_specials(m))) goto fail;
-        gguf_prefault(m->f);
-        if (st) *st = KILN_OK;
-        return m;
+        n_tok = m->bpe ? tok_bpe_n_vocab(m->bpe) : tok_spm_n_vocab(m->tok);
+        n_vocab = m->lm->hp->n_vocab;
     }
-    if (!(m->lm = llama_model_load(m->f, &s))) goto fail;
-    if (vocab_is_bpe(m->f) ? !(m->bpe = vocab_load_bpe(m->f, &s))
-                           : !(m->tok = vocab_load_spm(m->f, &s)))
-        goto fail;
-    int32_t n_tok = m->bpe ? tok_bpe_n_vocab(m->bpe) : tok_spm_n_vocab(m->tok);
-    if (n_tok != (int32_t)m->lm->hp->n_vocab) {
+    if (n_tok != (int32_t)n_vocab) {
         s = kiln_fail(KILN_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model %u", path,
-                      n_tok, m->lm->hp->n_vocab);
+                      n_tok, n_vocab);
         goto fail;
     }
     if ((s = find_specials(m))) goto fail;
