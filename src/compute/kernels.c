@@ -69,6 +69,9 @@ static void build_tables(void) {
     kern_kquant_register_scalar(k);
     kern_attn_register_scalar(k);
 #if defined(__x86_64__)
+    /* The register functions are compiled for their ISA (the compiler may
+     * use its instructions even there), so only a CPU that has it runs them. */
+    if (!available[KILN_ISA_AVX2]) return;
     tables[KILN_ISA_AVX2] = tables[KILN_ISA_SCALAR];
     k = &tables[KILN_ISA_AVX2];
     k->isa = KILN_ISA_AVX2;
@@ -76,6 +79,7 @@ static void build_tables(void) {
     kern_legacy_register_avx2(k);
     kern_kquant_register_avx2(k);
     kern_attn_register_avx2(k);
+    if (!available[KILN_ISA_AVX512]) return;
     tables[KILN_ISA_AVX512] = tables[KILN_ISA_AVX2];
     k = &tables[KILN_ISA_AVX512];
     k->isa = KILN_ISA_AVX512;
