@@ -130,6 +130,24 @@ int kiln_token_is_eog(const kiln_model *m, int32_t id);
 kiln_status kiln_tokenize(const kiln_model *m, const char *text, size_t len, int add_special,
                           int32_t *ids, size_t cap, size_t *n_ids);
 
+/* The most bytes of text one token stands for in m's tokenizer (its
+ * longest token text; for SentencePiece at least 4, the bytes of a
+ * character <unk> may replace), computed at load; 0 when there is no such
+ * bound (WordPiece, which drops whitespace; a BPE vocabulary whose merges
+ * make strings that are not tokens). Thread-safe. */
+int32_t kiln_model_max_token_bytes(const kiln_model *m);
+
+/* A lower bound of the number of tokens any tokenization of text[0..len)
+ * by m holds (kiln_tokenize, kiln_tokenize_special, with or without
+ * BOS/EOS, which only add): ceil(counted / kiln_model_max_token_bytes(m)),
+ * where counted is len less the bytes the vocabulary may drop (bytes whose
+ * token it lacks, in the BPE vocabularies missing some, or characters it
+ * cannot spell in an SPM one with neither <unk> nor byte tokens). So a text
+ * of len bytes cannot fit in fewer tokens, and a prompt can be refused
+ * without tokenizing it. O(1) when the vocabulary drops nothing, else one
+ * pass over the bytes. 0 when kiln_model_max_token_bytes is 0. Thread-safe. */
+size_t kiln_tokens_at_least(const kiln_model *m, const char *text, size_t len);
+
 /* The bytes of token id (special: also render control tokens such as
  * "<s>"). Writes min(needed, cap) bytes, no NUL; returns the number needed.
  * A piece may be part of a UTF-8 character. Thread-safe. */
@@ -322,6 +340,23 @@ kiln_status kiln_generate_tokens(kiln_ctx *c, const int32_t *ids, int32_t n,
 kiln_status kiln_tokenize_special(const kiln_model *m, const char *text, size_t len,
                                   int add_special, int32_t *ids, size_t cap, size_t *n_ids);
 
+/* kiln_tokenize (parse_special 0) or kiln_tokenize_special (1) where cap is
+ * also a limit: when the text needs more than cap tokens the call returns
+ * KILN_ERR_RANGE as soon as that is certain, and *n_ids is then a lower
+ * bound of the count (> cap), not the count (kiln_tokenize tokenizes
+ * everything to report it). The check comes first from
+ * kiln_tokens_at_least (no tokenizing at all for a text over about
+ * cap * kiln_model_max_token_bytes bytes), then while tokenizing: a BPE
+ * vocabulary stops after the word that passed cap, a SentencePiece one
+ * after the ~1 KiB chunk that did (where its pieces allow merging in
+ * chunks, as SentencePiece's split_by_whitespace vocabularies do; else
+ * after the text, which the byte bound keeps short). For prompts that must
+ * fit a context, pass its size as cap. The ids written are unspecified on
+ * KILN_ERR_RANGE. Thread-safe. */
+kiln_status kiln_tokenize_bounded(const kiln_model *m, const char *text, size_t len,
+                                  int add_special, int parse_special, int32_t *ids, size_t cap,
+                                  size_t *n_ids);
+
 /* ---- chat templates ----
  *
  * Kiln renders the common chat-template families natively (no Jinja
@@ -353,6 +388,27 @@ const char *kiln_model_chat_template(const kiln_model *m, size_t *len);
 kiln_status kiln_chat_format(const kiln_model *m, const char *template_name,
                              const kiln_chat_message *msgs, size_t n, int add_assistant, char *buf,
                              size_t cap, size_t *len);
+
+/* Renders msgs[0..n) as kiln_chat_format does and tokenizes the text so
+ * that only the template's own markup makes control tokens: message
+ * contents are tokenized as plain text, so a message holding
+ * "<|im_end|><|im_start|>system" or "</s>[INST]" cannot forge a turn.
+ * Precisely: the result is kiln_tokenize_special(text, add_special 1),
+ * except that control-token text is recognised only where it lies wholly
+ * outside the contents (the template's literals, the roles, bos/eos); so a
+ * conversation whose contents hold no control-token text tokenizes exactly
+ * as kiln_tokenize_special does, and a content's bytes are always plain
+ * text, tokenized together with the markup text around them up to the
+ * nearest control tokens. Roles are markup: each must be a name (letters,
+ * digits, '_', '-'), else KILN_ERR_INVALID_ARG; callers should still accept
+ * only known roles. Errors as kiln_chat_format's. bounded 0: capacity as
+ * kiln_tokenize (*n_ids the count, KILN_ERR_RANGE when it exceeds cap);
+ * bounded 1: as kiln_tokenize_bounded (cap is a limit, checked before
+ * rendering from the contents' bytes, then as tokenizing goes; on
+ * KILN_ERR_RANGE *n_ids is a lower bound, > cap). Thread-safe. */
+kiln_status kiln_chat_tokenize(const kiln_model *m, const char *template_name,
+                               const kiln_chat_message *msgs, size_t n, int add_assistant,
+                               int bounded, int32_t *ids, size_t cap, size_t *n_ids);
 
 /* The family name kiln_chat_format would use for m (template_name as
  * there), or NULL with kiln_last_error() saying why. Thread-safe. */
@@ -575,18 +631,26 @@ void kiln_sched_get_state(kiln_sched *s, kiln_sched_state *out);
  *
  * A kiln_embed_batcher serves embedding requests on one encoder model from
  * its own engine thread: requests that arrive close together are merged
- * into one kiln_embed call, up to max_tokens tokens or until the oldest has
- * waited max_wait_ms, so concurrent single-sentence clients share forward
- * passes. Results reach the callback on the engine thread (it must not
- * block). Every function here is thread-safe. */
+ * into one kiln_embed call (a pass), up to max_tokens tokens or until the
+ * oldest has waited max_wait_ms, so concurrent single-sentence clients
+ * share forward passes. A pass takes texts from the queued requests
+ * round-robin (one text of each per round, in arrival order) up to
+ * max_tokens, so a request larger than one pass is split over several and
+ * the texts of requests queued behind it go into the very next pass: a
+ * small request waits about two passes at most, whatever is queued before
+ * it. A request's callback comes once all its texts are embedded, with its
+ * vectors in input order (the same as embedding them alone). Results reach
+ * the callback on the engine thread (it must not block). Every function
+ * here is thread-safe. */
 
 typedef struct kiln_embed_batcher kiln_embed_batcher;
 
 typedef struct kiln_batcher_params {
     kiln_embed_params embed; /* pooling, threads, memory; dim and normalize are per request */
-    int32_t max_tokens;      /* most tokens merged into one call; 0: 4096 */
+    int32_t max_tokens;      /* most tokens in one pass (whole texts; a longer text goes
+                                alone); 0: 4096 */
     double max_wait_ms;      /* longest a request waits for company; 0: 2 ms; < 0: none */
-    int32_t max_queue;       /* texts waiting; 0: 4096 */
+    int32_t max_queue;       /* texts waiting (submitted, not yet taken into a pass); 0: 4096 */
 } kiln_batcher_params;
 
 kiln_batcher_params kiln_batcher_default_params(void);
@@ -595,9 +659,10 @@ kiln_batcher_params kiln_batcher_default_params(void);
  * (KILN_ERR_UNSUPPORTED for a decoder, KILN_ERR_INVALID_ARG, KILN_ERR_NOMEM). */
 kiln_embed_batcher *kiln_embed_batcher_create(const kiln_model *m, const kiln_batcher_params *p,
                                               kiln_status *st);
-/* Fails the requests still queued (KILN_ERR_BUSY, the message saying the
- * batcher is stopping), stops the thread, frees everything; a pass already
- * running finishes and its callbacks run first. Not from a callback. NULL
+/* Fails the requests still queued, partly embedded ones included
+ * (KILN_ERR_BUSY, the message saying the batcher is stopping), stops the
+ * thread, frees everything; a pass already running finishes and the
+ * callbacks of the requests it completes run first. Not from a callback. NULL
  * is a no-op. */
 void kiln_embed_batcher_destroy(kiln_embed_batcher *b);
 
@@ -611,18 +676,26 @@ typedef struct kiln_embed_input {
     int32_t n_ids;
 } kiln_embed_input;
 
-/* A request's answer, borrowed for the callback. */
+/* A request's answer, borrowed for the callback. A request embedded by one
+ * pass (n_passes 1) reads as that pass; for a split one, t_queue is the
+ * wait before its first pass and t_inference spans its first pass's start
+ * to its last's end (passes shared with other requests, as any pass is),
+ * so t_queue + t_inference is still submission to answer. */
 typedef struct kiln_embed_result {
     kiln_status status;         /* KILN_OK, or why it failed */
-    const char *error;          /* the message when it failed (names the input's index) */
+    const char *error;          /* the message when it failed (names the inputs) */
     const kiln_embeddings *emb; /* KILN_OK: one pooled row per input, in order */
     int64_t n_tokens;           /* tokens embedded for this request */
-    double t_queue;             /* submission to the start of its forward pass, s */
+    double t_queue;             /* submission to the start of its first pass, s */
     double t_tokenize;          /* validating and tokenizing (on the submitting thread), s */
-    double t_inference;         /* the merged call (shared by its requests), s */
-    int32_t batch_texts;        /* texts in the merged call it joined */
-    int first_in_batch;         /* 1 for exactly one request of each merged call (per-call
-                                   statistics count it once) */
+    double t_inference;         /* its first pass's start to its last pass's end, s */
+    int32_t batch_texts;        /* texts in the pass that completed it */
+    int first_in_batch;         /* 1 for at most one request of each pass, one that pass
+                                   embedded whole (n_passes 1), so per-pass statistics
+                                   (batch_texts, t_inference) count that pass once and
+                                   exactly; passes that complete no such request (the middle
+                                   of a split one) mark none: n_batches counts every pass */
+    int32_t n_passes;           /* passes that embedded its inputs: 1 unless split */
 } kiln_embed_result;
 
 typedef void (*kiln_embed_fn)(void *user, const kiln_embed_result *r);
@@ -630,13 +703,13 @@ typedef void (*kiln_embed_fn)(void *user, const kiln_embed_result *r);
 /* Queues in[0..n) (copied). dim > 0 keeps the first dim components
  * (Matryoshka) before normalising; normalize 1 L2-normalises; truncate 1
  * cuts inputs longer than the context instead of failing. fn is called
- * exactly once. The inputs are validated and tokenized on the calling
- * thread, so clients tokenize in parallel. Errors (nothing queued, fn not
- * called): KILN_ERR_INVALID_ARG for n == 0, an empty input or invalid UTF-8,
- * KILN_ERR_RANGE for dim larger than the model's, a token id outside the
- * vocabulary or an input longer than the context (not truncating),
- * KILN_ERR_BUSY when the queue is full (or n alone exceeds max_queue); each
- * message names the input. */
+ * exactly once. The inputs are validated and tokenized, and the answer's
+ * memory allocated, on the calling thread, so clients tokenize in parallel.
+ * Errors (nothing queued, fn not called): KILN_ERR_INVALID_ARG for n == 0,
+ * an empty input or invalid UTF-8, KILN_ERR_RANGE for dim larger than the
+ * model's, a token id outside the vocabulary or an input longer than the
+ * context (not truncating), KILN_ERR_BUSY when the queue is full (or n
+ * alone exceeds max_queue), KILN_ERR_NOMEM; each message names the input. */
 kiln_status kiln_embed_batcher_submit(kiln_embed_batcher *b, const kiln_embed_input *in, int32_t n,
                                       int32_t dim, int normalize, int truncate, kiln_embed_fn fn,
                                       void *user);
@@ -644,8 +717,8 @@ kiln_status kiln_embed_batcher_submit(kiln_embed_batcher *b, const kiln_embed_in
 /* The vector length without dim, and a snapshot for metrics. */
 int32_t kiln_embed_batcher_dim(const kiln_embed_batcher *b);
 typedef struct kiln_batcher_state {
-    int32_t queued;     /* texts waiting */
-    uint64_t n_batches; /* merged calls so far */
+    int32_t queued;     /* texts waiting (not yet taken into a pass) */
+    uint64_t n_batches; /* passes (merged calls) so far */
     uint64_t compute_bytes;
 } kiln_batcher_state;
 void kiln_embed_batcher_get_state(kiln_embed_batcher *b, kiln_batcher_state *out);

@@ -12,8 +12,22 @@
  *   - a decoder (llama) embeds through the batcher as kiln_embed does;
  *   - destroy with queued requests fails them with KILN_ERR_BUSY
  *     ("stopping"), and a full queue answers KILN_ERR_BUSY;
- *   - max_tokens: requests are merged whole up to it, and a request larger
- *     than it still runs (alone).
+ *   - max_tokens: texts are merged up to it, a request larger than it is
+ *     split over passes of whole texts, and a text longer than it still
+ *     runs (alone);
+ *   - fairness (no head-of-line blocking): a 1-input request submitted
+ *     behind a 512-input one finishes first, in the next pass or the one
+ *     after, and one submitted while the big one is partly embedded (the
+ *     engine thread held in a callback) finishes in the very next pass,
+ *     while the big one is split over passes it shares with them; the
+ *     big one's vectors equal kiln_embed of the same inputs in one call
+ *     within 1e-5 (the texts are packed into different forward passes;
+ *     embed.c keeps each text whole in one pass, so this is batch
+ *     invariance: bit-identical where the kernels' results do not depend on
+ *     the rows around a text, which the test prints but does not require),
+ *     also with pooling none (a row per token); every callback exactly once;
+ *   - destroy while a request is partly embedded fails it (and the one
+ *     queued behind it) exactly once, saying how far it got.
  * A synthetic bert written here runs without shared data; the same checks
  * run on mini-bert-Q8_0 when KILN_TEST_DATA has it (else a printed skip).
  */
@@ -26,12 +40,16 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 /* ---- helpers ---- */
+
+/* Callbacks so far, over every sink: each records its place. */
+static atomic_int n_callbacks;
 
 /* One request's answer, copied out of the callback. */
 struct sink {
@@ -42,9 +60,30 @@ struct sink {
     char error[256];
     float *data;
     int64_t n_rows;
-    int32_t dim, n_texts, batch_texts, first_in_batch;
+    int32_t dim, n_texts, batch_texts, first_in_batch, n_passes;
     int32_t n_tokens0, truncated0;
+    int64_t n_tokens;
+    double t_queue, t_inference;
+    int order;                   /* n_callbacks when it came (1 first) */
+    kiln_embed_batcher *b;       /* when set: n_batches read in the callback */
+    uint64_t passes_at_callback; /* passes run when it came, its own included */
+    struct gate *gate;           /* when set: the callback then waits for it to open */
 };
+
+/* Holds the engine thread inside a callback (tests only: a real callback
+ * must not block) so that the test can act between two passes. */
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int open;
+};
+
+static void gate_open(struct gate *g) {
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
 
 static void sink_init(struct sink *s) {
     memset(s, 0, sizeof *s);
@@ -62,9 +101,19 @@ static void on_result(void *user, const kiln_embed_result *r) {
     struct sink *s = user;
     pthread_mutex_lock(&s->mu);
     s->calls++;
+    s->order = atomic_fetch_add(&n_callbacks, 1) + 1;
     s->status = r->status;
     s->batch_texts = r->batch_texts;
     s->first_in_batch = r->first_in_batch;
+    s->n_passes = r->n_passes;
+    s->n_tokens = r->n_tokens;
+    s->t_queue = r->t_queue;
+    s->t_inference = r->t_inference;
+    if (s->b) { /* the callback runs outside the batcher's mutex */
+        kiln_batcher_state bs;
+        kiln_embed_batcher_get_state(s->b, &bs);
+        s->passes_at_callback = bs.n_batches;
+    }
     if (r->status) {
         snprintf(s->error, sizeof s->error, "%s", r->error ? r->error : "");
     } else {
@@ -78,7 +127,13 @@ static void on_result(void *user, const kiln_embed_result *r) {
         memcpy(s->data, e->data, (size_t)e->n_rows * (size_t)e->dim * sizeof(float));
     }
     pthread_cond_broadcast(&s->cv);
+    struct gate *g = s->gate;
     pthread_mutex_unlock(&s->mu);
+    if (g) {
+        pthread_mutex_lock(&g->mu);
+        while (!g->open) pthread_cond_wait(&g->cv, &g->mu);
+        pthread_mutex_unlock(&g->mu);
+    }
 }
 
 /* Waits (at most 30 s) for the callback; fails the test on a timeout. */
@@ -434,7 +489,7 @@ static void test_destroy_and_busy(void **state) {
     kiln_model_free(m);
 }
 
-/* ---- max_tokens: whole requests up to it, and always at least one ---- */
+/* ---- max_tokens: texts up to it, larger requests split, always one text ---- */
 
 static void test_max_tokens(void **state) {
     (void)state;
@@ -449,40 +504,220 @@ static void test_max_tokens(void **state) {
     kiln_embed_batcher *b = kiln_embed_batcher_create(m, &p, &st);
     assert_non_null(b);
     /* "a b c d" is 6 tokens with [CLS] and [SEP]: no two fit in 10 */
-    struct sink s[4], big;
+    struct sink s[4], big, lng;
     for (int i = 0; i < 4; i++) {
         sink_init(&s[i]);
         assert_int_equal(submit_text(b, "a b c d", 0, 1, 0, &s[i]), KILN_OK);
     }
-    /* one request of 2 texts, 12 tokens: more than max_tokens, runs anyway */
+    /* one request of 2 texts, 12 tokens: split into two passes of one text */
     kiln_embed_input two[2] = {text_input("a b c d"), text_input("a b c d")};
     sink_init(&big);
     assert_int_equal(kiln_embed_batcher_submit(b, two, 2, 0, 1, 0, on_result, &big), KILN_OK);
+    /* one text of 12 tokens, longer than max_tokens: runs anyway, alone */
+    sink_init(&lng);
+    assert_int_equal(submit_text(b, "a b a b a b a b a b", 0, 1, 0, &lng), KILN_OK);
     for (int i = 0; i < 4; i++) {
         sink_wait(&s[i]);
         assert_int_equal(s[i].status, KILN_OK);
         assert_int_equal(s[i].n_tokens0, 6);
         assert_int_equal(s[i].batch_texts, 1);
-        sink_free(&s[i]);
+        assert_int_equal(s[i].n_passes, 1);
+        assert_int_equal(s[i].first_in_batch, 1);
     }
     sink_wait(&big);
     assert_int_equal(big.status, KILN_OK);
     assert_int_equal(big.n_texts, 2);
     assert_int_equal(big.n_rows, 2);
-    assert_int_equal(big.batch_texts, 2);
+    assert_int_equal(big.n_tokens, 12);
+    assert_int_equal(big.batch_texts, 1);
+    assert_int_equal(big.n_passes, 2);
+    assert_int_equal(big.first_in_batch, 0); /* split: not one pass's statistics */
+    for (int r = 0; r < 2; r++)
+        assert_true(test_max_abs_diff(big.data + r * big.dim, s[0].data, big.dim) <= 1e-5);
+    sink_wait(&lng);
+    assert_int_equal(lng.status, KILN_OK);
+    assert_int_equal(lng.n_tokens0, 12);
+    assert_int_equal(lng.batch_texts, 1);
+    for (int i = 0; i < 4; i++) sink_free(&s[i]);
     sink_free(&big);
+    sink_free(&lng);
     kiln_batcher_state bs;
     kiln_embed_batcher_get_state(b, &bs);
-    assert_int_equal(bs.n_batches, 5);
+    assert_int_equal(bs.n_batches, 7);
     kiln_embed_batcher_destroy(b);
+    kiln_model_free(m);
+}
+
+/* ---- fairness: a small request is not blocked by a big one queued first ---- */
+
+#define FAIR_N   512
+#define FAIR_TOK 256 /* max_tokens: the big request takes a dozen passes and more */
+
+static void check_fair(const kiln_model *m, kiln_pooling pooling, const char *what) {
+    kiln_batcher_params p = kiln_batcher_default_params();
+    p.embed.n_threads = 2;
+    p.embed.pooling = pooling;
+    p.max_wait_ms = -1;
+    p.max_tokens = FAIR_TOK;
+    kiln_status st;
+    kiln_embed_batcher *b = kiln_embed_batcher_create(m, &p, &st);
+    assert_non_null(b);
+    static const char *texts[FAIR_N];
+    static kiln_embed_input in[FAIR_N];
+    for (int i = 0; i < FAIR_N; i++) {
+        texts[i] = sentences[i % 16];
+        in[i] = text_input(texts[i]);
+    }
+    struct gate gate = {.open = 0};
+    pthread_mutex_init(&gate.mu, NULL);
+    pthread_cond_init(&gate.cv, NULL);
+    struct sink big, small, later;
+    sink_init(&big);
+    sink_init(&small);
+    sink_init(&later);
+    big.b = small.b = later.b = b;
+    small.gate = &gate;
+    assert_int_equal(kiln_embed_batcher_submit(b, in, FAIR_N, 0, 1, 0, on_result, &big), KILN_OK);
+    kiln_batcher_state bs;
+    kiln_embed_batcher_get_state(b, &bs);
+    uint64_t k0 = bs.n_batches; /* passes done; the next may have started without it */
+    assert_int_equal(submit_text(b, "hello world", 0, 1, 0, &small), KILN_OK);
+    /* the engine thread now waits in small's callback, the big request
+     * partly embedded: one more small request joins the very next pass */
+    sink_wait(&small);
+    kiln_embed_batcher_get_state(b, &bs);
+    uint64_t k1 = bs.n_batches;
+    assert_int_equal(small.passes_at_callback, k1);
+    assert_int_equal(big.calls, 0);
+    assert_int_equal(submit_text(b, "the cat sat on the mat", 0, 1, 0, &later), KILN_OK);
+    gate_open(&gate);
+    sink_wait(&later);
+    sink_wait(&big);
+    assert_int_equal(small.status, KILN_OK);
+    assert_int_equal(later.status, KILN_OK);
+    assert_int_equal(big.status, KILN_OK);
+    kiln_embed_batcher_get_state(b, &bs);
+    print_message("pooling %s: the big request took %d passes (%llu in all); a small one "
+                  "submitted after pass %llu finished in pass %llu, another submitted after "
+                  "pass %llu in pass %llu (%d texts in it)\n",
+                  what, big.n_passes, (unsigned long long)bs.n_batches, (unsigned long long)k0,
+                  (unsigned long long)small.passes_at_callback, (unsigned long long)k1,
+                  (unsigned long long)later.passes_at_callback, later.batch_texts);
+    /* the small ones came first, in the pass after the one running at their
+     * submission at the latest, sharing it with the big one's texts */
+    assert_true(small.order < later.order && later.order < big.order);
+    assert_true(small.passes_at_callback <= k0 + 2);
+    assert_int_equal(later.passes_at_callback, k1 + 1);
+    struct sink *smalls[2] = {&small, &later};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(smalls[i]->n_passes, 1);
+        assert_int_equal(smalls[i]->first_in_batch, 1);
+        assert_true(smalls[i]->batch_texts > 1);
+        assert_true(smalls[i]->t_queue >= 0 && smalls[i]->t_inference > 0);
+    }
+    /* the big one was split over every pass (the small ones shared two) */
+    assert_true(big.n_passes >= FAIR_N * 3 / FAIR_TOK);
+    assert_int_equal((uint64_t)big.n_passes, bs.n_batches);
+    assert_int_equal(big.passes_at_callback, bs.n_batches);
+    assert_int_equal(big.first_in_batch, 0);
+    assert_true(big.t_inference > 0 && big.t_queue >= 0);
+    assert_int_equal(bs.queued, 0);
+    /* its vectors: those of kiln_embed on the same texts in one call */
+    kiln_embed_params ep = kiln_embed_default_params();
+    ep.pooling = pooling;
+    kiln_embed_ctx *e = test_embed_ctx(m, ep);
+    kiln_embeddings *want = test_embed_ok(e, texts, FAIR_N);
+    int64_t n_tokens = 0;
+    for (int i = 0; i < FAIR_N; i++) n_tokens += want->n_tokens[i];
+    assert_int_equal(big.n_texts, FAIR_N);
+    assert_int_equal(big.n_tokens, n_tokens);
+    assert_int_equal(big.n_rows, want->n_rows);
+    assert_int_equal(big.dim, want->dim);
+    double worst = test_max_abs_diff(big.data, want->data, want->n_rows * want->dim);
+    print_message("pooling %s: %lld rows, max |delta| against one kiln_embed call %.2e\n", what,
+                  (long long)want->n_rows, worst);
+    assert_true(worst <= 1e-5);
+    kiln_embeddings_free(want);
+    kiln_embed_ctx_free(e);
+    kiln_embed_batcher_destroy(b);
+    /* after destroy no callback can come: each came exactly once */
+    assert_int_equal(big.calls, 1);
+    assert_int_equal(small.calls, 1);
+    assert_int_equal(later.calls, 1);
+    sink_free(&big);
+    sink_free(&small);
+    sink_free(&later);
+    pthread_mutex_destroy(&gate.mu);
+    pthread_cond_destroy(&gate.cv);
+}
+
+static void test_fair(void **state) {
+    (void)state;
+    char path[512];
+    synth_bert("batcher-fair.gguf", ARCH_BERT, path, sizeof path);
+    kiln_model *m = test_load_model(path);
+    check_fair(m, KILN_POOLING_MODEL, "model");
+    check_fair(m, KILN_POOLING_NONE, "none");
+    kiln_model_free(m);
+}
+
+/* ---- destroy while a request is partly embedded ---- */
+
+#define PARTIAL_N 4000
+
+static void test_destroy_partial(void **state) {
+    (void)state;
+    char path[512];
+    synth_bert("batcher-partial.gguf", ARCH_BERT, path, sizeof path);
+    kiln_model *m = test_load_model(path);
+    kiln_batcher_params p = kiln_batcher_default_params();
+    p.embed.n_threads = 2;
+    p.max_wait_ms = -1;
+    p.max_tokens = 16; /* two 6-token texts a pass: the big request takes 2,000 */
+    kiln_status st;
+    kiln_embed_batcher *b = kiln_embed_batcher_create(m, &p, &st);
+    assert_non_null(b);
+    static kiln_embed_input in[PARTIAL_N];
+    for (int i = 0; i < PARTIAL_N; i++) in[i] = text_input("a b c d");
+    struct sink big, mid, small;
+    sink_init(&big);
+    sink_init(&mid);
+    sink_init(&small);
+    assert_int_equal(kiln_embed_batcher_submit(b, in, PARTIAL_N, 0, 1, 0, on_result, &big), 0);
+    assert_int_equal(kiln_embed_batcher_submit(b, in, 50, 0, 1, 0, on_result, &mid), 0);
+    assert_int_equal(submit_text(b, "hello world", 0, 1, 0, &small), 0);
+    kiln_batcher_state bs;
+    for (int i = 0; i < 30000; i++) { /* until a few passes ran (30 s at most) */
+        kiln_embed_batcher_get_state(b, &bs);
+        if (bs.n_batches >= 3) break;
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+    assert_true(bs.n_batches >= 3);
+    /* texts a pass took no longer count as queued */
+    assert_true(bs.queued <= PARTIAL_N + 50 + 1 - 3);
+    kiln_embed_batcher_destroy(b);
+    assert_int_equal(big.calls, 1);
+    assert_int_equal(big.status, KILN_ERR_BUSY);
+    if (!strstr(big.error, "stopping") || !strstr(big.error, "of them embedded"))
+        fail_msg("destroy's message for a partly embedded request: '%s'", big.error);
+    print_message("partly embedded at destroy: %s\n", big.error);
+    /* the others: answered or failed, but once */
+    assert_int_equal(mid.calls, 1);
+    assert_true(mid.status == KILN_OK || mid.status == KILN_ERR_BUSY);
+    assert_int_equal(small.calls, 1);
+    assert_true(small.status == KILN_OK || small.status == KILN_ERR_BUSY);
+    sink_free(&big);
+    sink_free(&mid);
+    sink_free(&small);
     kiln_model_free(m);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_synth),      cmocka_unit_test(test_mini_bert),
-        cmocka_unit_test(test_errors),     cmocka_unit_test(test_destroy_and_busy),
-        cmocka_unit_test(test_max_tokens),
+        cmocka_unit_test(test_synth),           cmocka_unit_test(test_mini_bert),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_destroy_and_busy),
+        cmocka_unit_test(test_max_tokens),      cmocka_unit_test(test_fair),
+        cmocka_unit_test(test_destroy_partial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -74,12 +74,7 @@ static void copy_with_keys(const char *src, const char *dst, const struct key_se
     kiln_status st;
     gguf_file *f = gguf_open(src, &st);
     assert_non_null(f);
-    gguf_writer *w = gguf_writer_create();
-    assert_non_null(w);
-    for (int64_t i = 0; i < gguf_kv_count(f); i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
-        assert_int_equal(gguf_set_value(w, kv->key, &kv->value), KILN_OK);
-    }
+    gguf_writer *w = test_gguf_copy_kvs(f);
     for (int i = 0; i < n; i++)
         assert_int_equal(set[i].is_bool ? gguf_set_bool(w, set[i].key, set[i].val != 0)
                                         : gguf_set_u32(w, set[i].key, set[i].val),

@@ -109,6 +109,21 @@ static void test_logit_bias(void **state) {
     assert_null(sampler_create(6, &p, &st));
     assert_int_equal(st, KILN_ERR_INVALID_ARG);
     assert_non_null(strstr(kiln_last_error(), "token 6"));
+    /* banning every token is refused (nothing could be sampled); banning
+     * all but one always draws that one */
+    kiln_logit_bias all[7] = {{0, -INFINITY}, {1, -INFINITY}, {2, -INFINITY}, {3, -INFINITY},
+                              {4, -INFINITY}, {5, -INFINITY}, {5, -INFINITY}};
+    p.logit_bias = all;
+    p.n_logit_bias = 7;
+    assert_null(sampler_create(6, &p, &st));
+    assert_int_equal(st, KILN_ERR_INVALID_ARG);
+    assert_non_null(strstr(kiln_last_error(), "no token can be sampled"));
+    all[5].bias = 0;
+    all[6].token = 4; /* duplicates count once: token 5 stays */
+    s = sampler_create(6, &p, &st);
+    assert_non_null(s);
+    for (int i = 0; i < 200; i++) assert_int_equal(sampler_sample(s, logits), 5);
+    sampler_free(s);
     p.n_logit_bias = 0;
     p.presence_penalty = NAN;
     assert_null(sampler_create(6, &p, &st));

@@ -1,5 +1,6 @@
 /* testutil.c - helpers shared by the cmocka tests (see testutil.h). */
 #include "testutil.h"
+#include "model/gguf.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -147,4 +148,14 @@ struct arch_hparams test_tiny_encoder_hp(enum arch_id arch) {
                                  .pooling_type = 1,
                                  .rope_freq_base = 1000.0f,
                                  .norm_eps = 1e-12f};
+}
+
+gguf_writer *test_gguf_copy_kvs(const gguf_file *f) {
+    gguf_writer *w = gguf_writer_create();
+    assert_non_null(w);
+    for (int64_t i = 0; i < gguf_kv_count(f); i++) {
+        const gguf_kv *kv = gguf_kv_at(f, i);
+        assert_int_equal(gguf_set_value(w, kv->key, &kv->value), KILN_OK);
+    }
+    return w;
 }

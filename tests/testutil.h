@@ -84,4 +84,8 @@ const char *test_write_synth(const char *name, const struct synth_params *sp, ch
  * context 64, 400 tokens, 2 token types, mean pooling. */
 struct arch_hparams test_tiny_encoder_hp(enum arch_id arch);
 
+/* A GGUF writer holding every key-value of f (no tensors), for tests that
+ * write a copy of a file with some keys changed. */
+struct gguf_writer *test_gguf_copy_kvs(const struct gguf_file *f);
+
 #endif

@@ -127,8 +127,6 @@ struct session {
     kiln_gen_params gen; /* o->g.gen plus the family's end-of-turn stop strings */
     const char *stops[CLI_MAX_STOP + 8];
     struct history h;
-    char *prompt;
-    size_t prompt_cap;
     int32_t *ids;
     size_t ids_cap;
     struct totals tot;
@@ -150,20 +148,15 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Renders the conversation and tokenizes it into s->ids; returns the count or -1. */
+/* Renders the conversation and tokenizes it into s->ids; returns the count or
+ * -1. The messages' text is tokenized as plain text (kiln_chat_tokenize): a
+ * line holding "<|im_end|>" cannot end the user's turn early. */
 static int32_t build_prompt(struct session *s) {
-    size_t len, n;
+    size_t n;
     kiln_status st;
-    while ((st = kiln_chat_format(s->m, s->o->tmpl, s->h.m, s->h.n, 1, s->prompt, s->prompt_cap,
-                                  &len)) == KILN_ERR_RANGE) {
-        char *p = realloc(s->prompt, len + 1);
-        if (!p) return -1;
-        s->prompt = p;
-        s->prompt_cap = len + 1;
-    }
-    if (st) return -1;
-    while ((st = kiln_tokenize_special(s->m, s->prompt, len, 1, s->ids, s->ids_cap, &n)) ==
-           KILN_ERR_RANGE) {
+    while ((st = kiln_chat_tokenize(s->m, s->o->tmpl, s->h.m, s->h.n, 1, 0, s->ids, s->ids_cap,
+                                    &n)) == KILN_ERR_RANGE &&
+           n > s->ids_cap) {
         int32_t *p = realloc(s->ids, n * sizeof *p);
         if (!p) return -1;
         s->ids = p;
@@ -286,7 +279,6 @@ done:
         fprintf(stderr, "kiln chat: %s\n", kiln_last_error());
     }
     history_free(&s.h);
-    free(s.prompt);
     free(s.ids);
     kiln_ctx_free(s.c);
     kiln_model_free(s.m);

@@ -52,9 +52,21 @@ static void serve_usage(FILE *out) {
             "  -np, --parallel N        generation slots per model (default 4)\n"
             "      --queue N            requests waiting for a slot before 429 (default 256)\n"
             "      --timeout S          a request's time limit in seconds (default: none)\n"
-            "      --idle-timeout S     close connections idle (or stalled mid-request) this "
-            "long (default 60)\n"
-            "      --api-key KEY        require Authorization: Bearer KEY on /v1/*\n"
+            "      --idle-timeout S     close keep-alive connections idle this long (default "
+            "60)\n"
+            "      --header-timeout S   a request's line and headers must arrive within S "
+            "(default 10)\n"
+            "      --body-min-rate B    bytes/s a body must average after the header timeout\n"
+            "                           (default 1024; 0: no minimum)\n"
+            "      --max-connections N  open connections before new requests get 503 and idle\n"
+            "                           ones are closed (default 1024)\n"
+            "      --max-conns-per-ip N connections from one address (default 64; 0: no "
+            "limit,\n"
+            "                           e.g. behind a reverse proxy)\n"
+            "      --api-key KEY        require Authorization: Bearer KEY on /v1/* (and "
+            "/metrics)\n"
+            "      --metrics-key KEY    the key /metrics requires (default: the API key)\n"
+            "      --public-metrics     /metrics needs no key even with --api-key\n"
             "      --max-body BYTES     request body limit (default 8 MiB; 413 above)\n"
             "      --mem-budget BYTES   memory for loaded models; LRU unload above (default: no "
             "limit)\n"
@@ -171,6 +183,16 @@ static int apply(struct serve_opts *o, const char *a, const char *v) {
         ok = parse_dbl(v, 0, &o->timeout_s);
     else if (!strcmp(a, "--idle-timeout"))
         ok = parse_dbl(v, 1, &o->c.conn_timeout_s);
+    else if (!strcmp(a, "--header-timeout"))
+        ok = parse_dbl(v, 1, &o->c.header_timeout_s);
+    else if (!strcmp(a, "--body-min-rate"))
+        ok = parse_dbl(v, 0, &d) && ((o->c.body_min_rate = d > 0 ? d : -1), true);
+    else if (!strcmp(a, "--max-connections"))
+        ok = parse_i64(v, 1, 1 << 20, &l) && ((o->c.max_conns = (int)l), true);
+    else if (!strcmp(a, "--max-conns-per-ip"))
+        ok = parse_i64(v, 0, 1 << 20, &l) && ((o->c.max_conns_per_ip = l ? (int)l : -1), true);
+    else if (!strcmp(a, "--metrics-key"))
+        ok = *v && ((o->c.metrics_key = v), true);
     else if (!strcmp(a, "--shutdown-timeout"))
         ok = parse_dbl(v, 0, &o->shutdown_s);
     else if (!strcmp(a, "--api-key"))
@@ -230,6 +252,11 @@ static int load_config(struct serve_opts *o, const char *file) {
             o->c.reg.decoder_embeddings = json_is_true(v);
             continue;
         }
+        if (!strcmp(key, "public_metrics") || !strcmp(key, "public-metrics")) {
+            if (!json_is_boolean(v)) goto bad;
+            o->c.public_metrics = json_is_true(v);
+            continue;
+        }
         char opt[64], val[64];
         snprintf(opt, sizeof opt, "--%s", key);
         for (char *c = opt; *c; c++)
@@ -256,6 +283,12 @@ static int load_config(struct serve_opts *o, const char *file) {
         } else
             goto bad;
         if (!strcmp(opt, "--config")) goto bad;
+        /* options kept as strings point into the document: a number
+         * formatted into val would not outlive this loop */
+        static const char *const keep[] = {"--host", "--api-key", "--metrics-key",
+                                           "--chat-template", NULL};
+        for (const char *const *k = keep; *k; k++)
+            if (!strcmp(opt, *k) && !json_is_string(v)) goto bad;
         int r = apply(o, opt, sv);
         if (r) return r;
         continue;
@@ -283,8 +316,12 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--embeddings")) { /* the one option without a value */
+        if (!strcmp(a, "--embeddings")) { /* the options without a value */
             o->c.reg.decoder_embeddings = 1;
+            continue;
+        }
+        if (!strcmp(a, "--public-metrics")) {
+            o->c.public_metrics = 1;
             continue;
         }
         if (i + 1 >= argc) {

@@ -3,21 +3,37 @@
  *
  * Submitting threads validate and tokenize their own inputs (errors are
  * synchronous and name the input; tokenization runs in parallel across
- * clients), then queue a request holding its token ids. The engine thread
- * waits for work; once a request is queued it waits until the oldest has
- * waited max_wait_ms or max_tokens tokens are queued, takes whole requests
- * from the front (up to max_tokens tokens, always at least one) and embeds
- * them with ONE embed_tokens call on its kiln_embed_ctx, which has
- * normalize 0 and dim 0 (full, raw vectors), so requests with different dim
- * and normalize share a pass; each request's rows are then cut to its dim
- * and normalised as kiln_embed would, and its callback runs - outside the
- * mutex.
+ * clients) and allocate the request's answer once (its vectors, rows and
+ * token counts), then queue it. The engine thread waits for work; once a
+ * request is queued it waits until the oldest has waited max_wait_ms or
+ * max_tokens tokens are waiting, then runs passes while there is work.
  *
- * Invariants: the mutex guards the queue (head/tail, queued_texts,
+ * A pass takes texts from the queued requests round-robin in arrival order
+ * - one text of each per round, each request's texts in their own order -
+ * while they fit max_tokens; a request whose next text does not fit sits
+ * out the rest of that pass, and the oldest request's next text always goes
+ * (alone when it is longer than max_tokens). The texts are embedded with
+ * ONE embed_tokens call on the batcher's kiln_embed_ctx, which has
+ * normalize 0 and dim 0 (full, raw vectors), so requests with different dim
+ * and normalize share a pass; each text's rows are cut to its request's dim
+ * and normalised as kiln_embed would, straight into the request's answer.
+ * A request larger than a pass is thus spread over several, and a request
+ * queued behind it gets its texts into the very next pass: a small
+ * request's latency is bounded by about two passes (the one running when it
+ * arrives, then its own) whatever is queued before it. A request's callback
+ * runs - outside the mutex - after the pass that embeds its last text.
+ * Texts never depend on the pass they land in (embed.c packs whole texts),
+ * so a split request's vectors are those of the same texts embedded alone.
+ *
+ * Invariants: the mutex guards the queue (head/tail, links, queued_texts,
  * queued_tokens), stop, n_batches and compute_bytes; only the engine thread
- * touches the kiln_embed_ctx. A request is owned by the queue until the
- * engine thread (or destroy, after the thread is joined) takes it, and its
- * callback is called exactly once. queued_texts never exceeds max_queue.
+ * touches the kiln_embed_ctx, the pass list and a queued request's progress
+ * (taken, pass_n, done, ...). A request stays queued, partly embedded or
+ * not, until the engine thread unlinks it after the pass that finished or
+ * failed it, or destroy does after joining the thread; its callback is
+ * called exactly once. Between passes every queued request has texts not
+ * yet embedded and pass_n 0. queued_texts and queued_tokens count what no
+ * pass has taken yet; queued_texts never exceeds max_queue.
  */
 #include "base/status.h"
 #include "base/time.h"
@@ -34,8 +50,10 @@
 #define DEFAULT_MAX_TOKENS 4096
 #define DEFAULT_WAIT_MS    2.0
 #define DEFAULT_MAX_QUEUE  4096
+#define PASS_LIST_INIT     16
 
-/* One submitted request: its texts' tokens end to end. */
+/* One submitted request: its texts' tokens end to end, its answer, and how
+ * far the passes have got through it. */
 struct breq {
     struct breq *next;
     int32_t n;               /* texts */
@@ -47,6 +65,17 @@ struct breq {
     kiln_embed_fn fn;
     void *user;
     double t_submit, t_tokenize;
+    kiln_embeddings out; /* the answer: allocated at submission, rows written pass by pass */
+    /* the engine thread's (and destroy's, once the thread is joined) */
+    int32_t taken;    /* texts 0 .. taken embedded by finished passes */
+    int32_t pass_n;   /* texts taken .. taken + pass_n are in the pass being built or run */
+    int32_t n_passes; /* passes that embedded some of its texts */
+    int32_t last_batch_texts;
+    int first_in_batch;
+    int done;              /* 1: every text embedded; -1: failed (status, err) */
+    kiln_status status;    /* when failed */
+    char *err;             /* when failed: the message (NULL: out of memory for it) */
+    double t_start, t_end; /* start of its first pass, end of its last */
 };
 
 struct kiln_embed_batcher {
@@ -54,6 +83,7 @@ struct kiln_embed_batcher {
     kiln_embed_ctx *e;
     kiln_batcher_params p;
     int32_t n_embd;
+    int pooled; /* one row per text (else one per token) */
     pthread_t thread;
     int started;
     pthread_mutex_t mu;
@@ -64,6 +94,8 @@ struct kiln_embed_batcher {
     int stop;
     uint64_t n_batches;
     uint64_t compute_bytes;
+    struct breq **pass; /* the engine thread's: a pass's requests (and, building it, candidates) */
+    int32_t pass_cap;
 };
 
 kiln_batcher_params kiln_batcher_default_params(void) {
@@ -80,6 +112,10 @@ static void breq_free(struct breq *q) {
     free(q->ids);
     free(q->start);
     free(q->truncated_from);
+    free(q->out.data);
+    free(q->out.row);
+    free(q->out.n_tokens);
+    free(q->err);
     free(q);
 }
 
@@ -91,55 +127,65 @@ static int64_t breq_tokens(const struct breq *q) {
 static void breq_fail(struct breq *q, kiln_status st, const char *msg, int32_t batch_texts) {
     kiln_embed_result r = {.status = st, .error = msg, .batch_texts = batch_texts};
     r.t_tokenize = q->t_tokenize;
+    r.n_passes = q->n_passes;
     q->fn(q->user, &r);
 }
 
-/* Hands q its rows of the merged result all (texts first .. first + q->n),
- * cut to its dim and normalised as asked, through its callback. */
-static void breq_deliver(struct breq *q, const kiln_embeddings *all, int32_t first,
-                         const kiln_embed_result *common) {
-    kiln_embeddings out = {.n_texts = q->n, .dim = q->dim};
-    int64_t row0 = all->row[first];
-    int64_t row1 = first + q->n < all->n_texts ? all->row[first + q->n] : all->n_rows;
-    out.n_rows = row1 - row0;
-    out.data = malloc((size_t)(out.n_rows ? out.n_rows : 1) * (size_t)q->dim * sizeof(float));
-    out.row = malloc((size_t)q->n * sizeof *out.row);
-    out.n_tokens = malloc((size_t)q->n * sizeof *out.n_tokens);
-    if (!out.data || !out.row || !out.n_tokens) {
-        kiln_status st = kiln_fail(KILN_ERR_NOMEM, "embed batcher: out of memory for %lld vectors",
-                                   (long long)out.n_rows);
-        breq_fail(q, st, kiln_last_error(), common->batch_texts);
-        goto done;
-    }
-    for (int64_t k = 0; k < out.n_rows; k++)
-        embed_finish_row(all->data + (row0 + k) * all->dim, q->dim, q->normalize,
-                         out.data + k * q->dim);
-    for (int32_t i = 0; i < q->n; i++) {
-        out.row[i] = all->row[first + i] - row0;
-        out.n_tokens[i] = all->n_tokens[first + i];
-    }
-    out.truncated_from = q->truncated_from;
-    kiln_embed_result r = *common;
-    r.status = KILN_OK;
-    r.emb = &out;
-    r.n_tokens = breq_tokens(q);
-    r.t_tokenize = q->t_tokenize;
+/* Hands q its answer, complete, through its callback. */
+static void breq_deliver(struct breq *q) {
+    kiln_embed_result r = {.status = KILN_OK,
+                           .emb = &q->out,
+                           .n_tokens = breq_tokens(q),
+                           .t_queue = q->t_start - q->t_submit,
+                           .t_tokenize = q->t_tokenize,
+                           .t_inference = q->t_end - q->t_start,
+                           .batch_texts = q->last_batch_texts,
+                           .first_in_batch = q->first_in_batch,
+                           .n_passes = q->n_passes};
     q->fn(q->user, &r);
-done:
-    free(out.data);
-    free(out.row);
-    free(out.n_tokens);
 }
 
-/* Runs the requests batch[0..n_req) as one embed_tokens call and answers
- * each (frees them). When a merged call fails, each request runs again on
- * its own. Called on the engine thread without the mutex. */
-static void run_batch(kiln_embed_batcher *b, struct breq *const *batch, int32_t n_req) {
+/* Marks q failed by the pass that ran its texts taken .. taken + pass_n
+ * (msg: why); the callback comes once it is unlinked. */
+static void breq_set_failed(struct breq *q, kiln_status st, const char *msg) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "embed batcher: inputs %d to %d (of %d): %s", q->taken,
+             q->taken + q->pass_n - 1, q->n, msg ? msg : kiln_status_str(st));
+    size_t len = strlen(buf);
+    if ((q->err = malloc(len + 1))) memcpy(q->err, buf, len + 1);
+    q->status = st;
+    q->done = -1;
+}
+
+/* Writes the rows of q's texts in this pass - texts first .. first +
+ * q->pass_n of the pass's result all - into q's answer, cut to its dim and
+ * normalised as asked. */
+static void breq_store(struct breq *q, const kiln_embeddings *all, int32_t first) {
+    for (int32_t k = 0; k < q->pass_n; k++) {
+        int32_t i = q->taken + k, j = first + k;
+        int64_t src = all->row[j], dst = q->out.row[i];
+        int64_t rows = (j + 1 < all->n_texts ? all->row[j + 1] : all->n_rows) - src;
+        KILN_ASSERT(all->n_tokens[j] == q->out.n_tokens[i]);
+        KILN_ASSERT(rows == (i + 1 < q->n ? q->out.row[i + 1] : q->out.n_rows) - dst);
+        for (int64_t r = 0; r < rows; r++)
+            embed_finish_row(all->data + (src + r) * all->dim, q->dim, q->normalize,
+                             q->out.data + (dst + r) * q->dim);
+    }
+}
+
+/* Embeds the texts the requests m[0..n_req) took into this pass with ONE
+ * embed_tokens call and stores each one's rows; a request whose last text
+ * it was is marked done. When a merged call fails, each request's texts
+ * run again on their own, so one request's failure is not the others'; a
+ * request whose own call fails is marked failed. Called on the engine
+ * thread without the mutex. */
+static void run_pass(kiln_embed_batcher *b, struct breq *const *m, int32_t n_req) {
     int32_t n_texts = 0;
     int64_t n_tokens = 0;
     for (int32_t i = 0; i < n_req; i++) {
-        n_texts += batch[i]->n;
-        n_tokens += breq_tokens(batch[i]);
+        const struct breq *q = m[i];
+        n_texts += q->pass_n;
+        n_tokens += q->start[q->taken + q->pass_n] - q->start[q->taken];
     }
     int32_t *ids = malloc((size_t)(n_tokens ? n_tokens : 1) * sizeof *ids);
     int64_t *start = malloc(((size_t)n_texts + 1) * sizeof *start);
@@ -153,23 +199,26 @@ static void run_batch(kiln_embed_batcher *b, struct breq *const *batch, int32_t 
         int64_t o = 0;
         int32_t t = 0;
         for (int32_t i = 0; i < n_req; i++) {
-            const struct breq *q = batch[i];
-            memcpy(ids + o, q->ids, (size_t)breq_tokens(q) * sizeof *ids);
-            for (int32_t k = 0; k < q->n; k++) start[t++] = o + q->start[k] - q->start[0];
-            o += breq_tokens(q);
+            const struct breq *q = m[i];
+            int64_t from = q->start[q->taken], to = q->start[q->taken + q->pass_n];
+            memcpy(ids + o, q->ids + from, (size_t)(to - from) * sizeof *ids);
+            for (int32_t k = 0; k < q->pass_n; k++) start[t++] = o + q->start[q->taken + k] - from;
+            o += to - from;
         }
         start[t] = o;
         st = embed_tokens(b->e, ids, start, n_texts, &all, NULL);
         t1 = kiln_now_s();
     }
-    if (st && n_req > 1) {
-        /* the merged call failed (memory, most likely): each request on its
-         * own, so one request's failure is not the others' and its message
-         * names its own inputs */
+    free(ids);
+    free(start);
+    if (st) {
         kiln_embeddings_free(all);
-        free(ids);
-        free(start);
-        for (int32_t i = 0; i < n_req; i++) run_batch(b, &batch[i], 1);
+        if (n_req == 1) {
+            breq_set_failed(m[0], st, kiln_last_error());
+            return;
+        }
+        /* the merged call failed (memory, most likely): each request on its own */
+        for (int32_t i = 0; i < n_req; i++) run_pass(b, &m[i], 1);
         return;
     }
     uint64_t bytes = embed_ctx_compute_bytes(b->e);
@@ -177,23 +226,91 @@ static void run_batch(kiln_embed_batcher *b, struct breq *const *batch, int32_t 
     b->n_batches++;
     b->compute_bytes = bytes;
     pthread_mutex_unlock(&b->mu);
-    kiln_embed_result common = {.t_inference = t1 - t0, .batch_texts = n_texts};
-    const char *msg = st ? kiln_last_error() : NULL;
+    int marked = 0;
     int32_t first = 0;
     for (int32_t i = 0; i < n_req; i++) {
-        struct breq *q = batch[i];
-        common.t_queue = t0 - q->t_submit;
-        common.first_in_batch = i == 0;
-        if (st)
-            breq_fail(q, st, msg, n_texts);
-        else
-            breq_deliver(q, all, first, &common);
-        first += q->n;
-        breq_free(q);
+        struct breq *q = m[i];
+        breq_store(q, all, first);
+        first += q->pass_n;
+        if (!q->n_passes++) q->t_start = t0;
+        q->t_end = t1;
+        q->last_batch_texts = n_texts;
+        q->taken += q->pass_n;
+        q->pass_n = 0;
+        if (q->taken < q->n) continue;
+        q->done = 1;
+        /* per-pass statistics come from one request this pass embedded whole */
+        if (q->n_passes == 1 && !marked) q->first_in_batch = marked = 1;
     }
     kiln_embeddings_free(all);
-    free(ids);
-    free(start);
+}
+
+/* Builds the next pass (mutex held, a request queued): round-robin over the
+ * queued requests in arrival order, one text of each per round, while they
+ * fit max_tokens; a request whose next text does not fit is out of this
+ * pass. The oldest request's next text always goes. Sets each request's
+ * pass_n, takes the texts off the queued counts and lists the pass's
+ * requests in b->pass in arrival order; returns how many (at least 1). */
+static int32_t pick_pass(kiln_embed_batcher *b) {
+    /* candidates: every text takes a token, so at most max_tokens requests */
+    int32_t n_act = 0;
+    for (struct breq *q = b->head; q && n_act < b->p.max_tokens; q = q->next) {
+        if (n_act == b->pass_cap) {
+            struct breq **p = realloc(b->pass, (size_t)b->pass_cap * 2 * sizeof *p);
+            if (!p) break; /* the others wait for a later pass */
+            b->pass = p, b->pass_cap *= 2;
+        }
+        b->pass[n_act++] = q;
+    }
+    int32_t n_texts = 0, n_req = 0;
+    int64_t used = 0;
+    while (n_act > 0) { /* one round; b->pass[0..n_act) keeps those that may take more */
+        int32_t kept = 0;
+        for (int32_t k = 0; k < n_act; k++) {
+            struct breq *q = b->pass[k];
+            int32_t i = q->taken + q->pass_n;
+            int64_t len = q->start[i + 1] - q->start[i];
+            if (n_texts > 0 && used + len > b->p.max_tokens) continue;
+            if (!q->pass_n++) n_req++;
+            used += len;
+            n_texts++;
+            if (i + 1 < q->n) b->pass[kept++] = q;
+        }
+        n_act = kept;
+    }
+    b->queued_texts -= n_texts;
+    b->queued_tokens -= used;
+    int32_t k = 0;
+    for (struct breq *q = b->head; q && k < n_req; q = q->next)
+        if (q->pass_n) b->pass[k++] = q;
+    KILN_ASSERT(k == n_req && n_req > 0);
+    return n_req;
+}
+
+/* Unlinks the requests the last pass finished or failed (mutex held) and
+ * returns them as a list in arrival order; a failed one's texts that no
+ * pass took leave the queued counts. */
+static struct breq *unlink_finished(kiln_embed_batcher *b) {
+    struct breq *fin = NULL, **fin_tail = &fin, *last = NULL;
+    for (struct breq **pp = &b->head; *pp;) {
+        struct breq *q = *pp;
+        if (!q->done) {
+            last = q;
+            pp = &q->next;
+            continue;
+        }
+        *pp = q->next;
+        if (q->done < 0) {
+            int32_t from = q->taken + q->pass_n;
+            b->queued_texts -= q->n - from;
+            b->queued_tokens -= q->start[q->n] - q->start[from];
+        }
+        q->next = NULL;
+        *fin_tail = q;
+        fin_tail = &q->next;
+    }
+    b->tail = last;
+    return fin;
 }
 
 static struct timespec abs_time(double t) {
@@ -205,11 +322,10 @@ static struct timespec abs_time(double t) {
     return ts;
 }
 
-/* The engine thread: wait, gather, embed, answer; until stop. */
+/* The engine thread: wait, pick a pass, embed, answer the requests it
+ * finished; until stop. */
 static void *engine_main(void *arg) {
     kiln_embed_batcher *b = arg;
-    int32_t cap = 16;
-    struct breq **batch = malloc((size_t)cap * sizeof *batch);
     pthread_mutex_lock(&b->mu);
     while (!b->stop) {
         if (!b->head) {
@@ -217,49 +333,33 @@ static void *engine_main(void *arg) {
             continue;
         }
         if (b->p.max_wait_ms > 0) {
+            /* a partly embedded head is old: no wait while it runs */
             double deadline = b->head->t_submit + b->p.max_wait_ms * 1e-3;
             struct timespec ts = abs_time(deadline);
             while (!b->stop && b->queued_tokens < b->p.max_tokens && kiln_now_s() < deadline)
                 if (pthread_cond_timedwait(&b->cv, &b->mu, &ts) == ETIMEDOUT) break;
             if (b->stop) break;
         }
-        /* whole requests from the front, up to max_tokens (at least one) */
-        int32_t n_req = 0;
-        int64_t tokens = 0;
-        while (b->head && (n_req == 0 || tokens + breq_tokens(b->head) <= b->p.max_tokens)) {
-            if (n_req == cap) {
-                struct breq **p = batch ? realloc(batch, (size_t)cap * 2 * sizeof *p) : NULL;
-                if (!p) break; /* run what we have; the rest waits for the next turn */
-                batch = p, cap *= 2;
-            }
-            if (!batch) break;
-            struct breq *q = b->head;
-            b->head = q->next;
-            if (!b->head) b->tail = NULL;
-            q->next = NULL;
-            tokens += breq_tokens(q);
-            b->queued_tokens -= breq_tokens(q);
-            b->queued_texts -= q->n;
-            batch[n_req++] = q;
-        }
-        if (n_req == 0) { /* no memory even for the batch list: fail the oldest */
-            struct breq *q = b->head;
-            b->head = q->next;
-            if (!b->head) b->tail = NULL;
-            b->queued_tokens -= breq_tokens(q);
-            b->queued_texts -= q->n;
-            pthread_mutex_unlock(&b->mu);
-            breq_fail(q, KILN_ERR_NOMEM, "embed batcher: out of memory", 0);
-            breq_free(q);
-            pthread_mutex_lock(&b->mu);
-            continue;
-        }
+        int32_t n_req = pick_pass(b);
         pthread_mutex_unlock(&b->mu);
-        run_batch(b, batch, n_req);
+        run_pass(b, b->pass, n_req);
+        pthread_mutex_lock(&b->mu);
+        struct breq *fin = unlink_finished(b);
+        pthread_mutex_unlock(&b->mu);
+        while (fin) {
+            struct breq *next = fin->next;
+            if (fin->done > 0)
+                breq_deliver(fin);
+            else
+                breq_fail(fin, fin->status,
+                          fin->err ? fin->err : "embed batcher: a forward pass failed",
+                          fin->last_batch_texts);
+            breq_free(fin);
+            fin = next;
+        }
         pthread_mutex_lock(&b->mu);
     }
     pthread_mutex_unlock(&b->mu);
-    free(batch);
     return NULL;
 }
 
@@ -269,10 +369,11 @@ kiln_embed_batcher *kiln_embed_batcher_create(const kiln_model *m, const kiln_ba
     kiln_batcher_params d = p ? *p : kiln_batcher_default_params();
     int mu_ok = 0, cv_ok = 0;
     kiln_embed_batcher *b = calloc(1, sizeof *b);
-    if (!b) {
+    if (!b || !(b->pass = malloc(PASS_LIST_INIT * sizeof *b->pass))) {
         s = kiln_fail(KILN_ERR_NOMEM, "embed batcher: out of memory");
         goto fail;
     }
+    b->pass_cap = PASS_LIST_INIT;
     if (d.max_tokens < 0 || d.max_queue < 0) {
         s = kiln_fail(KILN_ERR_INVALID_ARG,
                       "embed batcher: max_tokens %d and max_queue %d must not be negative",
@@ -294,6 +395,7 @@ kiln_embed_batcher *kiln_embed_batcher_create(const kiln_model *m, const kiln_ba
     b->p = d;
     if (!(b->e = kiln_embed_ctx_create(m, &d.embed, &s))) goto fail;
     b->n_embd = embed_ctx_n_embd(b->e);
+    b->pooled = kiln_embed_pooling(b->e) != KILN_POOLING_NONE;
     /* the buffers for a full pass now, so compute_bytes is known at load;
      * if they do not fit, kiln_embed's halving deals with it at the first pass */
     (void)embed_ctx_reserve(b->e);
@@ -327,6 +429,7 @@ fail:
         if (cv_ok) pthread_cond_destroy(&b->cv);
         if (mu_ok) pthread_mutex_destroy(&b->mu);
         kiln_embed_ctx_free(b->e);
+        free(b->pass);
         free(b);
     }
     if (st) *st = s;
@@ -340,15 +443,21 @@ void kiln_embed_batcher_destroy(kiln_embed_batcher *b) {
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
     if (b->started) pthread_join(b->thread, NULL);
-    /* the thread is gone: what is still queued fails */
+    /* the thread is gone: what is still queued, partly embedded or not, fails */
     struct breq *q = b->head;
     b->head = b->tail = NULL;
     while (q) {
         struct breq *next = q->next;
         char msg[160];
-        snprintf(msg, sizeof msg,
-                 "embed batcher: stopping; the request (%d input%s) was not embedded", q->n,
-                 q->n == 1 ? "" : "s");
+        if (q->taken)
+            snprintf(msg, sizeof msg,
+                     "embed batcher: stopping; the request (%d inputs, %d of them embedded) was "
+                     "not finished",
+                     q->n, q->taken);
+        else
+            snprintf(msg, sizeof msg,
+                     "embed batcher: stopping; the request (%d input%s) was not embedded", q->n,
+                     q->n == 1 ? "" : "s");
         kiln_fail(KILN_ERR_BUSY, "%s", msg);
         breq_fail(q, KILN_ERR_BUSY, msg, 0);
         breq_free(q);
@@ -357,9 +466,34 @@ void kiln_embed_batcher_destroy(kiln_embed_batcher *b) {
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
     kiln_embed_ctx_free(b->e);
+    free(b->pass);
     free(b);
 }
 
+/* Allocates q's answer (q->n, q->start and q->dim set): one row per text
+ * when pooled, else one per token; rows and token counts filled in now. */
+static kiln_status alloc_answer(struct breq *q, int pooled) {
+    kiln_embeddings *o = &q->out;
+    o->n_texts = q->n;
+    o->dim = q->dim;
+    o->row = malloc((size_t)q->n * sizeof *o->row);
+    o->n_tokens = malloc((size_t)q->n * sizeof *o->n_tokens);
+    if (!o->row || !o->n_tokens)
+        return kiln_fail(KILN_ERR_NOMEM, "embed batcher: out of memory for %d inputs", q->n);
+    int64_t rows = 0;
+    for (int32_t i = 0; i < q->n; i++) {
+        o->row[i] = rows;
+        o->n_tokens[i] = (int32_t)(q->start[i + 1] - q->start[i]);
+        rows += pooled ? 1 : o->n_tokens[i];
+    }
+    o->n_rows = rows;
+    o->data = malloc((size_t)(rows ? rows : 1) * (size_t)q->dim * sizeof *o->data);
+    if (!o->data)
+        return kiln_fail(KILN_ERR_NOMEM, "embed batcher: out of memory for %lld vectors of %d",
+                         (long long)rows, q->dim);
+    o->truncated_from = q->truncated_from;
+    return KILN_OK;
+}
 /* Validates and tokenizes in[0..n) into a new request (*out). */
 static kiln_status make_request(kiln_embed_batcher *b, const kiln_embed_input *in, int32_t n,
                                 int truncate, struct breq **out) {
@@ -437,6 +571,10 @@ kiln_status kiln_embed_batcher_submit(kiln_embed_batcher *b, const kiln_embed_in
     kiln_status s = make_request(b, in, n, truncate, &q);
     if (s) return s;
     q->dim = dim ? dim : b->n_embd;
+    if ((s = alloc_answer(q, b->pooled))) {
+        breq_free(q);
+        return s;
+    }
     q->normalize = normalize;
     q->fn = fn;
     q->user = user;

@@ -196,6 +196,50 @@ kiln_status kiln_tokenize(const kiln_model *m, const char *text, size_t len, int
     return tok_spm_encode(m->tok, text, len, add_special != 0, ids, cap, n_ids);
 }
 
+int32_t kiln_model_max_token_bytes(const kiln_model *m) {
+    size_t l = m->wpm   ? 0 /* WordPiece drops whitespace */
+               : m->bpe ? tok_bpe_max_token_bytes(m->bpe)
+                        : tok_spm_max_token_bytes(m->tok);
+    return l <= INT32_MAX ? (int32_t)l : 0;
+}
+
+size_t engine_counted_bytes(const kiln_model *m, const char *text, size_t len) {
+    const uint8_t *drop = m->wpm   ? NULL
+                          : m->bpe ? tok_bpe_drop_bytes(m->bpe)
+                                   : tok_spm_drop_bytes(m->tok);
+    if (!drop) return len;
+    size_t dropped = 0;
+    for (size_t i = 0; i < len; i++) dropped += drop[(unsigned char)text[i]];
+    return len - (dropped < len ? dropped : len);
+}
+
+size_t kiln_tokens_at_least(const kiln_model *m, const char *text, size_t len) {
+    size_t per = (size_t)kiln_model_max_token_bytes(m);
+    if (per == 0) return 0;
+    size_t counted = engine_counted_bytes(m, text, len);
+    return counted / per + (counted % per != 0);
+}
+
+kiln_status engine_tokenize_max(const kiln_model *m, const char *text, size_t len, bool add_special,
+                                size_t max, int32_t *ids, size_t cap, size_t *n_ids) {
+    *n_ids = 0;
+    size_t at_least = max != SIZE_MAX ? kiln_tokens_at_least(m, text, len) : 0;
+    if (at_least > max) {
+        *n_ids = at_least;
+        return kiln_fail(KILN_ERR_RANGE,
+                         "tokenize: %zu bytes of text need at least %zu tokens, more than %zu", len,
+                         at_least, max);
+    }
+    if (m->bpe)
+        return tok_bpe_encode_max(m->bpe, text, len, add_special, false, max, ids, cap, n_ids);
+    if (m->tok) return tok_spm_encode_max(m->tok, text, len, add_special, max, ids, cap, n_ids);
+    kiln_status s = kiln_tokenize(m, text, len, add_special, ids, cap, n_ids); /* WordPiece */
+    if (s == KILN_OK && *n_ids > max)
+        s = kiln_fail(KILN_ERR_RANGE, "tokenize: the text needs %zu tokens, more than %zu", *n_ids,
+                      max);
+    return s;
+}
+
 size_t kiln_token_to_piece(const kiln_model *m, int32_t id, int special, char *buf, size_t cap) {
     if (m->wpm) return tok_wpm_piece(m->wpm, id, special != 0, buf, cap);
     if (m->bpe) return tok_bpe_piece(m->bpe, id, special != 0, buf, cap);

@@ -49,6 +49,20 @@ struct engine_special {
  * offsets: the tokens starting with byte b are [first[b], first[b + 1]). */
 const struct engine_special *engine_model_specials(const kiln_model *m, const uint32_t **first);
 
+/* Defined in generate.c: len less the bytes of text[0..len) m's tokenizer
+ * may drop (tok_spm_drop_bytes, tok_bpe_drop_bytes); a lower bound of the
+ * bytes its tokens stand for. One pass over text, none when nothing drops. */
+size_t engine_counted_bytes(const kiln_model *m, const char *text, size_t len);
+
+/* Defined in generate.c: kiln_tokenize that gives up as soon as the text is
+ * certain to need more than max tokens - before tokenizing, when
+ * kiln_tokens_at_least says so, else while tokenizing (BPE
+ * stops after the word that passed max) - returning KILN_ERR_RANGE with
+ * *n_ids a lower bound of the count (> max). max SIZE_MAX: no limit.
+ * Otherwise as kiln_tokenize (cap and *n_ids). */
+kiln_status engine_tokenize_max(const kiln_model *m, const char *text, size_t len, bool add_special,
+                                size_t max, int32_t *ids, size_t cap, size_t *n_ids);
+
 /* The sampler's parameters taken from p's sampling settings. */
 struct sampler_params genseq_sampler_params(const kiln_gen_params *p);
 

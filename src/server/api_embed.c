@@ -76,9 +76,10 @@ static void add_ms_header(struct MHD_Response *resp, const char *name, double s)
 
 enum MHD_Result srv_finish_embeddings(srv_req *r) {
     pthread_mutex_lock(&r->mu);
-    bool done = r->done;
-    if (!done) srv_req_suspend_locked(r); /* woken early: wait again */
+    bool done = r->done, force = r->force_end;
+    if (!done && !force) srv_req_suspend_locked(r); /* woken early: wait again */
     pthread_mutex_unlock(&r->mu);
+    if (!done && force) return srv_stopped(r);
     if (!done) return MHD_YES;
     if (r->status_engine != KILN_OK)
         return srv_error_status(r, r->status_engine,

@@ -70,42 +70,28 @@ static const char *family_of(srv *s, const kiln_model *m) {
     return kiln_model_chat_template(m, &len) ? NULL : "chatml";
 }
 
+/* Positions per slot of the model's scheduler: the most prompt tokens it takes. */
+static int32_t slot_ctx(const kiln_served *sv) {
+    kiln_sched_state st;
+    kiln_sched_get_state(sv->sched, &st);
+    return st.n_slots > 0 ? (int32_t)(st.kv_total / st.n_slots) : 0;
+}
+
 /* Renders and tokenizes the prompt into *ids (malloc'd). Answers itself on
- * failure (returns false, *res set). */
+ * failure (returns false, *res set). Chat contents are tokenized as plain
+ * text (kiln_chat_tokenize): only the template's markup makes control
+ * tokens. A completions prompt is plain text unless the request asked for
+ * parse_special. Both are bounded by the slot's context: a prompt that
+ * cannot fit is answered at once, without tokenizing all of it (a long
+ * prompt would otherwise hold this HTTP thread for seconds). */
 static bool build_prompt(srv_req *r, srv_gen_req *g, int32_t **ids, int32_t *n,
                          enum MHD_Result *res) {
     const kiln_model *m = r->served->model;
-    char *text = NULL;
-    const char *p = g->prompt;
-    size_t len = g->prompt_len, n_ids = 0;
+    const char *param = g->chat ? "messages" : "prompt";
+    size_t n_ids = 0;
     kiln_status st;
     *ids = NULL;
-    if (g->chat) {
-        const char *tmpl = family_of(r->s, m);
-        const char *family = kiln_chat_template_family(m, tmpl);
-        if (!family) {
-            *res = srv_error(r, 500, "server_error", NULL, NULL, "chat template: %s",
-                             kiln_last_error());
-            return false;
-        }
-        size_t need = 0;
-        st = kiln_chat_format(m, tmpl, g->msgs, g->n_msgs, 1, NULL, 0, &need);
-        if (st == KILN_ERR_RANGE && (text = malloc(need + 1)))
-            st = kiln_chat_format(m, tmpl, g->msgs, g->n_msgs, 1, text, need + 1, &need);
-        if (st != KILN_OK) {
-            *res = st == KILN_ERR_INVALID_ARG
-                       ? srv_error(r, 400, "invalid_request_error", "messages", "invalid_value",
-                                   "%s", kiln_last_error())
-                       : srv_error(r, 500, "server_error", NULL, NULL, "chat template: %s",
-                                   kiln_last_error());
-            free(text);
-            return false;
-        }
-        p = text, len = need;
-        for (const char *const *ss = kiln_chat_stop_strings(family);
-             *ss && g->gen.n_stop < SRV_MAX_STOP + 8; ss++)
-            g->stop[g->gen.n_stop++] = *ss;
-    } else if (g->prompt_ids) {
+    if (!g->chat && g->prompt_ids) {
         int32_t nv = kiln_model_n_vocab(m);
         for (int32_t i = 0; i < g->n_prompt_ids; i++)
             if (g->prompt_ids[i] >= nv) {
@@ -118,24 +104,53 @@ static bool build_prompt(srv_req *r, srv_gen_req *g, int32_t **ids, int32_t *n,
         g->prompt_ids = NULL;
         return true;
     }
-    size_t cap = len + 2;
+    int32_t n_ctx = slot_ctx(r->served);
+    size_t cap = n_ctx > 0 ? (size_t)n_ctx : 1;
     if (!(*ids = malloc(cap * sizeof **ids))) {
-        free(text);
         *res = srv_error(r, 500, "server_error", NULL, NULL, "out of memory");
         return false;
     }
-    st = g->chat ? kiln_tokenize_special(m, p, len, 1, *ids, cap, &n_ids)
-                 : kiln_tokenize(m, p, len, 1, *ids, cap, &n_ids);
-    free(text);
+    if (g->chat) {
+        const char *tmpl = family_of(r->s, m);
+        const char *family = kiln_chat_template_family(m, tmpl);
+        if (!family) {
+            *res = srv_error(r, 500, "server_error", NULL, NULL, "chat template: %s",
+                             kiln_last_error());
+            goto fail;
+        }
+        st = kiln_chat_tokenize(m, tmpl, g->msgs, g->n_msgs, 1, 1, *ids, cap, &n_ids);
+        if (st == KILN_OK)
+            for (const char *const *ss = kiln_chat_stop_strings(family);
+                 *ss && g->gen.n_stop < SRV_MAX_STOP + 8; ss++)
+                g->stop[g->gen.n_stop++] = *ss;
+    } else {
+        st = kiln_tokenize_bounded(m, g->prompt, g->prompt_len, 1, g->parse_special, *ids, cap,
+                                   &n_ids);
+    }
+    if (st == KILN_ERR_RANGE) {
+        *res = srv_error(r, 400, "invalid_request_error", param, "context_length_exceeded",
+                         "the prompt needs at least %zu tokens, more than the context of %d "
+                         "tokens of model '%s'",
+                         n_ids, n_ctx, r->served->name);
+        goto fail;
+    }
     if (st != KILN_OK) {
-        free(*ids);
-        *ids = NULL;
-        *res = srv_error(r, 400, "invalid_request_error", g->chat ? "messages" : "prompt", NULL,
-                         "tokenizing the prompt: %s", kiln_last_error());
-        return false;
+        if (st == KILN_ERR_INVALID_ARG) /* a conversation the template cannot render */
+            *res = srv_error(r, 400, "invalid_request_error", param, "invalid_value", "%s",
+                             kiln_last_error());
+        else if (st == KILN_ERR_NOMEM)
+            *res = srv_error(r, 500, "server_error", NULL, NULL, "%s", kiln_last_error());
+        else
+            *res = srv_error(r, 400, "invalid_request_error", param, NULL,
+                             "tokenizing the prompt: %s", kiln_last_error());
+        goto fail;
     }
     *n = (int32_t)n_ids;
     return true;
+fail:
+    free(*ids);
+    *ids = NULL;
+    return false;
 }
 
 /* ---- responses */
@@ -169,21 +184,39 @@ static json_t *text_value(const char *p, size_t n) {
     return j ? j : json_string("");
 }
 
+/* Why a cancelled request was cancelled, for its client. */
+static const char *cancel_message(const srv_req *r, const char **code) {
+    switch (atomic_load(&r->cancel_reason)) {
+    case SRV_CANCEL_SHUTDOWN:
+        *code = "server_shutting_down";
+        return "the request was cancelled at the shutdown deadline (the server is draining; see "
+               "--shutdown-timeout); retry on another instance";
+    case SRV_CANCEL_CLIENT_GONE:
+        *code = "client_disconnected";
+        return "the request was cancelled: the client's connection was reset";
+    default:
+        *code = "cancelled";
+        return "the request was cancelled";
+    }
+}
+
 /* The engine's failure as an HTTP status and message (non-streaming). */
 static enum MHD_Result engine_error(srv_req *r) {
     const char *msg = r->error ? r->error : kiln_status_str(r->status_engine);
-    if (r->status_engine == KILN_OK && r->stats.finish == KILN_FINISH_CANCELLED)
-        return srv_error(r, 503, "unavailable_error", NULL, "cancelled",
-                         "the request was cancelled (the server is shutting down)");
+    if (r->status_engine == KILN_OK && r->stats.finish == KILN_FINISH_CANCELLED) {
+        const char *code, *why = cancel_message(r, &code);
+        return srv_error(r, 503, "unavailable_error", NULL, code, "%s", why);
+    }
     return srv_error_status(
         r, r->status_engine == KILN_ERR_RANGE ? KILN_ERR_INTERNAL : r->status_engine, msg);
 }
 
 enum MHD_Result srv_finish_generate(srv_req *r) {
     pthread_mutex_lock(&r->mu);
-    bool done = r->done;
-    if (!done) srv_req_suspend_locked(r); /* woken early: wait again */
+    bool done = r->done, force = r->force_end;
+    if (!done && !force) srv_req_suspend_locked(r); /* woken early: wait again */
     pthread_mutex_unlock(&r->mu);
+    if (!done && force) return srv_stopped(r);
     if (!done) return MHD_YES;
     if (r->status_engine != KILN_OK || r->stats.finish == KILN_FINISH_CANCELLED)
         return engine_error(r);
@@ -247,12 +280,14 @@ static void stream_format(srv_req *r, strbuf *text, bool done) {
     if (!done) return;
     r->final_sent = true;
     if (r->status_engine != KILN_OK || r->stats.finish == KILN_FINISH_CANCELLED) {
-        const char *msg = r->error ? r->error
-                          : r->status_engine == KILN_OK
-                              ? "the request was cancelled (the server is shutting down)"
-                              : kiln_status_str(r->status_engine);
-        sse_put(r, json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg, "type",
-                             "server_error", "param", "code"));
+        /* The stream ends as a finished one would (a final chunk with its
+         * finish_reason, which clients wait for), then says why. */
+        const char *code = NULL, *msg = r->error ? r->error : kiln_status_str(r->status_engine);
+        if (r->status_engine == KILN_OK) msg = cancel_message(r, &code);
+        sse_chunk(r, NULL, 0, false, "length");
+        sse_put(r, json_pack("{s:{s:s,s:s,s:n,s:o}}", "error", "message", msg, "type",
+                             code ? "unavailable_error" : "server_error", "param", "code",
+                             code ? json_string(code) : json_null()));
     } else {
         sse_chunk(r, NULL, 0, false, finish_str(r->stats.finish));
         if (r->include_usage) {
@@ -275,6 +310,20 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         strbuf text = r->text;
         r->text = (strbuf){0};
         bool done = r->done;
+        if (!text.n && !done && r->role_sent && r->probe_due) {
+            /* the watcher saw the client's end of stream: a comment line,
+             * which a closed peer answers with a reset */
+            r->probe_due = false;
+            pthread_mutex_unlock(&r->mu);
+            strbuf_free(&text);
+            strbuf_puts(&r->out, ": ping\n\n");
+            continue;
+        }
+        if (!text.n && !done && r->role_sent && r->force_end) {
+            pthread_mutex_unlock(&r->mu);
+            strbuf_free(&text);
+            return MHD_CONTENT_READER_END_WITH_ERROR; /* the server is stopping */
+        }
         if (!text.n && !done && r->role_sent) {
             /* nothing to send: sleep until the engine wakes us */
             srv_req_suspend_locked(r);
@@ -298,24 +347,43 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static enum MHD_Result submit(srv_req *r, srv_gen_req *g, int32_t *ids, int32_t n) {
     srv *s = r->s;
+    if (g->max_tokens_set) {
+        /* As OpenAI: a prompt and token limit that cannot both fit is an
+         * error, not an answer silently cut at the context's end. */
+        kiln_sched_state ss;
+        kiln_sched_get_state(r->served->sched, &ss);
+        int64_t n_ctx = ss.n_slots ? ss.kv_total / ss.n_slots : 0;
+        if (n_ctx && (int64_t)n + g->gen.n_predict > n_ctx)
+            return srv_error(
+                r, 400, "invalid_request_error", r->chat ? "max_completion_tokens" : "max_tokens",
+                "context_length_exceeded",
+                "This model's maximum context length is %lld tokens. However, you "
+                "requested %lld tokens (%d in the %s, %d in the completion). Please "
+                "reduce the length of the %s or completion.",
+                (long long)n_ctx, (long long)n + g->gen.n_predict, n,
+                r->chat ? "messages" : "prompt", g->gen.n_predict, r->chat ? "messages" : "prompt");
+    }
     if (!g->seed_set)
         g->gen.sampling.seed = (uint64_t)time(NULL) ^ (atomic_fetch_add(&s->next_id, 1) << 20);
     pthread_mutex_lock(&r->mu);
     r->refs++; /* the engine's reference, dropped by DONE */
     pthread_mutex_unlock(&r->mu);
-    r->submitted = true;
     r->n_prompt = n;
     srv_gen_track(r);
-    kiln_status st =
-        kiln_sched_submit(r->served->sched, ids, n, &g->gen, on_event, r, &r->sched_id);
+    uint64_t id = 0;
+    kiln_status st = kiln_sched_submit(r->served->sched, ids, n, &g->gen, on_event, r, &id);
     if (st != KILN_OK) {
         srv_gen_untrack(r);
-        r->submitted = false;
         pthread_mutex_lock(&r->mu);
         r->refs--; /* on_event will never run; MHD still holds its reference */
         pthread_mutex_unlock(&r->mu);
         return srv_error_status(r, st, kiln_last_error());
     }
+    /* from now on the watcher, shutdown and MHD's completion may cancel it */
+    pthread_mutex_lock(&r->mu);
+    r->sched_id = id;
+    r->submitted = true;
+    pthread_mutex_unlock(&r->mu);
     if (r->stream) {
         struct MHD_Response *resp =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, r, NULL);

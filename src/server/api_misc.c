@@ -24,13 +24,14 @@ enum MHD_Result srv_handle_health(srv_req *r) {
         }
         return srv_respond_json(r, 200, json_pack("{s:s}", "status", "ok"));
     }
-    const char *why = atomic_load(&s->stopping) ? "shutting down"
-                      : ready < 0               ? s->load_error
-                                                : "loading models";
-    return srv_respond_json(r, 503,
-                            json_pack("{s:s,s:s,s:{s:s,s:s,s:i}}", "status",
-                                      ready < 0 ? "error" : "loading", "reason", why, "error",
-                                      "message", why, "type", "unavailable_error", "code", 503));
+    bool draining = atomic_load(&s->stopping);
+    const char *why = draining    ? "draining: the server is shutting down"
+                      : ready < 0 ? s->load_error
+                                  : "loading models";
+    const char *status = draining ? "draining" : ready < 0 ? "error" : "loading";
+    json_t *j = json_pack("{s:s,s:s,s:{s:s,s:s,s:i}}", "status", status, "reason", why, "error",
+                          "message", why, "type", "unavailable_error", "code", 503);
+    return srv_respond_json_h(r, 503, j, draining ? "Retry-After" : NULL, "5");
 }
 
 enum MHD_Result srv_handle_models(srv_req *r) {

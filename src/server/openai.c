@@ -21,9 +21,16 @@ static bool fail(srv_perr *e, unsigned status, const char *param, const char *co
     va_start(ap, fmt);
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
     va_end(ap);
+    srv_utf8_trim(e->msg);
     e->status = status;
     e->type = "invalid_request_error";
     e->param = param;
+    if (param && strlen(param) > SRV_ECHO_MAX) {
+        /* never echo unbounded input (a parameter name is the client's) */
+        snprintf(e->param_buf, sizeof e->param_buf, "%.*s...", SRV_ECHO_MAX, param);
+        srv_utf8_trim(e->param_buf);
+        e->param = e->param_buf;
+    }
     e->code = code;
     return false;
 }
@@ -35,6 +42,13 @@ static bool bad_type(srv_perr *e, const char *param, const char *want) {
 static json_t *load(const char *body, size_t len, srv_perr *e) {
     json_error_t je;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root && json_error_code(&je) == json_error_null_character) {
+        fail(e, 400, NULL, "invalid_value",
+             "a string in the body contains a NUL character (\\u0000, line %d, column %d); "
+             "remove it",
+             je.line, je.column);
+        return NULL;
+    }
     if (!root) {
         fail(e, 400, NULL, "invalid_json", "malformed JSON body: %s (line %d, column %d)", je.text,
              je.line, je.column);
@@ -185,8 +199,8 @@ static bool default_only(json_t *root, const char *key, srv_perr *e) {
 
 static const char *const chat_keys[] = {
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", NULL};
-static const char *const compl_keys[] = {"model",          "prompt",     "stream",
-                                         "stream_options", "max_tokens", NULL};
+static const char *const compl_keys[] = {"model",      "prompt",        "stream", "stream_options",
+                                         "max_tokens", "parse_special", NULL};
 static const char *const sampling_keys[] = {"temperature",
                                             "top_p",
                                             "top_k",
@@ -218,8 +232,9 @@ static bool check_keys(json_t *root, bool chat, srv_perr *e) {
             if (!default_only(root, key, e)) return false;
             continue;
         }
-        return fail(e, 400, key, "unknown_parameter", "unrecognized request argument supplied: %s",
-                    key);
+        return fail(e, 400, key, "unknown_parameter",
+                    "unrecognized request argument supplied: %.*s%s", SRV_ECHO_MAX, key,
+                    strlen(key) > SRV_ECHO_MAX ? "..." : "");
     }
     return true;
 }
@@ -270,15 +285,13 @@ static bool parse_common(json_t *root, bool chat, srv_gen_req *g, srv_perr *e) {
     long long x;
     bool set;
     g->gen.n_predict = INT32_MAX; /* until the context is full, as OpenAI */
-    if (!get_int(root, "max_tokens", -1, INT32_MAX, &x, &set, e)) return false;
-    if (set && x != -1) g->gen.n_predict = (int32_t)x;
+    /* at least 1, as OpenAI (no -1 for "unlimited": leave it out) */
+    if (!get_int(root, "max_tokens", 1, INT32_MAX, &x, &set, e)) return false;
+    if (set) g->gen.n_predict = (int32_t)x, g->max_tokens_set = true;
     if (chat) {
-        if (!get_int(root, "max_completion_tokens", -1, INT32_MAX, &x, &set, e)) return false;
-        if (set && x != -1) g->gen.n_predict = (int32_t)x;
+        if (!get_int(root, "max_completion_tokens", 1, INT32_MAX, &x, &set, e)) return false;
+        if (set) g->gen.n_predict = (int32_t)x, g->max_tokens_set = true;
     }
-    if (g->gen.n_predict == 0)
-        return fail(e, 400, chat ? "max_completion_tokens" : "max_tokens", "invalid_value",
-                    "the token limit must be at least 1");
     return parse_sampling(root, g, e);
 }
 
@@ -365,6 +378,8 @@ static bool parse_prompt(json_t *root, srv_gen_req *g, srv_perr *e) {
     json_t *v = json_object_get(root, "prompt");
     if (!v || json_is_null(v))
         return fail(e, 400, "prompt", "missing_required_parameter", "'prompt' is required");
+    /* llama.cpp's opt-in: by default control-token text is plain text */
+    if (!get_bool(root, "parse_special", &g->parse_special, e)) return false;
     if (json_is_array(v) && json_array_size(v) == 1 &&
         (json_is_string(json_array_get(v, 0)) || json_is_array(json_array_get(v, 0))))
         v = json_array_get(v, 0);

@@ -15,12 +15,18 @@
 
 #define SRV_MAX_STOP 16   /* stop strings a request may give */
 #define SRV_MAX_BIAS 1024 /* logit_bias entries */
+#define SRV_ECHO_MAX 64   /* bytes of a client's string an error message repeats */
+
+/* Cuts s (NUL-terminated) at its first byte that is not valid UTF-8, such
+ * as a sequence a length limit cut in two (util.c). */
+void srv_utf8_trim(char *s);
 
 /* A validation failure: HTTP status, OpenAI error type/param/code, message. */
 typedef struct srv_perr {
     unsigned status;
     const char *type, *param, *code; /* param/code may be NULL */
     char msg[512];
+    char param_buf[SRV_ECHO_MAX + 4]; /* a long param, cut */
 } srv_perr;
 
 /* A parsed generation request. Strings point into root (owned). */
@@ -30,6 +36,7 @@ typedef struct srv_gen_req {
     bool chat, stream, include_usage;
     kiln_gen_params gen; /* gen.stop -> stop[], gen.sampling.logit_bias -> bias */
     bool seed_set;
+    bool max_tokens_set;                /* max_tokens / max_completion_tokens given */
     const char *stop[SRV_MAX_STOP + 8]; /* room for the chat family's stop strings */
     kiln_logit_bias *bias;
     /* chat */
@@ -42,6 +49,7 @@ typedef struct srv_gen_req {
     size_t prompt_len;
     int32_t *prompt_ids;
     int32_t n_prompt_ids;
+    bool parse_special; /* completions: control-token text in prompt becomes those tokens */
 } srv_gen_req;
 
 /* Parses a chat (chat = true) or completions body. false and *e on a bad

@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "base/time.h"
+#include "server/openai.h"
 #include "server/srv.h"
 
 #include <arpa/inet.h>
@@ -42,6 +43,12 @@ static srv_req *req_create(srv *s, struct MHD_Connection *conn, srv_route route)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     r->fd = ci ? ci->connect_fd : -1;
+    r->sc = srv_conn_of(conn);
+    pthread_mutex_lock(&s->mu);
+    r->all_next = s->all_head;
+    if (s->all_head) s->all_head->all_prev = r;
+    s->all_head = r;
+    pthread_mutex_unlock(&s->mu);
     atomic_fetch_add(&s->n_reqs, 1);
     metric_inc(s->m.in_flight, NULL, 1);
     return r;
@@ -53,6 +60,7 @@ void srv_req_unref(srv_req *r) {
     pthread_mutex_unlock(&r->mu);
     if (left) return;
     pthread_mutex_destroy(&r->mu);
+    if (r->deferred) MHD_destroy_response(r->deferred);
     strbuf_free(&r->body);
     strbuf_free(&r->text);
     strbuf_free(&r->out);
@@ -64,12 +72,13 @@ void srv_req_unref(srv_req *r) {
 
 void srv_req_wake(srv_req *r) {
     pthread_mutex_lock(&r->mu);
-    bool resume = r->suspended;
-    r->suspended = false;
+    /* while a prep thread handles r, it decides when to resume */
+    bool resume = r->suspended && !r->in_prep;
+    if (resume) r->suspended = false;
     struct MHD_Connection *c = r->conn;
     pthread_mutex_unlock(&r->mu);
     /* A suspended connection cannot complete, so c is valid until resumed. */
-    if (resume) MHD_resume_connection(c);
+    if (resume && c) MHD_resume_connection(c);
 }
 
 void srv_req_suspend_locked(srv_req *r) {
@@ -117,12 +126,23 @@ enum MHD_Result srv_respond(srv_req *r, unsigned status, struct MHD_Response *re
     add_common_headers(r, resp);
     r->status = (int)status;
     r->phase = SRV_P_ANSWERED;
+    if (r->in_prep) {
+        /* on a prep thread: MHD's thread queues it once resumed */
+        r->deferred = resp;
+        r->deferred_status = status;
+        return MHD_YES;
+    }
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
 }
 
 enum MHD_Result srv_respond_json(srv_req *r, unsigned status, void *jv) {
+    return srv_respond_json_h(r, status, jv, NULL, NULL);
+}
+
+enum MHD_Result srv_respond_json_h(srv_req *r, unsigned status, void *jv, const char *name,
+                                   const char *value) {
     json_t *j = jv;
     char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(j);
@@ -141,6 +161,7 @@ enum MHD_Result srv_respond_json(srv_req *r, unsigned status, void *jv) {
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", "application/json");
+    if (name) MHD_add_response_header(resp, name, value);
     return srv_respond(r, status, resp);
 }
 
@@ -148,6 +169,7 @@ static enum MHD_Result error_v(srv_req *r, unsigned status, const char *type, co
                                const char *code, const char *fmt, va_list ap) {
     char msg[2048];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    srv_utf8_trim(msg);
     json_t *e = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", msg, "type", type, "param",
                           param ? json_string(param) : json_null(), "code",
                           code ? json_string(code) : json_null());
@@ -163,25 +185,19 @@ enum MHD_Result srv_error(srv_req *r, unsigned status, const char *type, const c
     return ret;
 }
 
+enum MHD_Result srv_stopped(srv_req *r) {
+    return srv_error(r, 503, "unavailable_error", NULL, "server_shutting_down",
+                     "the server stopped before the answer was ready");
+}
+
 enum MHD_Result srv_error_status(srv_req *r, kiln_status st, const char *msg) {
     switch (st) {
-    case KILN_ERR_BUSY: {
-        struct MHD_Response *resp;
-        char *txt;
-        json_t *e = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg, "type",
-                              "rate_limit_error", "param", "code", "rate_limit_exceeded");
-        txt = e ? json_dumps(e, JSON_COMPACT) : NULL;
-        json_decref(e);
-        if (!txt) return MHD_NO;
-        resp = MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE);
-        if (!resp) {
-            free(txt);
-            return MHD_NO;
-        }
-        MHD_add_response_header(resp, "Content-Type", "application/json");
-        MHD_add_response_header(resp, "Retry-After", "1");
-        return srv_respond(r, 429, resp);
-    }
+    case KILN_ERR_BUSY:
+        return srv_respond_json_h(r, 429,
+                                  json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg,
+                                            "type", "rate_limit_error", "param", "code",
+                                            "rate_limit_exceeded"),
+                                  "Retry-After", "1");
     case KILN_ERR_NOT_FOUND:
         return srv_error(r, 404, "not_found_error", "model", "model_not_found", "%s", msg);
     case KILN_ERR_RANGE:
@@ -240,17 +256,38 @@ static enum MHD_Result preflight(srv_req *r) {
     return srv_respond(r, 204, resp);
 }
 
-static bool authorized(srv *s, struct MHD_Connection *c) {
-    if (!s->api_key) return true;
+/* The key a request must present on route, or NULL when it needs none:
+ * the API key on the /v1 routes; on /metrics the metrics key, else the API key
+ * unless --public-metrics. */
+static const char *key_for(const srv *s, srv_route route) {
+    if (route == SRV_R_METRICS)
+        return s->metrics_key ? s->metrics_key : s->public_metrics ? NULL : s->api_key;
+    return srv_route_auth(route) ? s->api_key : NULL;
+}
+
+/* The key is taken from "Authorization: Bearer KEY" (the scheme's case does
+ * not matter, RFC 9110) or "X-Api-Key: KEY" (what some SDKs send). */
+static bool authorized(const char *key, struct MHD_Connection *c) {
+    if (!key) return true;
     const char *h = header(c, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7)) {
-        /* some clients send the key alone in x-api-key */
         h = header(c, "X-Api-Key");
-        return h && srv_const_eq(h, s->api_key);
+        return h && srv_const_eq(h, key);
     }
     h += 7;
     while (*h == ' ') h++;
-    return srv_const_eq(h, s->api_key);
+    return srv_const_eq(h, key);
+}
+
+/* 1 when the request's Content-Type is JSON (application/json, any
+ * parameters such as charset); a POST with another type is refused, which
+ * also keeps browsers' cross-site "simple" form posts out. */
+static bool json_content(struct MHD_Connection *c) {
+    const char *t = header(c, "Content-Type");
+    if (!t) return false;
+    while (*t == ' ') t++;
+    size_t n = strcspn(t, "; ");
+    return n == 16 && !strncasecmp(t, "application/json", 16);
 }
 
 /* Checks made on the headers alone; answers and returns true when the
@@ -275,30 +312,36 @@ static bool early_answer(srv_req *r, const char *method, const char *url, enum M
     if (!ok) {
         char allow[32];
         snprintf(allow, sizeof allow, "%s%s", want, strcmp(want, "GET") ? "" : ", HEAD");
-        json_t *e = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message",
-                              "method not allowed for this route", "type", "invalid_request_error",
-                              "param", "code", "method_not_allowed");
-        char *txt = e ? json_dumps(e, JSON_COMPACT) : NULL;
-        json_decref(e);
-        struct MHD_Response *resp =
-            txt ? MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE) : NULL;
-        if (!resp) {
-            free(txt);
-            *res = MHD_NO;
-            return true;
-        }
-        MHD_add_response_header(resp, "Content-Type", "application/json");
-        MHD_add_response_header(resp, "Allow", allow);
-        *res = srv_respond(r, 405, resp);
+        *res = srv_respond_json_h(r, 405,
+                                  json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message",
+                                            "method not allowed for this route", "type",
+                                            "invalid_request_error", "param", "code",
+                                            "method_not_allowed"),
+                                  "Allow", allow);
         return true;
     }
-    if (srv_route_auth(r->route) && !authorized(s, c)) {
+    if (!authorized(key_for(s, r->route), c)) {
         *res = srv_error(r, 401, "authentication_error", NULL, "invalid_api_key",
-                         "missing or invalid API key (send Authorization: Bearer KEY)");
+                         r->route == SRV_R_METRICS
+                             ? "missing or invalid metrics key (send Authorization: Bearer KEY; "
+                               "see --metrics-key and --public-metrics)"
+                             : "missing or invalid API key (send Authorization: Bearer KEY)");
+        return true;
+    }
+    if (!strcmp(want, "POST") && !json_content(c)) {
+        const char *t = header(c, "Content-Type");
+        *res = srv_error(r, 415, "invalid_request_error", NULL, "unsupported_media_type",
+                         "Content-Type must be application/json (got %.60s)", t ? t : "none");
         return true;
     }
     if (atomic_load(&s->stopping) && r->route != SRV_R_HEALTH) {
-        *res = srv_error(r, 503, "unavailable_error", NULL, NULL, "the server is shutting down");
+        *res = srv_respond_json_h(r, 503,
+                                  json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message",
+                                            "the server is shutting down (draining); retry on "
+                                            "another instance",
+                                            "type", "unavailable_error", "param", "code",
+                                            "server_shutting_down"),
+                                  "Retry-After", "5");
         return true;
     }
     if (atomic_load(&s->ready) == 0 && !strcmp(want, "POST")) {
@@ -310,7 +353,12 @@ static bool early_answer(srv_req *r, const char *method, const char *url, enum M
     return false;
 }
 
-/* A Content-Length over the limit is answered before the body is read. */
+/* A Content-Length over the limit: a body up to SRV_DISCARD_MAX over it is
+ * read and dropped, then answered 413 (a client that writes its whole body
+ * before reading gets the answer instead of a reset); a larger one, or a
+ * client that waits for "100 Continue", is answered at once (MHD closes the
+ * connection). */
+#define SRV_DISCARD_MAX ((unsigned long long)16 << 20)
 static bool too_large(srv_req *r, enum MHD_Result *res) {
     const char *cl = header(r->conn, "Content-Length");
     if (!cl) return false;
@@ -318,6 +366,11 @@ static bool too_large(srv_req *r, enum MHD_Result *res) {
     errno = 0;
     unsigned long long n = strtoull(cl, &end, 10);
     if (errno || end == cl || n <= r->s->max_body) return false;
+    const char *expect = header(r->conn, "Expect");
+    if (n - r->s->max_body <= SRV_DISCARD_MAX && !expect) {
+        r->body_too_large = true;
+        return false;
+    }
     r->origin = cors_origin(r->s, r->conn);
     *res =
         srv_error(r, 413, "invalid_request_error", NULL, "request_too_large",
@@ -325,12 +378,169 @@ static bool too_large(srv_req *r, enum MHD_Result *res) {
     return true;
 }
 
-/* The body is complete: check it and hand it to the endpoint. */
-static enum MHD_Result body_done(srv_req *r) {
+/* Framing that libmicrohttpd lets through but a proxy in front may read
+ * differently (request smuggling): a NUL in the target, more than one
+ * Content-Length, Content-Length beside Transfer-Encoding. Answered 400
+ * and the connection closed. */
+static enum MHD_Result count_cl(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value) {
+    (void)kind, (void)value;
+    if (!strcasecmp(key, "Content-Length")) (*(int *)cls)++;
+    return MHD_YES;
+}
+
+static bool bad_framing(srv_req *r, enum MHD_Result *res) {
+    struct MHD_Connection *c = r->conn;
+    const char *why = NULL;
+    int n_cl = 0;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_cl, &n_cl);
+    if (srv_conn_bad_uri(r->s, r->sc))
+        why = "the request path contains a NUL byte (%00)";
+    else if (n_cl > 1)
+        why = "more than one Content-Length header";
+    else if (n_cl && header(c, "Transfer-Encoding"))
+        why = "both Content-Length and Transfer-Encoding headers";
+    if (!why) return false;
+    r->origin = cors_origin(r->s, c);
+    *res = srv_respond_json_h(r, 400,
+                              json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", why, "type",
+                                        "invalid_request_error", "param", "code", "bad_request"),
+                              "Connection", "close");
+    return true;
+}
+
+/* Too many connections are open: answer 503 (the reaper evicts idle ones). */
+static bool over_limit(srv_req *r, enum MHD_Result *res) {
     srv *s = r->s;
-    if (r->body_too_large)
-        return srv_error(r, 413, "invalid_request_error", NULL, "request_too_large",
-                         "request body is over the limit of %zu bytes", s->max_body);
+    if (srv_conn_count(s) <= s->max_conns) return false;
+    r->origin = cors_origin(s, r->conn);
+    *res = srv_respond_json_h(
+        r, 503,
+        json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message",
+                  "too many open connections; retry shortly (see --max-connections)", "type",
+                  "unavailable_error", "param", "code", "too_many_connections"),
+        "Retry-After", "1");
+    return true;
+}
+
+/* ---- prep threads
+ *
+ * Work that costs more than reading a request - parsing a body of up to
+ * --max-body bytes, loading a model on first use, rendering and tokenizing
+ * a prompt, tokenizing embedding inputs - runs on a small pool of prep
+ * threads, never on MHD's threads, which each serve many connections: one
+ * large request must not delay the others' accepts and answers. The
+ * connection is suspended while its request waits for and runs on a prep
+ * thread (r->in_prep). A response the endpoint makes there is kept in
+ * r->deferred and queued by MHD's thread once the prep thread resumes the
+ * connection; a non-streaming request submitted to the engine stays
+ * suspended until the engine's DONE wakes it (srv_req_wake does not resume
+ * during prep; the prep thread checks r->done when it ends). The queue holds
+ * one reference to r. Two FIFOs: bodies of SRV_PREP_BIG bytes or more, and
+ * the rest; at most all threads but one work on big ones, so a small
+ * request never waits behind a row of large ones. */
+
+#define SRV_PREP_BIG ((size_t)64 << 10)
+
+static void prep_push(srv_req **head, srv_req **tail, srv_req *r) {
+    r->prep_next = NULL;
+    if (*tail)
+        (*tail)->prep_next = r;
+    else
+        *head = r;
+    *tail = r;
+}
+
+static srv_req *prep_pop(srv_req **head, srv_req **tail) {
+    srv_req *r = *head;
+    if (r && !(*head = r->prep_next)) *tail = NULL;
+    return r;
+}
+
+static enum MHD_Result body_done(srv_req *r);
+
+static enum MHD_Result prep_start(srv_req *r) {
+    srv *s = r->s;
+    pthread_mutex_lock(&r->mu);
+    r->refs++; /* the prep queue's */
+    r->in_prep = true;
+    r->phase = SRV_P_PREP;
+    r->suspended = true;
+    MHD_suspend_connection(r->conn);
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_lock(&s->prep_mu);
+    if (r->body.n >= SRV_PREP_BIG)
+        prep_push(&s->prep_big_head, &s->prep_big_tail, r);
+    else
+        prep_push(&s->prep_head, &s->prep_tail, r);
+    pthread_cond_broadcast(&s->prep_cv);
+    pthread_mutex_unlock(&s->prep_mu);
+    return MHD_YES;
+}
+
+static void prep_run(srv_req *r) {
+    enum MHD_Result res =
+        atomic_load(&r->s->prep_abort)
+            ? srv_error(r, 503, "unavailable_error", NULL, "server_shutting_down",
+                        "the server stopped before the request was handled (draining)")
+            : body_done(r);
+    pthread_mutex_lock(&r->mu);
+    r->in_prep = false;
+    if (res == MHD_NO && !r->deferred) r->prep_failed = true;
+    /* a submitted non-streaming request waits for the engine's DONE */
+    bool resume = r->suspended && (r->phase != SRV_P_WAIT || r->done);
+    if (resume) r->suspended = false;
+    struct MHD_Connection *c = r->conn;
+    pthread_mutex_unlock(&r->mu);
+    if (resume && c) MHD_resume_connection(c);
+    srv_req_unref(r);
+}
+
+static void *prep_main(void *arg) {
+    srv *s = arg;
+    pthread_mutex_lock(&s->prep_mu);
+    for (;;) {
+        srv_req *r;
+        bool big = false;
+        for (;;) {
+            if ((r = prep_pop(&s->prep_head, &s->prep_tail))) break;
+            if (s->prep_big_running < s->prep_slots - 1 || s->prep_slots == 1)
+                if ((r = prep_pop(&s->prep_big_head, &s->prep_big_tail))) {
+                    big = true;
+                    break;
+                }
+            if (s->prep_stop && !s->prep_big_head) break;
+            pthread_cond_wait(&s->prep_cv, &s->prep_mu);
+        }
+        if (!r) break; /* stopping, queues empty */
+        s->prep_big_running += big;
+        pthread_mutex_unlock(&s->prep_mu);
+        prep_run(r);
+        pthread_mutex_lock(&s->prep_mu);
+        s->prep_big_running -= big;
+        if (big) pthread_cond_broadcast(&s->prep_cv); /* a big one may go now */
+    }
+    pthread_mutex_unlock(&s->prep_mu);
+    return NULL;
+}
+
+/* Resumed after prep: queue what the endpoint answered, or go on waiting. */
+static enum MHD_Result prep_resumed(srv_req *r) {
+    if (r->deferred) {
+        struct MHD_Response *resp = r->deferred;
+        r->deferred = NULL;
+        enum MHD_Result ret = MHD_queue_response(r->conn, r->deferred_status, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    if (r->prep_failed) return MHD_NO;
+    if (r->phase == SRV_P_WAIT)
+        return r->route == SRV_R_EMBEDDINGS ? srv_finish_embeddings(r) : srv_finish_generate(r);
+    return MHD_YES;
+}
+
+/* The body is complete: check it and hand it to the endpoint (prep thread). */
+static enum MHD_Result body_done(srv_req *r) {
     if (r->body.oom) return srv_error(r, 500, "server_error", NULL, NULL, "out of memory");
     long bad = srv_utf8_invalid_at(r->body.p ? r->body.p : "", r->body.n);
     if (bad >= 0)
@@ -356,16 +566,24 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!r) {
         if (!(r = req_create(s, conn, srv_route_of(url)))) return MHD_NO;
         *con_cls = r;
-        /* Only a body known to be too large is answered before it is read
-         * (MHD closes such a connection); everything else is answered once
-         * the request is complete, so keep-alive connections stay open. */
-        if (too_large(r, &res)) return res;
+        r->http11 = version && strcmp(version, "HTTP/1.0") && strncmp(version, "HTTP/0", 6);
+        srv_conn_phase_set(s, r->sc, SRV_C_BODY);
+        /* Bad framing, the connection limit and a body far too large are
+         * answered before the body is read (MHD closes such a connection);
+         * everything else once the request is complete, so keep-alive
+         * connections stay open. */
+        if (bad_framing(r, &res) || over_limit(r, &res) || too_large(r, &res)) {
+            srv_conn_phase_set(s, r->sc, SRV_C_BUSY);
+            return res;
+        }
         return MHD_YES;
     }
+    if (r->deferred || r->prep_failed) return prep_resumed(r);
     if (r->phase == SRV_P_BODY) {
         if (*upload_data_size) {
             size_t n = *upload_data_size;
             *upload_data_size = 0;
+            srv_conn_body(s, r->sc, n);
             if (r->body_too_large || r->body.n + n > s->max_body) {
                 /* discard the rest */
                 r->body_too_large = true;
@@ -374,6 +592,18 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             }
             strbuf_put(&r->body, upload_data, n);
             return MHD_YES;
+        }
+        srv_conn_phase_set(s, r->sc, SRV_C_BUSY);
+        if (r->body_too_large) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes (--max-body)",
+                     s->max_body);
+            r->origin = cors_origin(s, conn);
+            return srv_respond_json_h(r, 413,
+                                      json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg,
+                                                "type", "invalid_request_error", "param", "code",
+                                                "request_too_large"),
+                                      "Connection", "close");
         }
         if (early_answer(r, method, url, &res)) return res;
         switch (r->route) {
@@ -384,14 +614,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         case SRV_R_METRICS:
             return srv_handle_metrics(r);
         default:
-            return body_done(r);
+            return prep_start(r);
         }
     }
     if (r->phase == SRV_P_WAIT) {
         /* resumed: the engine is done */
         return r->route == SRV_R_EMBEDDINGS ? srv_finish_embeddings(r) : srv_finish_generate(r);
     }
-    (void)version;
     return MHD_YES;
 }
 
@@ -399,23 +628,33 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     srv *s = cls;
     srv_req *r = *con_cls;
-    (void)conn;
     if (!r) return;
     *con_cls = NULL;
+    srv_conn_phase_set(s, srv_conn_of(conn), SRV_C_IDLE);
     pthread_mutex_lock(&r->mu);
     r->mhd_done = true;
     r->conn = NULL;
     bool cancel = r->submitted && !r->done && r->served && r->served->sched;
+    /* the watcher and shutdown use r->served only under r->mu */
+    kiln_served *served = r->served;
+    r->served = NULL;
     pthread_mutex_unlock(&r->mu);
     if (cancel) {
-        /* The client went away: free its slot within a step. */
-        kiln_sched_cancel(r->served->sched, r->sched_id);
+        /* The client went away: free its slot within a step (the model is
+         * still held, so its scheduler lives). */
+        kiln_sched_cancel(served->sched, r->sched_id);
     }
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 0) r->status = 499;
     srv_metrics_request(s, r->route, r->status ? r->status : 499, kiln_now_s() - r->t_start);
     metric_inc(s->m.in_flight, NULL, -1);
-    if (r->served) kiln_registry_release(s->reg, r->served);
-    r->served = NULL;
+    if (served) kiln_registry_release(s->reg, served);
+    pthread_mutex_lock(&s->mu);
+    if (r->all_prev)
+        r->all_prev->all_next = r->all_next;
+    else
+        s->all_head = r->all_next;
+    if (r->all_next) r->all_next->all_prev = r->all_prev;
+    pthread_mutex_unlock(&s->mu);
     atomic_fetch_sub(&s->n_reqs, 1);
     srv_req_unref(r);
 }
@@ -423,19 +662,36 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 /* ---- clients that vanish while suspended
  *
  * MHD does not watch a suspended connection, so a client that goes away
- * while its request waits in the queue or generates a non-streaming answer
- * would hold its slot until the end. The watcher looks at the sockets of
- * the generation requests every 100 ms: end of stream (the peer closed)
- * cancels the request, which frees its slot within a step. A socket of a
- * request whose connection already completed is skipped (its number may
- * have been reused). */
+ * while its request waits in the queue or generates an answer would hold
+ * its slot until the end. The watcher looks at the sockets of the
+ * generation requests every 100 ms. A reset or an error means the peer is
+ * gone: the request is cancelled, which frees its slot within a step. The
+ * end of the client's stream alone is not a disconnect - a client may send
+ * its request and shut down its write side (legal HTTP) while it waits for
+ * the answer - so it only triggers one probe write: a closed peer answers
+ * it with a reset, a half-closed one reads it. The probe is an SSE comment
+ * for a stream (written by the stream's reader) and an interim
+ * "100 Continue" before a non-streaming answer (HTTP/1.1 clients must
+ * accept 1xx responses; nothing else is being written then, the connection
+ * being suspended with no response queued). A socket of a request whose
+ * connection already completed is skipped (its number may have been
+ * reused). The same thread runs the connection reaper (conns.c). */
 
-static bool peer_closed(int fd) {
+enum { PEER_OK, PEER_EOF, PEER_GONE };
+
+static int peer_state(int fd) {
     struct pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, 0) <= 0) return false;
-    if (p.revents & (POLLHUP | POLLERR)) return true;
+    if (poll(&p, 1, 0) <= 0) return PEER_OK;
+    if (p.revents & (POLLHUP | POLLERR)) return PEER_GONE;
     char c;
-    return (p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    return (p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0 ? PEER_EOF
+                                                                                 : PEER_OK;
+}
+
+/* The probe of a non-streaming request (r->mu held, connection suspended). */
+static void probe_write(srv_req *r) {
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (r->http11) (void)!send(r->fd, cont, sizeof cont - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 static void *watcher_main(void *arg) {
@@ -444,23 +700,38 @@ static void *watcher_main(void *arg) {
     while (!atomic_load(&s->watcher_stop)) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
-        kiln_sched *sched[MAX];
-        uint64_t ids[MAX];
-        int n = 0;
+        srv_conns_reap(s);
+        srv_req *wake[MAX];
+        int n_wake = 0;
         pthread_mutex_lock(&s->mu);
-        for (srv_req *r = s->gen_head; r && n < MAX; r = r->gen_next) {
+        for (srv_req *r = s->gen_head; r && n_wake < MAX; r = r->gen_next) {
             pthread_mutex_lock(&r->mu);
-            bool look = r->suspended && !r->mhd_done && !r->done && !r->cancelled && r->fd >= 0;
-            if (look && peer_closed(r->fd) && r->served && r->served->sched) {
-                r->cancelled = true;
-                sched[n] = r->served->sched;
-                ids[n++] = r->sched_id;
+            bool look = r->submitted && r->suspended && !r->mhd_done && !r->done && r->fd >= 0 &&
+                        atomic_load(&r->cancel_reason) == SRV_CANCEL_NONE && r->served &&
+                        r->served->sched;
+            int st = look ? peer_state(r->fd) : PEER_OK;
+            if (st == PEER_GONE) {
+                /* under r->mu the request holds its model, so the scheduler
+                 * lives; it never calls back holding its own lock */
+                atomic_store(&r->cancel_reason, SRV_CANCEL_CLIENT_GONE);
+                kiln_sched_cancel(r->served->sched, r->sched_id);
+            } else if (st == PEER_EOF && !r->probed) {
+                r->probed = true;
+                if (r->stream) {
+                    r->probe_due = true;
+                    r->refs++; /* kept alive until woken below */
+                    wake[n_wake++] = r;
+                } else {
+                    probe_write(r);
+                }
             }
             pthread_mutex_unlock(&r->mu);
         }
         pthread_mutex_unlock(&s->mu);
-        /* a suspended connection's request holds its model: the scheduler lives */
-        for (int i = 0; i < n; i++) kiln_sched_cancel(sched[i], ids[i]);
+        for (int i = 0; i < n_wake; i++) {
+            srv_req_wake(wake[i]); /* its reader writes the probe */
+            srv_req_unref(wake[i]);
+        }
     }
     return NULL;
 }
@@ -517,13 +788,49 @@ static int bind_addr(const char *host, int port, struct sockaddr_storage *ss) {
     return -1;
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+/* srv_log_limited: at most LOG_BURST lines per LOG_WINDOW seconds, so a
+ * flood of aborted connections cannot flood the log. */
+enum { LOG_BURST = 8 };
+#define LOG_WINDOW 10.0
+
+static void log_limited_v(srv *s, const char *fmt, va_list ap) {
+    double now = kiln_now_s();
+    int suppressed = 0;
+    bool show;
+    pthread_mutex_lock(&s->log_mu);
+    if (now - s->log_window > LOG_WINDOW) {
+        suppressed = s->log_suppressed;
+        s->log_window = now;
+        s->log_n = s->log_suppressed = 0;
+    }
+    show = s->log_n < LOG_BURST;
+    if (show)
+        s->log_n++;
+    else
+        s->log_suppressed++;
+    pthread_mutex_unlock(&s->log_mu);
+    if (suppressed)
+        KILN_LOGW("kiln serve: %d similar message(s) suppressed in the last %.0f s", suppressed,
+                  LOG_WINDOW);
+    if (!show) return;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && msg[n - 1] == '\n') msg[--n] = 0;
-    (void)cls;
-    KILN_LOGW("kiln serve: http: %s", msg);
+    KILN_LOGW("%s", msg);
+}
+
+void srv_log_limited(srv *s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    log_limited_v(s, fmt, ap);
+    va_end(ap);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    srv_log_limited(cls, "kiln serve: http: %s", msg);
 }
 
 static kiln_status start_daemon(srv *s, const srv_config *c) {
@@ -535,13 +842,20 @@ static kiln_status start_daemon(srv *s, const srv_config *c) {
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     if (fam == AF_INET6) flags |= MHD_USE_IPv6;
     unsigned threads = c->http_threads > 0 ? (unsigned)c->http_threads : 4;
-    unsigned timeout = c->conn_timeout_s > 0 ? (unsigned)(c->conn_timeout_s + 0.5) : 60;
+    unsigned timeout = (unsigned)(s->idle_timeout + 0.5);
+    unsigned per_ip = c->max_conns_per_ip > 0   ? (unsigned)c->max_conns_per_ip
+                      : c->max_conns_per_ip < 0 ? 0 /* MHD: no limit */
+                                                : 64;
     s->d = MHD_start_daemon(
         flags, (uint16_t)c->port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_CONNECTION_TIMEOUT,
-        timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+        timeout,
+        /* room above the soft limit to answer 503 instead of refusing */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->max_conns + 64,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, srv_conn_notify,
+        s, MHD_OPTION_URI_LOG_CALLBACK, srv_conn_uri, s, MHD_OPTION_END);
     if (!s->d)
         return kiln_fail(KILN_ERR_IO, "cannot listen on %s port %d (address in use?)",
                          c->host ? c->host : "127.0.0.1", c->port);
@@ -550,14 +864,30 @@ static kiln_status start_daemon(srv *s, const srv_config *c) {
     return KILN_OK;
 }
 
+/* Prep threads: as many as HTTP threads, within SRV_MAX_PREP. */
+static int c_prep_threads(const srv_config *c) {
+    int n = c->http_threads > 0 ? c->http_threads : 4;
+    return n < SRV_MAX_PREP ? n : SRV_MAX_PREP;
+}
+
 srv *srv_create(const srv_config *c, kiln_status *st) {
     kiln_status ret = KILN_ERR_NOMEM;
     srv *s = calloc(1, sizeof *s);
     if (!s) goto fail;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
+    pthread_mutex_init(&s->log_mu, NULL);
+    pthread_mutex_init(&s->prep_mu, NULL);
+    pthread_cond_init(&s->prep_cv, NULL);
     s->started = (int64_t)time(NULL);
     s->max_body = c->max_body ? c->max_body : (size_t)8 << 20;
+    s->idle_timeout = c->conn_timeout_s > 0 ? c->conn_timeout_s : 60;
+    s->header_timeout = c->header_timeout_s > 0 ? c->header_timeout_s : 10;
+    s->body_min_rate = c->body_min_rate > 0 ? c->body_min_rate : c->body_min_rate < 0 ? 0 : 1024;
+    s->max_conns = c->max_conns > 0 ? c->max_conns : 1024;
+    s->public_metrics = c->public_metrics;
     if ((c->api_key && !(s->api_key = dup_str(c->api_key))) ||
+        (c->metrics_key && !(s->metrics_key = dup_str(c->metrics_key))) ||
         (c->chat_template && !(s->chat_template = dup_str(c->chat_template))))
         goto fail;
     if (c->cors && c->cors[0]) {
@@ -581,17 +911,24 @@ srv *srv_create(const srv_config *c, kiln_status *st) {
         ret = KILN_ERR_NOMEM;
         goto fail;
     }
+    /* the threads that serve connections first, then the daemon */
+    s->prep_slots = c_prep_threads(c);
+    for (; s->n_prep < s->prep_slots; s->n_prep++)
+        if (pthread_create(&s->prep[s->n_prep], NULL, prep_main, s)) {
+            ret = kiln_fail(KILN_ERR_INTERNAL, "cannot start a prep thread");
+            goto fail;
+        }
+    if (pthread_create(&s->watcher, NULL, watcher_main, s)) {
+        ret = kiln_fail(KILN_ERR_INTERNAL, "cannot start the connection watcher thread");
+        goto fail;
+    }
+    s->watcher_started = true;
     if ((ret = start_daemon(s, c))) goto fail;
     if (pthread_create(&s->loader, NULL, loader_main, s)) {
         ret = kiln_fail(KILN_ERR_INTERNAL, "cannot start the model loading thread");
         goto fail;
     }
     s->loader_started = true;
-    if (pthread_create(&s->watcher, NULL, watcher_main, s)) {
-        ret = kiln_fail(KILN_ERR_INTERNAL, "cannot start the connection watcher thread");
-        goto fail;
-    }
-    s->watcher_started = true;
     if (st) *st = KILN_OK;
     return s;
 fail:
@@ -606,19 +943,56 @@ int srv_port(const srv *s) {
 
 /* Cancels every generation request still running (the deadline passed). */
 static void cancel_all(srv *s) {
-    enum { MAX = 1024 };
-    kiln_sched *sched[MAX];
-    uint64_t ids[MAX];
     int n = 0;
     pthread_mutex_lock(&s->mu);
-    for (srv_req *r = s->gen_head; r && n < MAX; r = r->gen_next) {
-        if (!r->served || !r->served->sched) continue;
-        sched[n] = r->served->sched;
-        ids[n++] = r->sched_id;
+    for (srv_req *r = s->gen_head; r; r = r->gen_next) {
+        pthread_mutex_lock(&r->mu);
+        if (r->submitted && !r->done && r->served && r->served->sched) {
+            int none = SRV_CANCEL_NONE;
+            atomic_compare_exchange_strong(&r->cancel_reason, &none, SRV_CANCEL_SHUTDOWN);
+            kiln_sched_cancel(r->served->sched, r->sched_id); /* model held under r->mu */
+            n++;
+        }
+        pthread_mutex_unlock(&r->mu);
     }
     pthread_mutex_unlock(&s->mu);
-    for (int i = 0; i < n; i++) kiln_sched_cancel(sched[i], ids[i]);
     if (n) KILN_LOGW("kiln serve: cancelled %d request(s) at the shutdown deadline", n);
+}
+
+/* The last resort before the daemon stops (MHD must not stop with a
+ * suspended connection): every request still waiting is resumed and told
+ * to answer 503 (or end its stream) instead of waiting again. */
+static void force_end_all(srv *s) {
+    enum { MAX = 4096 };
+    srv_req *wake[MAX];
+    int n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (srv_req *r = s->all_head; r && n < MAX; r = r->all_next) {
+        pthread_mutex_lock(&r->mu);
+        r->force_end = true;
+        if (r->suspended && r->conn) {
+            r->suspended = false;
+            r->refs++;
+            wake[n++] = r;
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < n; i++) {
+        MHD_resume_connection(wake[i]->conn); /* suspended: its connection lives */
+        srv_req_unref(wake[i]);
+    }
+    if (n) KILN_LOGW("kiln serve: ended %d request(s) still waiting at shutdown", n);
+}
+
+/* Joins the prep threads once their queues are empty. */
+static void prep_stop_all(srv *s) {
+    pthread_mutex_lock(&s->prep_mu);
+    s->prep_stop = true;
+    pthread_cond_broadcast(&s->prep_cv);
+    pthread_mutex_unlock(&s->prep_mu);
+    for (int i = 0; i < s->n_prep; i++) pthread_join(s->prep[i], NULL);
+    s->n_prep = 0;
 }
 
 static void wait_idle(srv *s, double until) {
@@ -633,12 +1007,26 @@ void srv_shutdown(srv *s, double deadline_s) {
     s->shut_down = true;
     atomic_store(&s->stopping, 1);
     if (s->d) {
+        /* Stop listening at once: new clients are refused (a balancer
+         * moves on) instead of waiting in the backlog until the deadline.
+         * The socket is closed only after MHD stops (its threads may still
+         * look at it). */
         MHD_socket fd = MHD_quiesce_daemon(s->d);
+        if (fd != MHD_INVALID_SOCKET) shutdown(fd, SHUT_RDWR);
         int n = atomic_load(&s->n_reqs);
         if (n) KILN_LOGI("kiln serve: waiting up to %.0f s for %d request(s)", deadline_s, n);
         wait_idle(s, kiln_now_s() + deadline_s);
         if (atomic_load(&s->n_reqs) > 0) {
+            atomic_store(&s->prep_abort, 1); /* queued requests answer 503 */
             cancel_all(s);
+            wait_idle(s, kiln_now_s() + 5);
+        }
+        /* MHD must not stop with a suspended connection: the prep threads
+         * finish first (nothing new is queued while stopping), then
+         * whatever still waits is ended */
+        prep_stop_all(s);
+        if (atomic_load(&s->n_reqs) > 0) {
+            force_end_all(s);
             wait_idle(s, kiln_now_s() + 5);
         }
         MHD_stop_daemon(s->d);
@@ -654,6 +1042,7 @@ void srv_shutdown(srv *s, double deadline_s) {
         pthread_join(s->watcher, NULL);
         s->watcher_started = false;
     }
+    prep_stop_all(s);
 }
 
 void srv_destroy(srv *s) {
@@ -666,8 +1055,13 @@ void srv_destroy(srv *s) {
         for (int i = 0; i < s->n_cors; i++) free(s->cors[i]);
     free(s->cors);
     free(s->api_key);
+    free(s->metrics_key);
     free(s->chat_template);
     free(s->first_model);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->conn_mu);
+    pthread_mutex_destroy(&s->log_mu);
+    pthread_mutex_destroy(&s->prep_mu);
+    pthread_cond_destroy(&s->prep_cv);
     free(s);
 }

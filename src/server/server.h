@@ -22,7 +22,14 @@ typedef struct srv_config {
     int http_threads;          /* MHD worker threads; 0: 4 */
     const char *api_key;       /* NULL: no authentication */
     size_t max_body;           /* request body limit in bytes (413 above it); 0: 8 MiB */
-    double conn_timeout_s;     /* idle/slow connection timeout; 0: 60 s */
+    double conn_timeout_s;     /* keep-alive idle timeout; 0: 60 s */
+    double header_timeout_s;   /* a request line and headers must arrive within; 0: 10 s */
+    double body_min_rate;      /* bytes/s a body must average after header_timeout_s; 0: 1024,
+                                  < 0: no minimum */
+    int max_conns;             /* open connections before 503 + idle eviction; 0: 1024 */
+    int max_conns_per_ip;      /* connections from one address; 0: 64, < 0: no limit */
+    const char *metrics_key;   /* key /metrics requires; NULL: the API key unless public_metrics */
+    int public_metrics;        /* 1: /metrics open even with api_key */
     const char *const *cors;   /* allowed origins ("*" for any); NULL-terminated or NULL: off */
     const char *chat_template; /* family for every chat model; NULL: the model's (chatml when it has
                                   none) */

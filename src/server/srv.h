@@ -8,7 +8,8 @@
  * successful submit until its DONE (or the embeddings result) callback.
  * The object is freed when both are gone, so an engine callback never sees
  * freed memory. r->mu guards the fields the engine thread writes (out,
- * done, suspended, results). r->conn is valid while MHD holds its
+ * done, suspended, results) and those the watcher and shutdown read
+ * (submitted, sched_id, served, conn, force_end). r->conn is valid while MHD holds its
  * reference; a connection is suspended only under r->mu with r->suspended
  * set, and only the party that clears r->suspended (under r->mu) resumes it,
  * outside the lock. */
@@ -65,7 +66,44 @@ typedef struct srv_metrics {
     metric *in_flight, *queue_depth, *busy_slots, *kv_used, *kv_ratio, *models_loaded, *model_bytes;
 } srv_metrics;
 
+/* ---- connections (conns.c) */
+
+typedef enum srv_conn_phase {
+    SRV_C_NEW,  /* accepted, no request line yet */
+    SRV_C_IDLE, /* keep-alive, between requests */
+    SRV_C_HEAD, /* request line read, headers pending */
+    SRV_C_BODY, /* headers read, body arriving */
+    SRV_C_BUSY  /* request complete, being answered */
+} srv_conn_phase;
+
+typedef struct srv_conn srv_conn;
+
+/* MHD_OPTION_NOTIFY_CONNECTION: tracks each connection (cls is the srv). */
+void srv_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                     enum MHD_ConnectionNotificationCode toe);
+/* MHD_OPTION_URI_LOG_CALLBACK: a request line arrived (raw, still escaped
+ * target); returns NULL. */
+void *srv_conn_uri(void *cls, const char *uri, struct MHD_Connection *c);
+/* The tracked connection of c, or NULL (untracked). */
+srv_conn *srv_conn_of(struct MHD_Connection *c);
+/* The phase of k changes (no-op for NULL or the same phase). */
+void srv_conn_phase_set(srv *s, srv_conn *k, srv_conn_phase phase);
+/* n more body bytes arrived on k. */
+void srv_conn_body(srv *s, srv_conn *k, size_t n);
+/* True when the current request's raw target held a NUL ("%00"). */
+bool srv_conn_bad_uri(srv *s, srv_conn *k);
+/* Open connections. */
+int srv_conn_count(srv *s);
+/* Shuts down connections past their deadline (watcher thread, every 100 ms). */
+void srv_conns_reap(srv *s);
+
+/* Logs a warning unless more than a few were logged in the last 10 s (then
+ * counts it, and says how many were suppressed once the window passes). */
+void srv_log_limited(srv *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ---- the server */
+
+#define SRV_MAX_PREP 16 /* prep threads at most */
 
 struct srv {
     struct MHD_Daemon *d;
@@ -73,10 +111,21 @@ struct srv {
     kiln_registry *reg;
     srv_metrics m;
     /* configuration (owned copies) */
-    char *api_key, *chat_template;
+    char *api_key, *metrics_key, *chat_template;
+    bool public_metrics;
     char **cors; /* NULL-terminated, or NULL */
     int n_cors;
     size_t max_body;
+    /* connection limits (conns.c) */
+    double header_timeout, idle_timeout, body_min_rate;
+    int max_conns; /* soft limit: above it, 503 and idle connections evicted */
+    pthread_mutex_t conn_mu;
+    srv_conn *conns;
+    int n_conns;
+    /* srv_log_limited */
+    pthread_mutex_t log_mu;
+    double log_window;
+    int log_n, log_suppressed;
     char *first_model; /* the model used when a request names none */
     int64_t started;   /* Unix time, for "created" fields */
     /* state */
@@ -90,17 +139,33 @@ struct srv {
     pthread_t watcher; /* finds clients gone while their connection is suspended */
     bool watcher_started;
     atomic_int watcher_stop;
-    pthread_mutex_t mu; /* guards the list of generation requests (cancel at shutdown) */
-    struct srv_req *gen_head;
+    /* prep threads (server.c): a FIFO of requests, guarded by prep_mu */
+    pthread_t prep[SRV_MAX_PREP];
+    int n_prep;
+    pthread_mutex_t prep_mu;
+    pthread_cond_t prep_cv;
+    struct srv_req *prep_head, *prep_tail;         /* small bodies */
+    struct srv_req *prep_big_head, *prep_big_tail; /* bodies of SRV_PREP_BIG or more */
+    int prep_big_running;
+    bool prep_stop;
+    int prep_slots;        /* prep threads wanted */
+    atomic_int prep_abort; /* at the shutdown deadline: queued requests answer 503 */
+    /* guards the lists of generation requests (cancel at shutdown) and of
+     * all requests (force_end_all); lock order: mu, then a request's mu */
+    pthread_mutex_t mu;
+    struct srv_req *gen_head, *all_head;
     struct MHD_Response *health_ok; /* shared 200 response of /health */
 };
 
 typedef enum srv_phase {
     SRV_P_BODY,    /* reading the request body */
+    SRV_P_PREP,    /* queued for or running on a prep thread (server.c) */
     SRV_P_WAIT,    /* submitted; waiting for the engine (non-streaming) */
     SRV_P_STREAM,  /* streaming response queued */
     SRV_P_ANSWERED /* a response was queued */
 } srv_phase;
+
+enum { SRV_CANCEL_NONE, SRV_CANCEL_CLIENT_GONE, SRV_CANCEL_SHUTDOWN };
 
 typedef struct srv_req {
     pthread_mutex_t mu;
@@ -114,13 +179,28 @@ typedef struct srv_req {
     const char *origin; /* CORS origin to echo (a string of s->cors or "*"), or NULL */
     strbuf body;
     bool body_too_large;
+    /* prep (server.c): in_prep is set by MHD's thread before the request is
+     * queued and cleared by the prep thread under mu; deferred is the
+     * response made there, queued by MHD's thread after the resume */
+    bool in_prep, prep_failed;
+    struct srv_req *prep_next;
+    struct MHD_Response *deferred;
+    unsigned deferred_status;
     /* engine side */
     kiln_served *served;
     uint64_t sched_id;
     bool submitted, suspended, done, mhd_done;
     struct srv_req *gen_prev, *gen_next; /* in s->gen_head while submitted to a scheduler */
+    struct srv_req *all_prev, *all_next; /* in s->all_head while MHD holds it */
+    bool force_end; /* shutting down: answer 503 / end the stream instead of waiting */
     int fd;         /* the connection's socket (watched for a vanished client) */
-    bool cancelled; /* the watcher cancelled it */
+    srv_conn *sc;   /* its tracked connection, or NULL */
+    bool http11;    /* HTTP/1.1 or later (may be sent an interim 1xx) */
+    bool probed;    /* the watcher saw the client's end of stream and probed once */
+    bool probe_due; /* a stream's reader writes the probe (an SSE comment) */
+    /* why the server cancelled it (SRV_CANCEL_*), read when the engine's
+     * DONE says cancelled */
+    atomic_int cancel_reason;
     /* generation */
     bool chat, stream, include_usage, role_sent, final_sent;
     char *model_name;
@@ -157,11 +237,16 @@ void srv_req_suspend_locked(srv_req *r);
 enum MHD_Result srv_respond(srv_req *r, unsigned status, struct MHD_Response *resp);
 /* A JSON body (json_dumps'd; steals j) with status. */
 enum MHD_Result srv_respond_json(srv_req *r, unsigned status, void *json_t_j);
+/* The same with one more response header (name NULL: none). */
+enum MHD_Result srv_respond_json_h(srv_req *r, unsigned status, void *json_t_j, const char *name,
+                                   const char *value);
 /* OpenAI error JSON: {"error": {"message", "type", "param", "code"}}. param
  * and code may be NULL (JSON null). */
 enum MHD_Result srv_error(srv_req *r, unsigned status, const char *type, const char *param,
                           const char *code, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+/* 503 server_shutting_down: the server stops before r's answer is ready. */
+enum MHD_Result srv_stopped(srv_req *r);
 /* Maps an engine status to an HTTP status and error type/code and answers
  * with msg (submit and acquire failures). */
 enum MHD_Result srv_error_status(srv_req *r, kiln_status st, const char *msg);

@@ -1,6 +1,7 @@
 /* util.c - small helpers of the server: the growable buffer, base64,
  * UTF-8 validation, constant-time comparison, and the route table (path ->
  * route, its method, whether it needs the API key, its metrics label). */
+#include "server/openai.h"
 #include "server/srv.h"
 
 #include <stdarg.h>
@@ -21,6 +22,12 @@ void srv_base64(strbuf *b, const unsigned char *p, size_t n) {
         q[3] = i + 2 < n ? tab[v & 63] : '=';
         strbuf_put(b, q, 4);
     }
+}
+
+void srv_utf8_trim(char *s) {
+    size_t n = strlen(s);
+    long bad = srv_utf8_invalid_at(s, n);
+    if (bad >= 0) s[bad] = 0;
 }
 
 long srv_utf8_invalid_at(const char *s, size_t n) {

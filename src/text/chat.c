@@ -4,6 +4,12 @@
  * statement by statement; the comments name the template details that
  * matter. Output is built in a growing buffer (strbuf) whose failure is
  * sticky, so render functions do not check every append.
+ *
+ * Message contents (and a system message moved into a user turn) are
+ * appended only through put_text/put_content/put_trimmed, which record
+ * where each landed (chat_span), so a tokenizer can keep control-token text
+ * inside them plain; everything else a renderer writes is the template's
+ * own markup. The spans come out sorted and disjoint.
  */
 #include "text/chat.h"
 #include "base/status.h"
@@ -19,12 +25,46 @@ static bool is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-/* Appends s without its leading and trailing whitespace (Jinja's trim, Python's strip). */
-static void sb_trim(strbuf *b, const char *s) {
+/* The rendered text and, when asked for, where message contents landed in it. */
+struct rbuf {
+    strbuf b;
+    struct chat_span *sp; /* NULL: not recorded */
+    size_t n_sp, cap_sp;
+    bool track, oom;
+};
+
+/* Appends n bytes of message content, recording their span. */
+static void put_text(struct rbuf *r, const char *s, size_t n) {
+    size_t off = r->b.n;
+    strbuf_put(&r->b, s, n);
+    if (!r->track || n == 0 || r->b.oom) return;
+    if (r->n_sp > 0 && r->sp[r->n_sp - 1].off + r->sp[r->n_sp - 1].len == off) {
+        r->sp[r->n_sp - 1].len += n; /* content right after content: one span */
+        return;
+    }
+    if (r->n_sp == r->cap_sp) {
+        size_t cap = r->cap_sp ? 2 * r->cap_sp : 8;
+        struct chat_span *p = realloc(r->sp, cap * sizeof *p);
+        if (!p) {
+            r->oom = true;
+            return;
+        }
+        r->sp = p, r->cap_sp = cap;
+    }
+    r->sp[r->n_sp++] = (struct chat_span){off, n};
+}
+
+static void put_content(struct rbuf *r, const char *s) {
+    put_text(r, s, strlen(s));
+}
+
+/* Appends content without its leading and trailing whitespace (Jinja's
+ * trim, Python's strip). */
+static void put_trimmed(struct rbuf *r, const char *s) {
     size_t n = strlen(s);
     while (n > 0 && is_space(s[n - 1])) n--;
     while (n > 0 && is_space(*s)) s++, n--;
-    strbuf_put(b, s, n);
+    put_text(r, s, n);
 }
 
 /* ---- recognition ---- */
@@ -256,7 +296,8 @@ static kiln_status check_alternation(const struct conv *c) {
 }
 
 static void render_chatml(const struct chat_template *t, const kiln_chat_message *m, size_t n,
-                          bool add, const char *bos, strbuf *b) {
+                          bool add, const char *bos, struct rbuf *r) {
+    strbuf *b = &r->b;
     if (t->bos) strbuf_puts(b, bos);
     if (t->has_def_system && n > 0 && !role_is(&m[0], "system")) {
         strbuf_puts(b, "<|im_start|>system\n");
@@ -267,7 +308,7 @@ static void render_chatml(const struct chat_template *t, const kiln_chat_message
         strbuf_puts(b, "<|im_start|>");
         strbuf_puts(b, m[i].role);
         strbuf_puts(b, "\n");
-        strbuf_puts(b, m[i].content);
+        put_content(r, m[i].content);
         strbuf_puts(b, "<|im_end|>\n");
     }
     if (add) strbuf_puts(b, "<|im_start|>assistant\n");
@@ -277,7 +318,8 @@ static void render_chatml(const struct chat_template *t, const kiln_chat_message
  * the first user turn; every turn's content is strip()ped, every user turn
  * starts with bos_token; the template has no generation prompt. */
 static kiln_status render_llama2(const struct conv *c, const char *bos, const char *eos,
-                                 strbuf *b) {
+                                 struct rbuf *r) {
+    strbuf *b = &r->b;
     kiln_status s = check_alternation(c);
     if (s) return s;
     for (size_t i = 0; i < c->n; i++) {
@@ -287,18 +329,18 @@ static kiln_status render_llama2(const struct conv *c, const char *bos, const ch
             if (i == 0 && c->sys) {
                 /* strip() applies to the whole; the <<SYS>> block starts with '<' */
                 strbuf_puts(b, "<<SYS>>\n");
-                strbuf_puts(b, c->sys);
+                put_content(r, c->sys);
                 strbuf_puts(b, "\n<</SYS>>\n\n");
                 size_t n = strlen(c->m[i].content);
                 while (n > 0 && is_space(c->m[i].content[n - 1])) n--;
-                strbuf_put(b, c->m[i].content, n);
+                put_text(r, c->m[i].content, n);
             } else {
-                sb_trim(b, c->m[i].content);
+                put_trimmed(r, c->m[i].content);
             }
             strbuf_puts(b, " [/INST]");
         } else {
             strbuf_puts(b, " ");
-            sb_trim(b, c->m[i].content);
+            put_trimmed(r, c->m[i].content);
             strbuf_puts(b, " ");
             strbuf_puts(b, eos);
         }
@@ -306,11 +348,12 @@ static kiln_status render_llama2(const struct conv *c, const char *bos, const ch
     return KILN_OK;
 }
 
-static void llama3_turn(strbuf *b, const char *role, const char *content) {
+static void llama3_turn(struct rbuf *r, const char *role, const char *content) {
+    strbuf *b = &r->b;
     strbuf_puts(b, "<|start_header_id|>");
     strbuf_puts(b, role);
     strbuf_puts(b, "<|end_header_id|>\n\n");
-    sb_trim(b, content);
+    put_trimmed(r, content);
     strbuf_puts(b, "<|eot_id|>");
 }
 
@@ -318,7 +361,8 @@ static void llama3_turn(strbuf *b, const char *role, const char *content) {
  * 3.1+ always opens with a system turn carrying the knowledge cutoff and
  * today's date before the (trimmed) system message. */
 static void render_llama3(const struct chat_template *t, const kiln_chat_message *m, size_t n,
-                          bool add, const char *bos, strbuf *b) {
+                          bool add, const char *bos, struct rbuf *r) {
+    strbuf *b = &r->b;
     if (t->llama31) {
         size_t first = n > 0 && role_is(&m[0], "system") ? 1 : 0;
         strbuf_puts(b, bos);
@@ -326,13 +370,13 @@ static void render_llama3(const struct chat_template *t, const kiln_chat_message
         strbuf_puts(b, "Cutting Knowledge Date: December 2023\nToday Date: ");
         strbuf_puts(b, t->date);
         strbuf_puts(b, "\n\n");
-        if (first) sb_trim(b, m[0].content);
+        if (first) put_trimmed(r, m[0].content);
         strbuf_puts(b, "<|eot_id|>");
-        for (size_t i = first; i < n; i++) llama3_turn(b, m[i].role, m[i].content);
+        for (size_t i = first; i < n; i++) llama3_turn(r, m[i].role, m[i].content);
     } else {
         for (size_t i = 0; i < n; i++) {
             if (i == 0) strbuf_puts(b, bos);
-            llama3_turn(b, m[i].role, m[i].content);
+            llama3_turn(r, m[i].role, m[i].content);
         }
     }
     if (add) strbuf_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
@@ -344,7 +388,8 @@ static void render_llama3(const struct chat_template *t, const kiln_chat_message
  * the legacy templates accept no system message at all. */
 static kiln_status render_mistral(const struct chat_template *t, const struct conv *c0,
                                   const kiln_chat_message *m, size_t n, const char *bos,
-                                  const char *eos, strbuf *b) {
+                                  const char *eos, struct rbuf *r) {
+    strbuf *b = &r->b;
     enum chat_family f = t->family;
     strbuf_puts(b, bos);
     if (f == CHAT_MISTRAL_V7 || f == CHAT_MISTRAL_V7_TEKKEN) {
@@ -353,16 +398,16 @@ static kiln_status render_mistral(const struct chat_template *t, const struct co
             if (role_is(&m[i], "user")) {
                 strbuf_puts(b, "[INST]");
                 strbuf_puts(b, sp);
-                strbuf_puts(b, m[i].content);
+                put_content(r, m[i].content);
                 strbuf_puts(b, "[/INST]");
             } else if (role_is(&m[i], "system")) {
                 strbuf_puts(b, "[SYSTEM_PROMPT]");
                 strbuf_puts(b, sp);
-                strbuf_puts(b, m[i].content);
+                put_content(r, m[i].content);
                 strbuf_puts(b, "[/SYSTEM_PROMPT]");
             } else if (role_is(&m[i], "assistant")) {
                 strbuf_puts(b, sp);
-                strbuf_puts(b, m[i].content);
+                put_content(r, m[i].content);
                 strbuf_puts(b, eos);
             } else {
                 return kiln_fail(KILN_ERR_INVALID_ARG,
@@ -392,9 +437,9 @@ static kiln_status render_mistral(const struct chat_template *t, const struct co
             if (f == CHAT_MISTRAL_V1) strbuf_puts(b, " ");
             if (f == CHAT_MISTRAL_V3) {
                 strbuf_puts(b, " ");
-                sb_trim(b, content);
+                put_trimmed(r, content);
             } else {
-                strbuf_puts(b, content);
+                put_content(r, content);
             }
             strbuf_puts(b, eos);
             continue;
@@ -404,10 +449,10 @@ static kiln_status render_mistral(const struct chat_template *t, const struct co
                        : f == CHAT_MISTRAL_V3_TEKKEN ? "[INST]"
                                                      : "[INST] ");
         if (with_sys) {
-            strbuf_puts(b, c.sys);
+            put_content(r, c.sys);
             strbuf_puts(b, "\n\n");
         }
-        strbuf_puts(b, content);
+        put_content(r, content);
         strbuf_puts(b, f == CHAT_MISTRAL_V1 || f == CHAT_MISTRAL_LEGACY ? " [/INST]" : "[/INST]");
     }
     return KILN_OK;
@@ -416,7 +461,8 @@ static kiln_status render_mistral(const struct chat_template *t, const struct co
 /* Gemma: "model" for the assistant, content trimmed, a system message
  * merged into the first user turn followed by a blank line (Gemma 3). */
 static kiln_status render_gemma(const struct chat_template *t, const struct conv *c, bool add,
-                                const char *bos, strbuf *b) {
+                                const char *bos, struct rbuf *r) {
+    strbuf *b = &r->b;
     kiln_status s = check_alternation(c);
     if (s) return s;
     if (t->bos) strbuf_puts(b, bos);
@@ -425,10 +471,10 @@ static kiln_status render_gemma(const struct chat_template *t, const struct conv
         strbuf_puts(b, role_is(&c->m[i], "assistant") ? "model" : c->m[i].role);
         strbuf_puts(b, "\n");
         if (i == 0 && c->sys) {
-            strbuf_puts(b, c->sys);
+            put_content(r, c->sys);
             strbuf_puts(b, "\n\n");
         }
-        sb_trim(b, c->m[i].content);
+        put_trimmed(r, c->m[i].content);
         strbuf_puts(b, "<end_of_turn>\n");
     }
     if (add) strbuf_puts(b, "<start_of_turn>model\n");
@@ -437,14 +483,15 @@ static kiln_status render_gemma(const struct chat_template *t, const struct conv
 
 /* Phi-3 ("<|end|>" after each turn) and Zephyr (eos_token and a newline). */
 static void render_tagged(const struct chat_template *t, const kiln_chat_message *m, size_t n,
-                          bool add, const char *bos, const char *eos, strbuf *b) {
+                          bool add, const char *bos, const char *eos, struct rbuf *r) {
+    strbuf *b = &r->b;
     bool phi = t->family == CHAT_PHI3;
     if (t->bos) strbuf_puts(b, bos);
     for (size_t i = 0; i < n; i++) {
         strbuf_puts(b, "<|");
         strbuf_puts(b, m[i].role);
         strbuf_puts(b, "|>\n");
-        strbuf_puts(b, m[i].content);
+        put_content(r, m[i].content);
         if (phi) {
             strbuf_puts(b, "<|end|>\n");
         } else {
@@ -484,11 +531,14 @@ static kiln_status check_roles(const struct chat_template *t, const kiln_chat_me
     return KILN_OK;
 }
 
-kiln_status chat_render(const struct chat_template *t, const kiln_chat_message *msgs, size_t n,
-                        bool add, const char *bos, const char *eos, char **out, size_t *len) {
-    strbuf b = {0};
+kiln_status chat_render_spans(const struct chat_template *t, const kiln_chat_message *msgs,
+                              size_t n, bool add, const char *bos, const char *eos, char **out,
+                              size_t *len, struct chat_span **spans, size_t *n_spans) {
+    struct rbuf r = {.track = spans != NULL};
+    strbuf *b = &r.b;
     *out = NULL;
     *len = 0;
+    if (spans) *spans = NULL, *n_spans = 0;
     bos = bos ? bos : "";
     eos = eos ? eos : "";
     kiln_status s = check_roles(t, msgs, n);
@@ -496,20 +546,20 @@ kiln_status chat_render(const struct chat_template *t, const kiln_chat_message *
     struct conv c = split_system(t, msgs, n);
     switch (t->family) {
     case CHAT_CHATML:
-        render_chatml(t, msgs, n, add, bos, &b);
+        render_chatml(t, msgs, n, add, bos, &r);
         break;
     case CHAT_LLAMA2:
-        s = render_llama2(&c, bos, eos, &b);
+        s = render_llama2(&c, bos, eos, &r);
         break;
     case CHAT_LLAMA3:
-        render_llama3(t, msgs, n, add, bos, &b);
+        render_llama3(t, msgs, n, add, bos, &r);
         break;
     case CHAT_GEMMA:
-        s = render_gemma(t, &c, add, bos, &b);
+        s = render_gemma(t, &c, add, bos, &r);
         break;
     case CHAT_PHI3:
     case CHAT_ZEPHYR:
-        render_tagged(t, msgs, n, add, bos, eos, &b);
+        render_tagged(t, msgs, n, add, bos, eos, &r);
         break;
     case CHAT_MISTRAL_LEGACY:
     case CHAT_MISTRAL_V1:
@@ -517,19 +567,26 @@ kiln_status chat_render(const struct chat_template *t, const kiln_chat_message *
     case CHAT_MISTRAL_V3_TEKKEN:
     case CHAT_MISTRAL_V7:
     case CHAT_MISTRAL_V7_TEKKEN:
-        s = render_mistral(t, &c, msgs, n, bos, eos, &b);
+        s = render_mistral(t, &c, msgs, n, bos, eos, &r);
         break;
     default:
         s = kiln_fail(KILN_ERR_INVALID_ARG, "chat: no template family given");
     }
-    if (!s && b.oom) s = kiln_fail(KILN_ERR_NOMEM, "chat: out of memory rendering the prompt");
-    if (!s && !b.p) strbuf_put(&b, "", 0); /* an empty conversation renders as "" */
-    if (!s && b.oom) s = kiln_fail(KILN_ERR_NOMEM, "chat: out of memory rendering the prompt");
+    if (!s && !b->p && !b->oom) strbuf_put(b, "", 0); /* an empty conversation renders as "" */
+    if (!s && (b->oom || r.oom))
+        s = kiln_fail(KILN_ERR_NOMEM, "chat: out of memory rendering the prompt");
     if (s) {
-        free(b.p);
+        free(b->p);
+        free(r.sp);
         return s;
     }
-    *out = b.p;
-    *len = b.n;
+    *out = b->p;
+    *len = b->n;
+    if (spans) *spans = r.sp, *n_spans = r.n_sp;
     return KILN_OK;
+}
+
+kiln_status chat_render(const struct chat_template *t, const kiln_chat_message *msgs, size_t n,
+                        bool add, const char *bos, const char *eos, char **out, size_t *len) {
+    return chat_render_spans(t, msgs, n, add, bos, eos, out, len, NULL, NULL);
 }

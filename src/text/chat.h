@@ -77,4 +77,19 @@ kiln_status chat_render(const struct chat_template *t, const kiln_chat_message *
                         bool add_assistant, const char *bos, const char *eos, char **out,
                         size_t *len);
 
+/* Bytes [off, off + len) of a rendered prompt. */
+struct chat_span {
+    size_t off, len;
+};
+
+/* chat_render that also reports where the messages' contents landed: the
+ * bytes that came from a content (a system message folded into a user
+ * turn included), sorted, disjoint and non-empty, as *spans[0..*n_spans)
+ * (malloc'd, caller frees; NULL when there are none). Every other byte is
+ * the template's markup: its literals, the roles, bos/eos, a default system
+ * prompt, a date. Contents that touch are one span. */
+kiln_status chat_render_spans(const struct chat_template *t, const kiln_chat_message *msgs,
+                              size_t n, bool add_assistant, const char *bos, const char *eos,
+                              char **out, size_t *len, struct chat_span **spans, size_t *n_spans);
+
 #endif

@@ -79,6 +79,24 @@ sampler *sampler_create(int32_t n_vocab, const struct sampler_params *p, kiln_st
             goto fail;
         }
     }
+    if (p->n_logit_bias >= n_vocab) {
+        /* Banning every token would leave only banned ones to sample. */
+        unsigned char *banned = calloc((size_t)n_vocab, 1);
+        if (!banned) goto nomem;
+        int32_t n_banned = 0;
+        for (int32_t i = 0; i < p->n_logit_bias; i++) {
+            const kiln_logit_bias *b = &p->logit_bias[i];
+            if (b->bias == -INFINITY && !banned[b->token]) banned[b->token] = 1, n_banned++;
+        }
+        free(banned);
+        if (n_banned == n_vocab) {
+            s = kiln_fail(KILN_ERR_INVALID_ARG,
+                          "logit_bias bans every token of the vocabulary (%d): no token can be "
+                          "sampled",
+                          n_vocab);
+            goto fail;
+        }
+    }
     sm = calloc(1, sizeof *sm);
     if (!sm) goto nomem;
     sm->n_vocab = n_vocab;

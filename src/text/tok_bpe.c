@@ -13,6 +13,12 @@
  * with n == 0 was merged into its left neighbour, and a queued bigram whose
  * symbols changed size since it was queued is stale and skipped (sizes only
  * grow, so an unchanged size means unchanged text).
+ *
+ * max_bytes bounds the input bytes one emitted token stands for: a normal
+ * token's text has one alphabet character (1-2 bytes) per input byte, a
+ * special token's is the input it was cut from; so it is the longest token
+ * text, provided every merge makes a token (else it is 0): then only a
+ * byte whose alphabet character is no token is ever dropped (drop[b] = 1).
  */
 #define _GNU_SOURCE /* memmem */
 #include "text/tok_bpe.h"
@@ -35,6 +41,9 @@ struct tok_bpe {
     size_t *piece_off;
     uint32_t *piece_len;
     size_t max_piece;
+    size_t max_bytes;  /* tok_bpe_max_token_bytes */
+    uint8_t drop[256]; /* tok_bpe_drop_bytes */
+    bool any_drop;
     /* merges */
     int64_t n_merges;
     char *merge_arena;
@@ -314,6 +323,35 @@ static size_t render_piece(const tok_bpe *t, int32_t id, char *out) {
     return w;
 }
 
+/* max_bytes and drop[] (see the invariants above): max_bytes is the
+ * longest token text, or 0 when a merge's result is not a token (a symbol
+ * that is no token falls back to its bytes' tokens, which may not exist:
+ * then no bound holds). */
+static kiln_status find_max_bytes(tok_bpe *t) {
+    size_t longest = 0, max_merge = 1;
+    for (int32_t i = 0; i < t->n_vocab; i++)
+        if (t->len[i] > longest) longest = t->len[i];
+    for (int b = 0; b < 256; b++) {
+        t->drop[b] = lookup(t, t->enc[b], t->enc_len[b]) < 0;
+        t->any_drop = t->any_drop || t->drop[b];
+    }
+    for (int64_t i = 0; i < t->n_merges; i++)
+        if (t->m_len[i] > max_merge) max_merge = t->m_len[i];
+    char *buf = malloc(max_merge);
+    if (!buf) return kiln_fail(KILN_ERR_NOMEM, "tokenizer: out of memory");
+    bool all = true;
+    for (int64_t i = 0; i < t->n_merges && all; i++) {
+        uint32_t l = t->m_left[i], n = t->m_len[i];
+        if (l == 0 || l >= n) continue; /* never looked up */
+        memcpy(buf, t->m_text[i], l);
+        memcpy(buf + l, t->m_text[i] + l + 1, n - l - 1);
+        all = lookup(t, buf, n - 1) >= 0;
+    }
+    free(buf);
+    if (all) t->max_bytes = longest;
+    return KILN_OK;
+}
+
 static kiln_status build_pieces(tok_bpe *t) {
     size_t n = (size_t)t->n_vocab, total = 0;
     t->piece_off = malloc(n * sizeof *t->piece_off);
@@ -389,6 +427,7 @@ tok_bpe *tok_bpe_create(const struct tok_bpe_vocab *v, kiln_status *st) {
     resolve_specials(t, v, &fl);
     if ((s = build_pieces(t))) goto fail;
     if ((s = build_special(t))) goto fail;
+    if ((s = find_max_bytes(t))) goto fail;
     if (st) *st = KILN_OK;
     return t;
 fail:
@@ -445,6 +484,7 @@ const char *tok_bpe_pre_name(const tok_bpe *t) {
 struct out {
     int32_t *ids;
     size_t cap, n;
+    size_t max; /* stop once n passes it (SIZE_MAX: never) */
 };
 
 static void emit(struct out *o, int32_t id) {
@@ -646,6 +686,7 @@ static kiln_status encode_fragment(const tok_bpe *t, const char *s, size_t len, 
             }
         }
         bpe_word(&e, wlen);
+        if (o->n > o->max) break; /* the limit is passed: the rest cannot matter */
     }
 done:
     free(cp);
@@ -740,9 +781,10 @@ static kiln_status partition(const tok_bpe *t, const char *text, size_t len, boo
     return KILN_OK;
 }
 
-kiln_status tok_bpe_encode(const tok_bpe *t, const char *text, size_t len, bool add_special,
-                           bool parse_special, int32_t *ids, size_t cap, size_t *n_ids) {
-    struct out o = {ids, cap, 0};
+kiln_status tok_bpe_encode_max(const tok_bpe *t, const char *text, size_t len, bool add_special,
+                               bool parse_special, size_t max, int32_t *ids, size_t cap,
+                               size_t *n_ids) {
+    struct out o = {ids, cap, 0, max};
     kiln_status st = KILN_OK;
     *n_ids = 0;
     if (len > SIZE_MAX / 64)
@@ -751,7 +793,7 @@ kiln_status tok_bpe_encode(const tok_bpe *t, const char *text, size_t len, bool 
     if (len > 0) {
         struct frags f = {0};
         if ((st = partition(t, text, len, parse_special, &f))) return st;
-        for (size_t k = 0; k < f.n && !st; k++) {
+        for (size_t k = 0; k < f.n && !st && o.n <= max; k++) {
             if (f.v[k].id >= 0)
                 emit(&o, f.v[k].id);
             else
@@ -760,12 +802,21 @@ kiln_status tok_bpe_encode(const tok_bpe *t, const char *text, size_t len, bool 
         free(f.v);
         if (st) return st;
     }
+    if (o.n > max) {
+        *n_ids = o.n;
+        return kiln_fail(KILN_ERR_RANGE, "tokenize: the text needs more than %zu tokens", max);
+    }
     if (add_special && t->add_eos && t->eos >= 0) emit(&o, t->eos);
     *n_ids = o.n;
     if (o.n > cap)
         return kiln_fail(KILN_ERR_RANGE, "tokenize: the text needs %zu tokens, room for %zu", o.n,
                          cap);
     return KILN_OK;
+}
+
+kiln_status tok_bpe_encode(const tok_bpe *t, const char *text, size_t len, bool add_special,
+                           bool parse_special, int32_t *ids, size_t cap, size_t *n_ids) {
+    return tok_bpe_encode_max(t, text, len, add_special, parse_special, SIZE_MAX, ids, cap, n_ids);
 }
 
 /* ---- decoding ---- */
@@ -781,6 +832,14 @@ size_t tok_bpe_piece(const tok_bpe *t, int32_t id, bool special, char *buf, size
 
 size_t tok_bpe_max_piece(const tok_bpe *t) {
     return t->max_piece ? t->max_piece : 1;
+}
+
+size_t tok_bpe_max_token_bytes(const tok_bpe *t) {
+    return t->max_bytes;
+}
+
+const uint8_t *tok_bpe_drop_bytes(const tok_bpe *t) {
+    return t->any_drop ? t->drop : NULL;
 }
 
 /* llama.cpp's clean_up_tokenization_spaces, in three passes from src to dst

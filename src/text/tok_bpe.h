@@ -98,11 +98,31 @@ const char *tok_bpe_pre_name(const tok_bpe *t);
 kiln_status tok_bpe_encode(const tok_bpe *t, const char *text, size_t len, bool add_special,
                            bool parse_special, int32_t *ids, size_t cap, size_t *n_ids);
 
+/* tok_bpe_encode that stops as soon as more than max tokens are certain
+ * (checked after each word): KILN_ERR_RANGE then, with *n_ids the tokens
+ * counted so far (> max), a lower bound of the count, not the count.
+ * max SIZE_MAX: tok_bpe_encode. */
+kiln_status tok_bpe_encode_max(const tok_bpe *t, const char *text, size_t len, bool add_special,
+                               bool parse_special, size_t max, int32_t *ids, size_t cap,
+                               size_t *n_ids);
+
 /* The bytes token id stands for (see above). Writes min(needed, cap) bytes
  * (no NUL) and returns the number needed; 0 for an id out of range. */
 size_t tok_bpe_piece(const tok_bpe *t, int32_t id, bool special, char *buf, size_t cap);
 /* An upper bound on tok_bpe_piece's result for any id. */
 size_t tok_bpe_max_piece(const tok_bpe *t);
+
+/* The most input bytes one token of tok_bpe_encode stands for, with or
+ * without parse_special: the longest token text; 0 when a merge's result
+ * is not a token, where no such bound holds. */
+size_t tok_bpe_max_token_bytes(const tok_bpe *t);
+
+/* When some byte's alphabet character is not a token (in GPT-2-style
+ * vocabularies often the bytes that never occur in UTF-8, 0xc0, 0xc1,
+ * 0xf5-0xff), such bytes are dropped: then a table of 256 weights, 1 for
+ * those bytes, so ceil((len - the sum of its bytes' weights) /
+ * tok_bpe_max_token_bytes) <= the count; NULL when no byte is dropped. */
+const uint8_t *tok_bpe_drop_bytes(const tok_bpe *t);
 
 /* The text of ids[0..n): their pieces concatenated, then, for pre-tokenizers
  * with clean_spaces, llama.cpp's clean-up (no space before ? ! . , and

@@ -7,6 +7,23 @@
  * linked list over one scratch allocation; a symbol with n == 0 has been
  * merged into its left neighbour, and a queued bigram whose symbols changed
  * size since it was queued is stale and skipped.
+ *
+ * max_bytes bounds the input bytes one emitted token stands for: a piece
+ * covers its own text's bytes of the normalized text, which is the input
+ * with spaces widened to "\xe2\x96\x81" (never narrower), an <unk> one
+ * character (<= 4 bytes), a byte token one byte. Without <unk>, a character
+ * that is no piece and has a byte lacking its byte token is dropped; drop[]
+ * weighs each byte so that a dropped character's bytes never weigh less
+ * than its length (an ASCII byte that is not a piece and has no byte token
+ * weighs 1; when any byte >= 0x80 lacks its byte token, every such byte
+ * weighs 1, since a multi-byte character is made of them only).
+ *
+ * When no piece holds a "\xe2\x96\x81" right after a different character
+ * (chunked: SentencePiece vocabularies trained with split_by_whitespace),
+ * no merge crosses the start of a "\xe2\x96\x81" run, and merges on either
+ * side of it never meet; so the text is merged in chunks cut there (about
+ * SPM_CHUNK bytes each) with the same result, and encoding can stop after
+ * the chunk that passed a limit.
  */
 #include "text/tok_spm.h"
 #include "base/status.h"
@@ -23,7 +40,11 @@ struct tok_spm {
     uint8_t *type;
     int32_t *slots; /* open addressing; -1 = empty */
     uint64_t slot_mask;
-    size_t max_len; /* longest token text */
+    size_t max_len;    /* longest token text */
+    size_t max_bytes;  /* tok_spm_max_token_bytes */
+    uint8_t drop[256]; /* tok_spm_drop_bytes */
+    bool any_drop;
+    bool chunked; /* no piece has "\xe2\x96\x81" right after another character */
     int32_t byte_tok[256];
     int32_t bos, eos, eot, unk;
     bool add_bos, add_eos, add_space_prefix;
@@ -104,6 +125,53 @@ static void find_byte_tokens(tok_spm *t) {
     }
 }
 
+/* Bytes of the UTF-8 character starting with lead byte c (1 for invalid leads). */
+static uint32_t utf8_len(unsigned char c) {
+    static const uint8_t lens[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    return lens[c >> 4];
+}
+
+static const char WS[3] = {'\xe2', '\x96', '\x81'}; /* U+2581, the space of the pieces */
+
+/* Whether encoding may merge in chunks (see the invariants): no piece
+ * encoding can produce has a "\xe2\x96\x81" character right after another. */
+static bool find_chunked(const tok_spm *t) {
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        uint8_t ty = t->type[id];
+        if (ty != TOK_TYPE_NORMAL && ty != TOK_TYPE_USER_DEFINED && ty != TOK_TYPE_UNDEFINED)
+            continue;
+        const char *s = t->text[id];
+        bool prev_ws = true;
+        for (size_t off = 0, n = t->len[id]; off < n;) {
+            uint32_t cl = utf8_len((unsigned char)s[off]);
+            if (cl > n - off) cl = (uint32_t)(n - off);
+            bool ws = cl == 3 && !memcmp(s + off, WS, 3);
+            if (ws && !prev_ws) return false;
+            prev_ws = ws;
+            off += cl;
+        }
+    }
+    return true;
+}
+
+/* drop[] (see the invariants): which bytes may belong to a dropped character. */
+static void find_drops(tok_spm *t) {
+    static const char ws[3] = {'\xe2', '\x96', '\x81'};
+    bool high = false;
+    if (t->unk >= 0) return; /* unknown characters become <unk>: nothing is dropped */
+    for (int b = 0x80; b < 256; b++) high = high || t->byte_tok[b] < 0;
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        /* a space is the symbol "\xe2\x96\x81": a piece, else those three bytes' tokens */
+        bool piece = b == ' ' ? lookup_piece(t, ws, 3) >= 0 : lookup_piece(t, &c, 1) >= 0;
+        bool bytes =
+            b == ' ' ? t->byte_tok[0xe2] >= 0 && t->byte_tok[0x96] >= 0 && t->byte_tok[0x81] >= 0
+                     : t->byte_tok[b] >= 0;
+        t->drop[b] = b >= 0x80 ? high : !bytes && !piece;
+        t->any_drop = t->any_drop || t->drop[b];
+    }
+}
+
 static int32_t valid_id(int32_t id, int32_t n_vocab) {
     return id >= 0 && id < n_vocab ? id : -1;
 }
@@ -126,6 +194,9 @@ tok_spm *tok_spm_create(const struct tok_spm_vocab *v, kiln_status *st) {
     t->eos = valid_id(v->eos, v->n_vocab);
     t->eot = valid_id(v->eot, v->n_vocab);
     t->unk = valid_id(v->unk, v->n_vocab);
+    t->max_bytes = t->max_len > 4 ? t->max_len : 4;
+    find_drops(t);
+    t->chunked = find_chunked(t);
     t->add_bos = v->add_bos;
     t->add_eos = v->add_eos;
     t->add_space_prefix = v->add_space_prefix;
@@ -244,16 +315,10 @@ static void emit_symbol(struct encoder *e, const struct sym *s) {
     for (uint32_t i = 0; i < s->n; i++) emit(e, e->t->byte_tok[(unsigned char)p[i]]);
 }
 
-/* Bytes of the UTF-8 character starting with lead byte c (1 for invalid leads). */
-static uint32_t utf8_len(unsigned char c) {
-    static const uint8_t lens[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
-    return lens[c >> 4];
-}
-
-/* Splits norm[0..n) into characters and merges them by score. */
-static void merge_symbols(struct encoder *e, size_t n) {
+/* Splits norm[start..n) into characters and merges them by score. */
+static void merge_symbols(struct encoder *e, size_t start, size_t n) {
     int32_t n_sym = 0;
-    for (size_t off = 0; off < n; n_sym++) {
+    for (size_t off = start; off < n; n_sym++) {
         uint32_t cl = utf8_len((unsigned char)e->norm[off]);
         if (cl > n - off) cl = (uint32_t)(n - off);
         e->sym[n_sym] = (struct sym){n_sym - 1, n_sym + 1, (uint32_t)off, cl};
@@ -273,6 +338,35 @@ static void merge_symbols(struct encoder *e, size_t n) {
         try_bigram(e, b.left, l->next);
     }
     for (int32_t i = n_sym ? 0 : -1; i >= 0; i = e->sym[i].next) emit_symbol(e, &e->sym[i]);
+}
+
+/* Bytes of normalized text merged at a time when the vocabulary allows: small
+ * enough for an early stop soon after a limit, large enough to cost nothing. */
+#define SPM_CHUNK 1024
+
+/* The end of the chunk of norm[0..n) that starts at start: the first start
+ * of a "\xe2\x96\x81" run at least SPM_CHUNK bytes on (n when there is
+ * none, or when the vocabulary does not allow chunks). */
+static size_t chunk_end(const tok_spm *t, const char *norm, size_t start, size_t n) {
+    bool prev_ws = true;
+    for (size_t off = start; t->chunked && off < n;) {
+        uint32_t cl = utf8_len((unsigned char)norm[off]);
+        if (cl > n - off) cl = (uint32_t)(n - off);
+        bool ws = cl == 3 && !memcmp(norm + off, WS, 3);
+        if (ws && !prev_ws && off - start >= SPM_CHUNK) return off;
+        prev_ws = ws;
+        off += cl;
+    }
+    return n;
+}
+
+/* Merges norm[0..n) chunk by chunk, stopping after the chunk that took the
+ * count past max. */
+static void merge_text(struct encoder *e, size_t n, size_t max) {
+    for (size_t start = 0, end; start < n && e->n_ids <= max; start = end) {
+        end = chunk_end(e->t, e->norm, start, n);
+        merge_symbols(e, start, end);
+    }
 }
 
 /* Writes the normalized text (optional "▁" prefix, spaces as "▁"); returns its length. */
@@ -296,24 +390,41 @@ static size_t normalize(const tok_spm *t, const char *text, size_t len, char *ou
 
 kiln_status tok_spm_encode(const tok_spm *t, const char *text, size_t len, bool add_special,
                            int32_t *ids, size_t cap, size_t *n_ids) {
+    return tok_spm_encode_max(t, text, len, add_special, SIZE_MAX, ids, cap, n_ids);
+}
+
+kiln_status tok_spm_encode_max(const tok_spm *t, const char *text, size_t len, bool add_special,
+                               size_t max, int32_t *ids, size_t cap, size_t *n_ids) {
     struct encoder e = {.t = t, .ids = ids, .cap = cap};
-    void *scratch = NULL;
+    *n_ids = 0;
     if (add_special && t->add_bos && t->bos >= 0) emit(&e, t->bos);
     if (len > 0) {
         if (len > (SIZE_MAX / 16 - 8) / 3)
             return kiln_fail(KILN_ERR_RANGE, "tokenize: text of %zu bytes is too long", len);
-        size_t max_norm = 3 * len + 3; /* every byte a space, plus the prefix */
-        size_t sym_bytes = max_norm * sizeof(struct sym);
-        size_t heap_bytes = (3 * max_norm + 1) * sizeof(struct bigram);
-        scratch = malloc(sym_bytes + heap_bytes + max_norm);
-        if (!scratch)
+        char *norm = malloc(3 * len + 3); /* every byte a space, plus the prefix */
+        if (!norm)
             return kiln_fail(KILN_ERR_NOMEM, "tokenize: no memory for %zu bytes of text", len);
+        size_t n = normalize(t, text, len, norm), chunk = 0;
+        for (size_t start = 0, end; start < n; start = end) { /* symbols <= bytes per chunk */
+            end = chunk_end(t, norm, start, n);
+            if (end - start > chunk) chunk = end - start;
+        }
+        size_t sym_bytes = chunk * sizeof(struct sym);
+        void *scratch = malloc(sym_bytes + (3 * chunk + 1) * sizeof(struct bigram));
+        if (!scratch) {
+            free(norm);
+            return kiln_fail(KILN_ERR_NOMEM, "tokenize: no memory for %zu bytes of text", len);
+        }
         e.sym = scratch;
         e.heap = (struct bigram *)((char *)scratch + sym_bytes);
-        char *norm = (char *)scratch + sym_bytes + heap_bytes;
         e.norm = norm;
-        merge_symbols(&e, normalize(t, text, len, norm));
+        merge_text(&e, n, max);
         free(scratch);
+        free(norm);
+    }
+    if (e.n_ids > max) {
+        *n_ids = e.n_ids;
+        return kiln_fail(KILN_ERR_RANGE, "tokenize: the text needs more than %zu tokens", max);
     }
     if (add_special && t->add_eos && t->eos >= 0) emit(&e, t->eos);
     *n_ids = e.n_ids;
@@ -370,6 +481,14 @@ size_t tok_spm_piece(const tok_spm *t, int32_t id, bool special, char *buf, size
 
 size_t tok_spm_max_piece(const tok_spm *t) {
     return t->max_len > 3 ? t->max_len : 3;
+}
+
+size_t tok_spm_max_token_bytes(const tok_spm *t) {
+    return t->max_bytes;
+}
+
+const uint8_t *tok_spm_drop_bytes(const tok_spm *t) {
+    return t->any_drop ? t->drop : NULL;
 }
 
 /* ---- streaming UTF-8 ---- */

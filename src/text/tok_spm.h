@@ -72,6 +72,17 @@ bool tok_spm_is_eog(const tok_spm *t, int32_t id);
 kiln_status tok_spm_encode(const tok_spm *t, const char *text, size_t len, bool add_special,
                            int32_t *ids, size_t cap, size_t *n_ids);
 
+/* tok_spm_encode that stops soon after more than max tokens are certain:
+ * KILN_ERR_RANGE then, with *n_ids the tokens counted so far (> max), a
+ * lower bound of the count, not the count. Where the vocabulary allows
+ * (pieces never hold "\xe2\x96\x81" after another character, as with
+ * SentencePiece's split_by_whitespace), the text is merged about 1 KiB at a
+ * time, cut before runs of spaces, which gives the same ids, and the check
+ * follows each chunk; otherwise it follows the whole text. max SIZE_MAX:
+ * tok_spm_encode. */
+kiln_status tok_spm_encode_max(const tok_spm *t, const char *text, size_t len, bool add_special,
+                               size_t max, int32_t *ids, size_t cap, size_t *n_ids);
+
 /* The bytes token id stands for: the text with "▁" as spaces, the single
  * byte of a <0xNN> token, and for control tokens their text when special is
  * true, nothing otherwise. Writes min(needed, cap) bytes (no NUL) and returns
@@ -79,6 +90,17 @@ kiln_status tok_spm_encode(const tok_spm *t, const char *text, size_t len, bool 
 size_t tok_spm_piece(const tok_spm *t, int32_t id, bool special, char *buf, size_t cap);
 /* An upper bound on tok_spm_piece's result for any id. */
 size_t tok_spm_max_piece(const tok_spm *t);
+
+/* The most input bytes one token of tok_spm_encode stands for: the longest
+ * token text, and at least the 4 bytes of a character <unk> may replace. */
+size_t tok_spm_max_token_bytes(const tok_spm *t);
+
+/* Without <unk> and all byte tokens, characters the vocabulary cannot
+ * spell are dropped. Then this is a table of 256 weights such that the
+ * bytes dropped from a text never exceed the sum of its bytes' weights (so
+ * ceil((len - that sum) / tok_spm_max_token_bytes) <= the count); NULL when
+ * nothing is ever dropped. */
+const uint8_t *tok_spm_drop_bytes(const tok_spm *t);
 
 /* An incremental UTF-8 decoder for streamed pieces: passes through complete,
  * valid UTF-8 sequences, holds back an incomplete one until its next bytes

@@ -91,7 +91,7 @@ assert m["role"] == "assistant" and isinstance(m["content"], str)
 assert d["usage"]["completion_tokens"] <= 4 and "timings" in d
 PY
 # streaming with usage
-curl -s -N -m 60 -H "$AUTH" "$URL/v1/chat/completions" -d '{"model":"llama","messages":[{"role":"user","content":"hi"}],"max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}' >"$T/sse" ||
+curl -s -N -m 60 -H "$AUTH" "$URL/v1/chat/completions" -H "Content-Type: application/json" -d '{"model":"llama","messages":[{"role":"user","content":"hi"}],"max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}' >"$T/sse" ||
     fail "stream: curl failed"
 python3 - "$T/sse" <<'PY' || fail "stream: $(head -c 600 "$T/sse")"
 import json, sys
@@ -105,7 +105,7 @@ assert fins[-1] in ("stop", "length") and all(f is None for f in fins[:-1])
 assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] <= 6
 assert len({c["id"] for c in chunks}) == 1
 PY
-curl -s -N -m 60 -H "$AUTH" "$URL/v1/completions" -d '{"prompt":"abc","max_tokens":3,"stream":true,"stop":["zz"]}' >"$T/sse2"
+curl -s -N -m 60 -H "$AUTH" "$URL/v1/completions" -H "Content-Type: application/json" -d '{"prompt":"abc","max_tokens":3,"stream":true,"stop":["zz"]}' >"$T/sse2"
 grep -q '"object":"text_completion"' "$T/sse2" && tail -c 20 "$T/sse2" | grep -q 'data: \[DONE\]' ||
     fail "completion stream: $(head -c 400 "$T/sse2")"
 # embeddings: float and base64, headers with timings
@@ -240,7 +240,9 @@ req POST /v1/completions '{"model":"llama","prompt":"still there?","max_tokens":
 wait $slow
 
 # metrics: valid exposition, with the families the issue asks for
-curl -s -m 30 "$URL/metrics" >"$T/metrics" || fail "/metrics"
+# with --api-key, /metrics needs the key too (unless --public-metrics)
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/metrics")" = 401 ] || fail "/metrics without the key"
+curl -s -m 30 -H "$AUTH" "$URL/metrics" >"$T/metrics" || fail "/metrics"
 if command -v promtool >/dev/null; then
     promtool check metrics <"$T/metrics" >"$T/promtool" 2>&1 || fail "promtool: $(cat "$T/promtool")"
 else

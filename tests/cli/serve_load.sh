@@ -38,7 +38,7 @@ req POST /v1/completions '{"model":"slow","prompt":"x","max_tokens":3000,"ignore
 [ "$CODE" = 200 ] || fail "a request longer than --idle-timeout: $CODE"
 
 # a streaming client that goes away after its first 2000 bytes
-timeout 120 curl -s -N "$URL/v1/completions" -d "$LONG" 2>/dev/null | head -c 2000 >"$T/cut"
+timeout 120 curl -s -N "$URL/v1/completions" -H "Content-Type: application/json" -d "$LONG" 2>/dev/null | head -c 2000 >"$T/cut"
 grep -q '^data: {' "$T/cut" || fail "disconnect: nothing was streamed before the cut"
 # the single slot must be free again: a short request is served promptly
 req POST /v1/completions '{"model":"slow","prompt":"next","max_tokens":4}' -m 20
@@ -50,10 +50,10 @@ wait_metric kiln_http_requests_in_flight 1 ||
 
 # the same for a non-streaming client and for one waiting in the queue: both
 # are noticed while their connection waits (suspended) and cancelled
-curl -s -m 20 "$URL/v1/completions" -d "${LONG/true,\"stream\":true/true}" >/dev/null 2>&1 &
+curl -s -m 20 "$URL/v1/completions" -H "Content-Type: application/json" -d "${LONG/true,\"stream\":true/true}" >/dev/null 2>&1 &
 p1=$!
 sleep 0.3
-curl -s -m 1 "$URL/v1/completions" -d "${LONG/true,\"stream\":true/true}" >/dev/null 2>&1
+curl -s -m 1 "$URL/v1/completions" -H "Content-Type: application/json" -d "${LONG/true,\"stream\":true/true}" >/dev/null 2>&1
 kill $p1 2>/dev/null
 wait $p1 2>/dev/null
 # both are cancelled within a few steps (10 s allows for ASan on a busy
@@ -67,7 +67,7 @@ req POST /v1/completions '{"model":"slow","prompt":"next","max_tokens":4}' -m 20
 qpids=()
 for i in 1 2 3 4; do
     curl -s -N -m 3 -o "$T/q$i" -D "$T/qh$i" -w '%{http_code}' "$URL/v1/completions" \
-        -d "$LONG" >"$T/qc$i" 2>/dev/null &
+        -H "Content-Type: application/json" -d "$LONG" >"$T/qc$i" 2>/dev/null &
     qpids+=($!)
     sleep 0.2
 done
@@ -85,7 +85,7 @@ req POST /v1/completions '{"model":"slow","prompt":"after","max_tokens":4}' -m 3
 [ "$CODE" = 200 ] || { curl -s $URL/metrics | grep -E "^kiln_(busy|queue|http_requests_in)"; fail "after the overflow: $CODE $(head -c 300 "$T/resp")"; }
 
 # graceful stop: a request in flight finishes before the server exits
-curl -s -m 60 "$URL/v1/completions" -d '{"model":"slow","prompt":"x","max_tokens":300,"ignore_eos":true}' \
+curl -s -m 60 "$URL/v1/completions" -H "Content-Type: application/json" -d '{"model":"slow","prompt":"x","max_tokens":300,"ignore_eos":true}' \
     -o "$T/inflight" -w '%{http_code}' >"$T/inflight_code" &
 cpid=$!
 sleep 0.3
@@ -108,13 +108,13 @@ pids=()
 for i in $(seq 32); do
     case $((i % 4)) in
     0) curl -s -m 120 -o "$T/c$i" -w '%{http_code}' "$URL/v1/completions" \
-        -d "{\"prompt\":\"client $i\",\"max_tokens\":8}" >"$T/cc$i" & ;;
+        -H "Content-Type: application/json" -d "{\"prompt\":\"client $i\",\"max_tokens\":8}" >"$T/cc$i" & ;;
     1) curl -s -N -m 120 -o "$T/c$i" -w '%{http_code}' "$URL/v1/chat/completions" \
-        -d "{\"messages\":[{\"role\":\"user\",\"content\":\"client $i\"}],\"max_tokens\":8,\"stream\":true}" >"$T/cc$i" & ;;
+        -H "Content-Type: application/json" -d "{\"messages\":[{\"role\":\"user\",\"content\":\"client $i\"}],\"max_tokens\":8,\"stream\":true}" >"$T/cc$i" & ;;
     2) curl -s -m 120 -o "$T/c$i" -w '%{http_code}' "$URL/v1/chat/completions" \
-        -d "{\"messages\":[{\"role\":\"user\",\"content\":\"client $i\"}],\"max_tokens\":8}" >"$T/cc$i" & ;;
+        -H "Content-Type: application/json" -d "{\"messages\":[{\"role\":\"user\",\"content\":\"client $i\"}],\"max_tokens\":8}" >"$T/cc$i" & ;;
     3) curl -s -m 120 -o "$T/c$i" -w '%{http_code}' "$URL/v1/embeddings" \
-        -d "{\"model\":\"emb\",\"input\":\"client $i\"}" >"$T/cc$i" & ;;
+        -H "Content-Type: application/json" -d "{\"model\":\"emb\",\"input\":\"client $i\"}" >"$T/cc$i" & ;;
     esac
     pids+=($!)
 done
