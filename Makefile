@@ -34,8 +34,8 @@ asan: setup
 
 tsan: setup
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=thread $(CMAKE_FLAGS) >/dev/null
-	@cmake --build build-tsan -j$(JOBS) --target test_threadpool test_matmul test_metrics test_sched test_batcher test_registry
-	@cd build-tsan && ctest --output-on-failure -R 'test_threadpool|test_matmul|test_metrics|test_sched|test_batcher|test_registry'
+	@cmake --build build-tsan -j$(JOBS) --target test_threadpool test_matmul test_metrics test_sched test_batcher test_registry test_trace
+	@cd build-tsan && ctest --output-on-failure -R 'test_threadpool|test_matmul|test_metrics|test_sched|test_batcher|test_registry|test_trace'
 
 fuzz: setup
 	@./scripts/fuzz.sh $(FUZZ_SECONDS)

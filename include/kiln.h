@@ -623,6 +623,16 @@ typedef struct kiln_sched_state {
     uint64_t kv_bytes;         /* the KV cache's allocation */
     uint64_t compute_bytes;    /* the context's other buffers */
     uint64_t n_steps;          /* steps run so far */
+    /* cumulative since creation: seconds in steps, of them in the forward
+     * pass (the rest is host work: batching, sampling, detokenizing,
+     * callbacks); prompt and generated tokens the steps ran; KV positions
+     * the decode steps attended over (summed over sequences and steps) */
+    double t_busy, t_forward;
+    uint64_t n_prefill_tokens, n_decode_tokens;
+    int64_t kv_read;
+    /* duration percentiles of the last n_recent_steps (<= 256) steps, s */
+    int32_t n_recent_steps;
+    double step_p50, step_p99;
 } kiln_sched_state;
 
 void kiln_sched_get_state(kiln_sched *s, kiln_sched_state *out);
@@ -723,6 +733,23 @@ typedef struct kiln_batcher_state {
 } kiln_batcher_state;
 void kiln_embed_batcher_get_state(kiln_embed_batcher *b, kiln_batcher_state *out);
 
+/* A model's weights, for tables and rooflines. */
+typedef struct kiln_model_desc {
+    uint64_t n_params; /* elements of every tensor */
+    uint64_t n_bytes;  /* bytes of every tensor's data (what a generated token reads, about) */
+    /* weight elements multiplied per token: every matrix except lookup
+     * tables (token, position and token-type embeddings), plus the token
+     * embedding when it doubles as the output matrix. FLOPs per token are
+     * about 2x this (attention, which grows with the position, aside). */
+    uint64_t n_matmul_params;
+    /* 1 when most matrix bytes are of a type whose products run as int8
+     * dot products (the VNNI peak bounds them), 0 for float types (FMA). */
+    int int8_dot;
+    /* general.file_type's name ("Q4_K_M"), else the type of the most
+     * matrix bytes ("q4_K"). */
+    char ftype[16];
+} kiln_model_desc;
+
 /* ---- serving: the model registry ----
  *
  * The models a server offers, by name. Each is a GGUF file; a decoder is
@@ -787,6 +814,7 @@ typedef struct kiln_registry_entry {
      * metrics need not hold the model (holding counts as a use). */
     kiln_sched_state sched;
     kiln_batcher_state batcher;
+    kiln_model_desc desc; /* when loaded: its weights (bytes, params, int8 or float) */
 } kiln_registry_entry;
 
 /* Fills out[0..min(n, cap)) in the order added; returns n, the count.
@@ -798,23 +826,6 @@ int32_t kiln_registry_list(kiln_registry *r, kiln_registry_entry *out, int32_t c
  * What `kiln bench-model` and `kiln perplexity` need: a model's size and
  * work per token, the machine's limits, and the arithmetic of perplexity
  * and of comparing two models' next-token distributions. */
-
-/* A model's weights, for tables and rooflines. */
-typedef struct kiln_model_desc {
-    uint64_t n_params; /* elements of every tensor */
-    uint64_t n_bytes;  /* bytes of every tensor's data (what a generated token reads, about) */
-    /* weight elements multiplied per token: every matrix except lookup
-     * tables (token, position and token-type embeddings), plus the token
-     * embedding when it doubles as the output matrix. FLOPs per token are
-     * about 2x this (attention, which grows with the position, aside). */
-    uint64_t n_matmul_params;
-    /* 1 when most matrix bytes are of a type whose products run as int8
-     * dot products (the VNNI peak bounds them), 0 for float types (FMA). */
-    int int8_dot;
-    /* general.file_type's name ("Q4_K_M"), else the type of the most
-     * matrix bytes ("q4_K"). */
-    char ftype[16];
-} kiln_model_desc;
 
 /* Fills *out for m. Thread-safe. */
 kiln_status kiln_model_describe(const kiln_model *m, kiln_model_desc *out);

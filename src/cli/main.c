@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"bench-model", cmd_bench_model, "prompt/generation tokens/s or embedding docs/s vs limits"},
     {"bench", cmd_bench, "load-test an OpenAI-compatible server: TTFT, ITL, throughput, reports"},
     {"bench-kernels", cmd_bench_kernels, "measure kernel GB/s and GFLOP/s against machine peaks"},
+    {"trace", cmd_trace, "summarize a trace (kiln run --trace) or compare traces of two setups"},
 };
 
 static void usage(FILE *out) {

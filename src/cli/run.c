@@ -2,11 +2,15 @@
  * then print a timing summary (load, prompt and generation tokens/s, time
  * per stage) on stderr. Uses only the public API (kiln.h).
  * Exit status: 0 on success, 1 on a runtime error (one line on stderr), 2 on
- * a usage error. */
+ * a usage error. --trace FILE also records the run (tokenize, prefill, each
+ * decode step with its sample/detokenize/emit/forward) as a Chrome trace
+ * (obs/trace.h; read it with `kiln trace summary`). */
 #include "cli/commands.h"
 #include "cli/gen_opts.h"
 #include "kiln.h"
+#include "obs/trace.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +19,7 @@
 
 struct run_opts {
     const char *model, *prompt;
+    const char *trace; /* --trace FILE, or NULL */
     struct cli_gen_opts g;
 };
 
@@ -25,7 +30,9 @@ static void run_usage(FILE *out) {
         "Generates a continuation of PROMPT, streaming it to stdout; a timing summary\n"
         "goes to stderr.\n\n"
         "  -m, --model FILE        GGUF model (llama or qwen2; SentencePiece or BPE vocabulary)\n"
-        "  -p, --prompt TEXT       the prompt (BOS is added as the model asks)\n");
+        "  -p, --prompt TEXT       the prompt (BOS is added as the model asks)\n"
+        "      --trace FILE        write a Chrome/Perfetto trace of the generation to FILE\n"
+        "                          (kiln trace summary FILE reads it)\n");
     cli_gen_usage(out);
 }
 
@@ -50,6 +57,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
             o->model = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
             o->prompt = v;
+        else if (!strcmp(a, "--trace"))
+            o->trace = v;
         else {
             int r = cli_gen_opt(&o->g, "run", a, v);
             if (r < 0) return 2;
@@ -122,6 +131,25 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Writes the run's trace to o->trace; 0, or 1 with a message on stderr. */
+static int write_trace(trace_session *ts, const struct run_opts *o, const kiln_ctx *c) {
+    json_t *od = json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "version", kiln_version(), "model",
+                           o->model, "schedule", "kiln run", "threads", kiln_ctx_n_threads(c),
+                           "n_ctx", kiln_ctx_n_ctx(c), "n_predict", o->g.gen.n_predict);
+    kiln_status st = trace_write(ts, o->trace, od);
+    json_decref(od);
+    if (st) {
+        fprintf(stderr, "kiln run: %s\n", kiln_last_error());
+        return 1;
+    }
+    trace_stats s;
+    trace_get_stats(ts, &s);
+    fprintf(stderr, "trace       %s: %lld events", o->trace, (long long)s.events);
+    if (s.dropped) fprintf(stderr, ", %lld dropped", (long long)s.dropped);
+    fputc('\n', stderr);
+    return 0;
+}
+
 int cmd_run(int argc, char **argv) {
     struct run_opts o = {.model = NULL};
     cli_gen_opts_init(&o.g);
@@ -136,17 +164,27 @@ int cmd_run(int argc, char **argv) {
     double t_load = now_s() - t0;
     kiln_gen_stats stats;
     struct printer pr = {o.prompt, false};
-    if (c) {
+    trace_session *ts = NULL;
+    bool ok = c != NULL;
+    if (ok && o.trace) {
+        trace_thread_name("main");
+        ok = (ts = trace_start(NULL, NULL)) != NULL; /* the failure is reported below */
+    }
+    if (ok) {
         if (kiln_generate(c, o.prompt, strlen(o.prompt), &o.g.gen, print_token, &pr, &stats) ==
             KILN_OK) {
             start_output(&pr);
             fputc('\n', stdout);
             fflush(stdout);
             print_summary(&o, c, t_load, &stats);
-            rc = 0;
+            rc = ts ? write_trace(ts, &o, c) : 0;
+            if (rc) rc = 3; /* reported */
         }
     }
-    if (rc != 0) {
+    trace_free(ts);
+    if (rc == 3) {
+        rc = 1;
+    } else if (rc != 0) {
         fflush(stdout);
         fprintf(stderr, "%skiln run: %s\n", pr.started ? "\n" : "", kiln_last_error());
         rc = 1;

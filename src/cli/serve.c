@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "compute/kernels.h"
 #include "compute/threadpool.h"
+#include "base/log.h"
 #include "kiln.h"
 #include "server/server.h"
 
@@ -67,6 +68,8 @@ static void serve_usage(FILE *out) {
             "/metrics)\n"
             "      --metrics-key KEY    the key /metrics requires (default: the API key)\n"
             "      --public-metrics     /metrics needs no key even with --api-key\n"
+            "      --diagnostics        serve /diagnostics/performance and\n"
+            "                           /diagnostics/bottleneck-analysis (behind the API key)\n"
             "      --max-body BYTES     request body limit (default 8 MiB; 413 above)\n"
             "      --mem-budget BYTES   memory for loaded models; LRU unload above (default: no "
             "limit)\n"
@@ -80,7 +83,13 @@ static void serve_usage(FILE *out) {
             "      --chat-template NAME chat template family for every model (default: each\n"
             "                           model's own; chatml when it has none)\n"
             "      --shutdown-timeout S time given to requests in flight at SIGTERM (default "
-            "30)\n");
+            "30)\n"
+            "      --log-format F       text or json (one object per line) (default text)\n"
+            "      --log-stats-interval S\n"
+            "                           a stats line every S seconds while busy (default 10; 0: "
+            "off)\n"
+            "      --slow-request-ms N  log requests slower than N ms end-to-end with their\n"
+            "                           breakdown, and count them (default 0: off)\n");
 }
 
 static bool parse_i64(const char *s, long long lo, long long hi, long long *out) {
@@ -210,6 +219,14 @@ static int apply(struct serve_opts *o, const char *a, const char *v) {
         ok = parse_i64(v, 1, 256, &l) && ((o->c.http_threads = (int)l), true);
     else if (!strcmp(a, "--chat-template"))
         o->c.chat_template = v;
+    else if (!strcmp(a, "--log-format")) {
+        int f = kiln_log_format_parse(v);
+        ok = f >= 0;
+        if (ok) kiln_log_set_format((enum kiln_log_format)f); /* before any thread starts */
+    } else if (!strcmp(a, "--log-stats-interval"))
+        ok = parse_dbl(v, 0, &o->c.log_stats_interval_s);
+    else if (!strcmp(a, "--slow-request-ms"))
+        ok = parse_dbl(v, 0, &o->c.slow_request_ms);
     else {
         fprintf(stderr, "kiln serve: unknown option: %s (kiln serve --help)\n", a);
         return 2;
@@ -252,6 +269,11 @@ static int load_config(struct serve_opts *o, const char *file) {
             o->c.reg.decoder_embeddings = json_is_true(v);
             continue;
         }
+        if (!strcmp(key, "diagnostics")) {
+            if (!json_is_boolean(v)) goto bad;
+            o->c.diagnostics = json_is_true(v);
+            continue;
+        }
         if (!strcmp(key, "public_metrics") || !strcmp(key, "public-metrics")) {
             if (!json_is_boolean(v)) goto bad;
             o->c.public_metrics = json_is_true(v);
@@ -285,8 +307,8 @@ static int load_config(struct serve_opts *o, const char *file) {
         if (!strcmp(opt, "--config")) goto bad;
         /* options kept as strings point into the document: a number
          * formatted into val would not outlive this loop */
-        static const char *const keep[] = {"--host", "--api-key", "--metrics-key",
-                                           "--chat-template", NULL};
+        static const char *const keep[] = {"--host",          "--api-key",    "--metrics-key",
+                                           "--chat-template", "--log-format", NULL};
         for (const char *const *k = keep; *k; k++)
             if (!strcmp(opt, *k) && !json_is_string(v)) goto bad;
         int r = apply(o, opt, sv);
@@ -324,6 +346,10 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
             o->c.public_metrics = 1;
             continue;
         }
+        if (!strcmp(a, "--diagnostics")) {
+            o->c.diagnostics = 1;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "kiln serve: %s needs a value (kiln serve --help)\n", a);
             return 2;
@@ -348,31 +374,35 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
     return 0;
 }
 
+/* Start-up lines go through the log (its format and prefix). */
 static void log_start(const struct serve_opts *o) {
     const kiln_sched_params *sp = &o->c.reg.sched;
-    fprintf(stderr, "kiln serve %s: %d model(s):", kiln_version(), o->c.n_models);
-    for (int i = 0; i < o->c.n_models; i++)
-        fprintf(stderr, " %s=%s%s", o->models[i].name, o->models[i].path,
-                o->models[i].pin ? " (pinned)" : "");
+    char list[2048];
+    size_t n = 0;
+    for (int i = 0; i < o->c.n_models && n < sizeof list; i++) {
+        int w = snprintf(list + n, sizeof list - n, " %s=%s%s", o->models[i].name,
+                         o->models[i].path, o->models[i].pin ? " (pinned)" : "");
+        if (w < 0) break;
+        n += (size_t)w;
+    }
+    if (n >= sizeof list) n = sizeof list - 1;
+    list[n] = 0;
+    KILN_LOGI("kiln serve %s: %d model(s):%s", kiln_version(), o->c.n_models, list);
     char ctx[48] = "the model's context (at most 4096)";
     if (sp->n_ctx > 0) snprintf(ctx, sizeof ctx, "%d", (int)sp->n_ctx);
-    fprintf(stderr,
-            "\nkiln serve: engine threads %d%s, kernels %s, %d slot(s) of %s positions, queue %d, "
-            "HTTP threads %d%s%s\n",
-            sp->n_threads > 0 ? (int)sp->n_threads : kiln_cpu_physical_cores(),
-            sp->n_threads > 0 ? "" : " (the physical cores)",
-            kiln_isa_name(kiln_kernels_best()->isa), sp->n_slots, ctx, sp->max_queue,
-            o->c.http_threads ? o->c.http_threads : 4, o->c.api_key ? ", API key required" : "",
-            o->c.cors ? ", CORS on" : "");
-    fflush(stderr);
+    KILN_LOGI("kiln serve: engine threads %d%s, kernels %s, %d slot(s) of %s positions, queue %d, "
+              "HTTP threads %d%s%s",
+              sp->n_threads > 0 ? (int)sp->n_threads : kiln_cpu_physical_cores(),
+              sp->n_threads > 0 ? "" : " (the physical cores)",
+              kiln_isa_name(kiln_kernels_best()->isa), sp->n_slots, ctx, sp->max_queue,
+              o->c.http_threads ? o->c.http_threads : 4, o->c.api_key ? ", API key required" : "",
+              o->c.cors ? ", CORS on" : "");
 }
 
 static void log_address(const struct serve_opts *o, int port) {
     const char *h = o->c.host ? o->c.host : "127.0.0.1";
     bool v6 = strchr(h, ':') != NULL;
-    fprintf(stderr, "kiln serve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", h, v6 ? "]" : "",
-            port);
-    fflush(stderr);
+    KILN_LOGI("kiln serve: listening on http://%s%s%s:%d", v6 ? "[" : "", h, v6 ? "]" : "", port);
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -382,6 +412,7 @@ int cmd_serve(int argc, char **argv) {
     o.c.models = o.models;
     o.c.reg = kiln_registry_default_params();
     o.shutdown_s = 30;
+    o.c.log_stats_interval_s = 10;
     srv *s = NULL;
     int rc = parse_args(argc, argv, &o);
     if (rc) {
@@ -406,17 +437,17 @@ int cmd_serve(int argc, char **argv) {
     kiln_status st;
     log_start(&o);
     if (!(s = srv_create(&o.c, &st))) {
-        fprintf(stderr, "kiln serve: %s\n", kiln_last_error());
+        KILN_LOGE("kiln serve: %s", kiln_last_error());
         rc = 1;
         goto done;
     }
     log_address(&o, srv_port(s));
     int sig = 0;
     sigwait(&set, &sig);
-    fprintf(stderr, "kiln serve: %s: stopping (up to %.0f s for requests in flight)\n",
-            sig == SIGINT ? "SIGINT" : "SIGTERM", o.shutdown_s);
+    KILN_LOGI("kiln serve: %s: stopping (up to %.0f s for requests in flight)",
+              sig == SIGINT ? "SIGINT" : "SIGTERM", o.shutdown_s);
     srv_shutdown(s, o.shutdown_s);
-    fprintf(stderr, "kiln serve: stopped\n");
+    KILN_LOGI("kiln serve: stopped");
     rc = 0;
 done:
     srv_destroy(s);

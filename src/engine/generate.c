@@ -25,6 +25,7 @@
 #include "engine/eval.h"
 #include "engine/genseq.h"
 #include "model/llama.h"
+#include "obs/trace.h"
 #include "text/sampler.h"
 #include "model/vocab.h"
 #include "text/tok_spm.h"
@@ -418,6 +419,7 @@ struct gen {
 
 static kiln_status tokenize_prompt(struct gen *g, const char *prompt, size_t len) {
     double t0 = kiln_now_s();
+    TRACE_SCOPE_BEGIN(tt);
     size_t n;
     if (len > SIZE_MAX / sizeof(int32_t) - 2)
         return kiln_fail(KILN_ERR_RANGE, "generate: prompt of %zu bytes is too long", len);
@@ -425,6 +427,7 @@ static kiln_status tokenize_prompt(struct gen *g, const char *prompt, size_t len
         return kiln_fail(KILN_ERR_NOMEM, "generate: out of memory for the prompt");
     kiln_status s = kiln_tokenize(g->c->m, prompt, len, 1, g->ids, len + 2, &n);
     g->st->t_tokenize += kiln_now_s() - t0;
+    TRACE_SCOPE_END(tt, "tokenize", "generate");
     if (s) return s;
     if (n > (size_t)INT32_MAX)
         return kiln_fail(KILN_ERR_RANGE, "generate: the prompt is %zu tokens", n);
@@ -440,9 +443,14 @@ static kiln_status prepare(struct gen *g) {
  * strings, to the callback; returns its verdict. *hit: a stop string. */
 static int emit_token(struct gen *g, int32_t id, kiln_token_fn on_token, void *user, bool *hit) {
     double t0 = kiln_now_s();
+    TRACE_SCOPE_BEGIN(tt);
     size_t w = genseq_detok(&g->seq, id, hit);
     g->st->t_detok += kiln_now_s() - t0;
-    return on_token ? on_token(user, id, g->seq.out, w) : 0;
+    TRACE_SCOPE_END(tt, "detokenize", "generate");
+    TRACE_SCOPE_BEGIN(te);
+    int r = on_token ? on_token(user, id, g->seq.out, w) : 0;
+    TRACE_SCOPE_END(te, "emit", "generate");
+    return r;
 }
 
 /* Prefills ids[0..n_ids) after the longest prefix of them the KV cache
@@ -465,9 +473,23 @@ static kiln_status prefill(struct gen *g) {
     g->st->n_cached = past;
     g->st->n_prompt = g->n_ids - past;
     double t0 = kiln_now_s();
+    TRACE_SCOPE_BEGIN(tt);
     kiln_status s = kiln_decode(c, g->ids + past, g->n_ids - past, c->logits, 0);
     g->st->t_prefill += kiln_now_s() - t0;
+    if (tt) {
+        trace_arg a[2] = {TRACE_I("prefill_tokens", g->n_ids - past), TRACE_I("cached", past)};
+        trace_span("prefill", "generate", tt, trace_now() - tt, a, 2);
+    }
     return s;
+}
+
+/* Ends the trace span of decode step i (sample, emit, forward) begun at t
+ * (0: none); the loop's several exits each close it. */
+static void trace_step_end(int64_t t, int32_t i, const kiln_ctx *c) {
+    if (!t) return;
+    trace_arg a[3] = {TRACE_I("step", i), TRACE_I("decode_tokens", 1),
+                      TRACE_I("kv_used", kiln_ctx_n_past(c))};
+    trace_span("step", "generate", t, trace_now() - t, a, 3);
 }
 
 static kiln_status run_loop(struct gen *g, kiln_token_fn on_token, void *user) {
@@ -475,10 +497,15 @@ static kiln_status run_loop(struct gen *g, kiln_token_fn on_token, void *user) {
     kiln_status s = prefill(g);
     if (s) return s;
     g->st->finish = KILN_FINISH_LENGTH;
-    for (int32_t i = 0; i < g->p->n_predict; i++) {
+    int64_t t_step = 0; /* the trace span of step i-1, still open */
+    int32_t i = 0;
+    for (; i < g->p->n_predict; i++) {
+        trace_step_end(t_step, i - 1, c);
+        t_step = trace_on() ? trace_now() : 0;
         double t0 = kiln_now_s();
         int32_t id = genseq_sample(&g->seq, c->logits);
         g->st->t_sample += kiln_now_s() - t0;
+        TRACE_SCOPE_END(t_step, "sample", "generate");
         if (g->p->stop_at_eog && kiln_token_is_eog(c->m, id)) {
             g->st->finish = KILN_FINISH_EOG;
             break;
@@ -491,6 +518,7 @@ static kiln_status run_loop(struct gen *g, kiln_token_fn on_token, void *user) {
         }
         if (hit) {
             g->st->finish = KILN_FINISH_STOP;
+            trace_step_end(t_step, i, c);
             return KILN_OK; /* the rest of the text is the stop string's */
         }
         if (i + 1 == g->p->n_predict) break;
@@ -499,10 +527,13 @@ static kiln_status run_loop(struct gen *g, kiln_token_fn on_token, void *user) {
             break;
         }
         t0 = kiln_now_s();
+        TRACE_SCOPE_BEGIN(tf);
         s = kiln_decode(c, &id, 1, c->logits, 0);
         g->st->t_decode += kiln_now_s() - t0;
+        TRACE_SCOPE_END(tf, "forward", "generate");
         if (s) return s;
     }
+    trace_step_end(t_step, i < g->p->n_predict ? i : i - 1, c);
     size_t w = genseq_flush(&g->seq);
     if (w && on_token) on_token(user, -1, g->seq.out, w);
     return KILN_OK;

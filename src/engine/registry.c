@@ -491,6 +491,7 @@ int32_t kiln_registry_list(kiln_registry *r, kiln_registry_entry *out, int32_t c
             .n_holders = e->holders,
             .last_used = e->last_used,
         };
+        if (e->state == REG_LOADED && e->model) kiln_model_describe(e->model, &out[i].desc);
         if (e->state == REG_LOADED && e->sched) kiln_sched_get_state(e->sched, &out[i].sched);
         if (e->state == REG_LOADED && e->embed)
             kiln_embed_batcher_get_state(e->embed, &out[i].batcher);

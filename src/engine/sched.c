@@ -37,12 +37,14 @@
 #include "base/time.h"
 #include "engine/genseq.h"
 #include "kiln.h"
+#include "obs/trace.h"
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* A request, from submission to its DONE event. */
 struct sched_req {
@@ -79,6 +81,8 @@ struct sched_slot {
     double t_admit, t_first; /* t_first 0: nothing sampled yet */
 };
 
+#define SCHED_STEP_RING 256 /* recent step durations kept for percentiles */
+
 struct kiln_sched {
     const kiln_model *m;
     kiln_ctx *c;
@@ -103,6 +107,15 @@ struct kiln_sched {
     bool stopping;
     int64_t kv_used; /* published after each step and when a request ends */
     uint64_t n_steps;
+    /* step statistics (kiln_sched_state): cumulative, published per step */
+    double t_busy, t_forward;
+    uint64_t n_prefill_tok, n_decode_tok;
+    int64_t kv_read; /* KV positions the decode steps read, summed */
+    double step_dur[SCHED_STEP_RING];
+    /* test hook: KILN_TEST_STEP_DELAY_US adds host time to every step (the
+     * diagnostics tests make a host-overhead-bound server with it) */
+    long test_delay_us;
+    uint64_t step_head; /* steps recorded in step_dur (ring) */
 };
 
 kiln_sched_params kiln_sched_default_params(void) {
@@ -150,6 +163,7 @@ static void publish_kv(kiln_sched *s) {
 static void end_queued(struct sched_req *r, kiln_finish why) {
     kiln_request_stats st = {.n_prompt = r->n, .finish = why};
     st.t_queue = kiln_now_s() - r->t_submit;
+    trace_async_end("queued", "request", r->id);
     deliver_done(r, &st, NULL, 0, KILN_OK, NULL);
     req_free(r);
 }
@@ -166,6 +180,13 @@ static void end_slot(kiln_sched *s, struct sched_slot *sl, kiln_finish why, kiln
     } else {
         sl->st.t_prefill = now - sl->t_admit;
         sl->st.t_first_token = 0;
+    }
+    if (trace_on()) {
+        trace_async_end(sl->t_first > 0 ? "decode" : "prefill", "request", r->id);
+        trace_arg a[3] = {TRACE_I("id", r->id), TRACE_I("finish", why),
+                          TRACE_I("generated", sl->st.n_gen)};
+        trace_instant(why == KILN_FINISH_CANCELLED ? "request_cancelled" : "request_finished",
+                      "request", a, 3);
     }
     size_t w = status == KILN_OK && sl->g.stop ? genseq_flush(&sl->g) : 0;
     deliver_done(r, &sl->st, sl->g.out, w, status, error);
@@ -208,6 +229,11 @@ static struct sched_slot *pick_slot(kiln_sched *s, const struct sched_req *r) {
  * its sampler and text state. */
 static kiln_status start_slot(kiln_sched *s, struct sched_slot *sl) {
     struct sched_req *r = sl->req;
+    if (trace_on()) {
+        trace_flow_end("enqueue", r->id);
+        trace_async_end("queued", "request", r->id);
+        trace_async_begin("prefill", "request", r->id);
+    }
     memset(&sl->st, 0, sizeof sl->st);
     sl->t_admit = kiln_now_s();
     sl->t_first = 0;
@@ -231,8 +257,14 @@ static void on_logits(kiln_sched *s, struct sched_slot *sl) {
         end_slot(s, sl, KILN_FINISH_LENGTH, KILN_OK, NULL);
         return;
     }
+    TRACE_SCOPE_BEGIN(tt);
     int32_t id = genseq_sample(&sl->g, sl->logits);
+    TRACE_SCOPE_END(tt, "sample", "engine");
     if (sl->t_first == 0) {
+        if (trace_on()) {
+            trace_async_end("prefill", "request", r->id);
+            trace_async_begin("decode", "request", r->id);
+        }
         sl->t_first = kiln_now_s();
         sl->st.t_prefill = sl->t_first - sl->t_admit;
         sl->st.t_first_token = sl->t_first - r->t_submit;
@@ -243,9 +275,13 @@ static void on_logits(kiln_sched *s, struct sched_slot *sl) {
     }
     sl->st.n_gen++;
     bool hit = false;
+    TRACE_SCOPE_BEGIN(td);
     size_t w = genseq_detok(&sl->g, id, &hit);
+    TRACE_SCOPE_END(td, "detokenize", "engine");
     kiln_sched_event ev = {.kind = KILN_SCHED_TOKEN, .token = id, .text = sl->g.out, .len = w};
+    TRACE_SCOPE_BEGIN(te);
     r->fn(r->user, &ev);
+    TRACE_SCOPE_END(te, "emit", "engine");
     if (hit)
         end_slot(s, sl, KILN_FINISH_STOP, KILN_OK, NULL);
     else if (sl->st.n_gen >= r->p.n_predict)
@@ -258,9 +294,23 @@ static void on_logits(kiln_sched *s, struct sched_slot *sl) {
     }
 }
 
+/* Records the trace of a step begun at t_step (0: not tracing): its span
+ * and the scheduler's counters. */
+static void trace_step(int64_t t_step, int32_t n, uint64_t n_pre, uint64_t n_dec, int64_t kv,
+                       int32_t waiting) {
+    if (!t_step || !trace_on()) return;
+    trace_arg a[4] = {TRACE_I("batch", n), TRACE_I("prefill_tokens", n_pre),
+                      TRACE_I("decode_tokens", n_dec), TRACE_I("kv_used", kv)};
+    trace_span("step", "engine", t_step, trace_now() - t_step, a, 4);
+    trace_arg c[3] = {TRACE_I("waiting", waiting), TRACE_I("running", n), TRACE_I("kv_used", kv)};
+    trace_counter("scheduler", c, 3);
+}
+
 /* Engine thread: one kiln_decode_batch over the busy slots (see the top of
- * the file), then sampling for each slot that got logits. */
-static void run_step(kiln_sched *s) {
+ * the file), then sampling for each slot that got logits. t_step: the
+ * step's trace start (its scheduling included), 0 when not tracing. */
+static void run_step(kiln_sched *s, int64_t t_step) {
+    double t0 = kiln_now_s();
     int32_t n = 0, budget = s->n_batch;
     for (int32_t i = 0; i < s->n_slots; i++) {
         struct sched_slot *sl = &s->slots[i];
@@ -289,7 +339,11 @@ static void run_step(kiln_sched *s) {
         budget -= take;
     }
     if (n == 0) return;
+    double tf = kiln_now_s();
+    TRACE_SCOPE_BEGIN(t_fwd);
     kiln_status st = kiln_decode_batch(s->c, s->items, n);
+    TRACE_SCOPE_END(t_fwd, "forward", "engine");
+    tf = kiln_now_s() - tf;
     if (st) { /* nothing changed in the cache; the step's requests fail */
         char msg[512];
         snprintf(msg, sizeof msg, "scheduler step of %d sequences failed: %s", n,
@@ -297,9 +351,15 @@ static void run_step(kiln_sched *s) {
         for (int32_t i = 0; i < n; i++) end_slot(s, s->item_slot[i], KILN_FINISH_LENGTH, st, msg);
         return;
     }
+    uint64_t n_pre = 0, n_dec = 0;
+    int64_t kv_read = 0;
     for (int32_t i = 0; i < n; i++) {
         struct sched_slot *sl = s->item_slot[i];
         const kiln_seq_batch *it = &s->items[i];
+        if (sl->decoding)
+            n_dec += (uint64_t)it->n_tokens, kv_read += sl->n_toks + 1;
+        else
+            n_pre += (uint64_t)it->n_tokens;
         memcpy(sl->toks + sl->n_toks, it->tokens, (size_t)it->n_tokens * sizeof(int32_t));
         sl->n_toks += it->n_tokens;
         if (!sl->decoding) sl->n_done += it->n_tokens;
@@ -307,9 +367,26 @@ static void run_step(kiln_sched *s) {
     pthread_mutex_lock(&s->mu);
     s->n_steps++;
     publish_kv(s);
+    int64_t kv_used = s->kv_used;
+    int32_t waiting = s->n_queued;
     pthread_mutex_unlock(&s->mu);
     for (int32_t i = 0; i < n; i++)
         if (s->items[i].logits) on_logits(s, s->item_slot[i]);
+    if (s->test_delay_us > 0) {
+        struct timespec ts = {s->test_delay_us / 1000000, (s->test_delay_us % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+    }
+    /* the step's statistics include its sampling and callbacks */
+    double dur = kiln_now_s() - t0;
+    pthread_mutex_lock(&s->mu);
+    s->t_busy += dur;
+    s->t_forward += tf;
+    s->n_prefill_tok += n_pre;
+    s->n_decode_tok += n_dec;
+    s->kv_read += kv_read;
+    s->step_dur[s->step_head++ % SCHED_STEP_RING] = dur;
+    pthread_mutex_unlock(&s->mu);
+    trace_step(t_step, n, n_pre, n_dec, kv_used, waiting);
 }
 
 static bool any_busy(const kiln_sched *s) {
@@ -321,11 +398,13 @@ static bool any_busy(const kiln_sched *s) {
 static void *engine_main(void *arg) {
     kiln_sched *s = arg;
     struct sched_slot **admit = s->admit;
+    trace_thread_name("engine");
     for (;;) {
         struct sched_req *gone = NULL, **gone_end = &gone; /* queued requests that ended */
         int32_t n_admit = 0;
         pthread_mutex_lock(&s->mu);
         while (!s->stopping && !s->qhead && !any_busy(s)) pthread_cond_wait(&s->cv, &s->mu);
+        TRACE_SCOPE_BEGIN(t_step);
         bool stop = s->stopping;
         double now = kiln_now_s();
         for (struct sched_req **pp = &s->qhead, *r; (r = *pp);) {
@@ -383,8 +462,9 @@ static void *engine_main(void *arg) {
                 end_slot(s, admit[i], KILN_FINISH_LENGTH, st, msg);
             }
         }
+        TRACE_SCOPE_END(t_step, "schedule", "engine");
         if (stop) break;
-        run_step(s);
+        run_step(s, t_step);
     }
     return NULL;
 }
@@ -397,6 +477,8 @@ kiln_sched *kiln_sched_create(const kiln_model *m, const kiln_sched_params *p, k
         s = kiln_fail(KILN_ERR_NOMEM, "scheduler: out of memory");
         goto fail;
     }
+    const char *delay = getenv("KILN_TEST_STEP_DELAY_US");
+    sc->test_delay_us = delay ? strtol(delay, NULL, 10) : 0;
     if (d.n_slots < 0 || d.max_queue < 0 || !(d.timeout_s >= 0) || d.n_batch < 0) {
         s = kiln_fail(KILN_ERR_RANGE,
                       "scheduler: n_slots %d, n_batch %d, max_queue %d and timeout_s %g must "
@@ -588,6 +670,10 @@ kiln_status kiln_sched_submit(kiln_sched *s, const int32_t *ids, int32_t n,
         goto fail;
     }
     r->id = ++s->next_id;
+    if (trace_on()) {
+        trace_async_begin("queued", "request", r->id);
+        trace_flow_start("enqueue", r->id);
+    }
     if (s->qtail)
         s->qtail->next = r;
     else
@@ -628,5 +714,23 @@ void kiln_sched_get_state(kiln_sched *s, kiln_sched_state *out) {
     out->kv_bytes = s->kv_bytes;
     out->compute_bytes = s->compute_bytes;
     out->n_steps = s->n_steps;
+    out->t_busy = s->t_busy;
+    out->t_forward = s->t_forward;
+    out->n_prefill_tokens = s->n_prefill_tok;
+    out->n_decode_tokens = s->n_decode_tok;
+    out->kv_read = s->kv_read;
+    int n = s->step_head < SCHED_STEP_RING ? (int)s->step_head : SCHED_STEP_RING;
+    double d[SCHED_STEP_RING];
+    memcpy(d, s->step_dur, (size_t)n * sizeof *d);
     pthread_mutex_unlock(&s->mu);
+    /* percentiles of the recent steps, sorted outside the lock */
+    for (int i = 1; i < n; i++) /* insertion sort: n <= 256 */
+        for (int j = i; j > 0 && d[j - 1] > d[j]; j--) {
+            double t = d[j];
+            d[j] = d[j - 1];
+            d[j - 1] = t;
+        }
+    out->n_recent_steps = n;
+    out->step_p50 = n ? d[(n - 1) / 2] : 0;
+    out->step_p99 = n ? d[(int)((n - 1) * 0.99)] : 0;
 }

@@ -28,7 +28,8 @@ static void on_event(void *user, const kiln_sched_event *ev) {
         if (r->t_last_token > 0) gap = t - r->t_last_token;
         r->t_last_token = t;
         pthread_mutex_unlock(&r->mu);
-        if (gap >= 0) metric_observe(s->m.itl, NULL, gap);
+        if (gap >= 0) metric_observe(s->m.itl, NULL, gap), srv_diag_itl(s, gap);
+        srv_logs_token(s, gap);
         /* only a stream has use for a token now; a waiting non-streaming
          * connection is woken by DONE alone */
         if (ev->len && r->stream) srv_req_wake(r);

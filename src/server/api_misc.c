@@ -159,15 +159,19 @@ kiln_status srv_metrics_init(srv *s) {
     m->model_bytes =
         metrics_gauge(m->reg, "kiln_model_bytes",
                       "Memory of each loaded model (weights, KV cache, buffers).", l_model);
-    if (!m->requests || !m->latency || !m->in_flight || !m->queue || !m->ttft || !m->itl ||
-        !m->prefill || !m->decode || !m->tokenize || !m->emb_batch || !m->emb_batch_latency ||
-        !m->prompt_tokens || !m->gen_tokens || !m->emb_tokens || !m->queue_depth ||
-        !m->busy_slots || !m->kv_used || !m->kv_ratio || !m->models_loaded || !m->model_bytes)
+    m->slow = metrics_counter(m->reg, "kiln_slow_requests_total",
+                              "Requests slower end-to-end than --slow-request-ms.", NULL);
+    if (!m->slow || !m->requests || !m->latency || !m->in_flight || !m->queue || !m->ttft ||
+        !m->itl || !m->prefill || !m->decode || !m->tokenize || !m->emb_batch ||
+        !m->emb_batch_latency || !m->prompt_tokens || !m->gen_tokens || !m->emb_tokens ||
+        !m->queue_depth || !m->busy_slots || !m->kv_used || !m->kv_ratio || !m->models_loaded ||
+        !m->model_bytes)
         return KILN_ERR_INTERNAL;
     kiln_status st = metrics_add_process(m->reg);
     if (st) return st;
     metric_set(m->in_flight, NULL, 0);
     metric_set(m->models_loaded, NULL, 0);
+    metric_inc(m->slow, NULL, 0); /* shown from the start */
     return metrics_on_scrape(m->reg, on_scrape, s);
 }
 

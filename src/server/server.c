@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "base/time.h"
+#include "obs/gpu.h"
 #include "server/openai.h"
 #include "server/srv.h"
 
@@ -144,6 +145,11 @@ enum MHD_Result srv_respond_json(srv_req *r, unsigned status, void *jv) {
 enum MHD_Result srv_respond_json_h(srv_req *r, unsigned status, void *jv, const char *name,
                                    const char *value) {
     json_t *j = jv;
+    if (status >= 400 && j) {
+        /* the message of an error answer, for its access line */
+        const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+        if (m) srv_logs_error(r, m);
+    }
     char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(j);
     if (!txt) {
@@ -300,11 +306,14 @@ static bool early_answer(srv_req *r, const char *method, const char *url, enum M
         *res = preflight(r);
         return true;
     }
-    if (r->route == SRV_R_UNKNOWN) {
+    if (r->route == SRV_R_UNKNOWN ||
+        ((r->route == SRV_R_DIAG_PERF || r->route == SRV_R_DIAG_BOTTLENECK) && !s->diag)) {
         *res = srv_error(r, 404, "not_found_error", NULL, "not_found",
                          "no route for %s %.200s (routes: /v1/chat/completions, /v1/completions, "
-                         "/v1/embeddings, /v1/models, /health, /metrics)",
-                         method, url);
+                         "/v1/embeddings, /v1/models, /health, /metrics%s)",
+                         method, url,
+                         s->diag ? ", /diagnostics/performance, /diagnostics/bottleneck-analysis"
+                                 : "; /diagnostics/* with kiln serve --diagnostics");
         return true;
     }
     const char *want = srv_route_method(r->route);
@@ -566,6 +575,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!r) {
         if (!(r = req_create(s, conn, srv_route_of(url)))) return MHD_NO;
         *con_cls = r;
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->path, sizeof r->path, "%s", url);
         r->http11 = version && strcmp(version, "HTTP/1.0") && strncmp(version, "HTTP/0", 6);
         srv_conn_phase_set(s, r->sc, SRV_C_BODY);
         /* Bad framing, the connection limit and a body far too large are
@@ -613,6 +624,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return srv_handle_models(r);
         case SRV_R_METRICS:
             return srv_handle_metrics(r);
+        case SRV_R_DIAG_PERF:
+            return srv_handle_diag_perf(r);
+        case SRV_R_DIAG_BOTTLENECK:
+            return srv_handle_diag_bottleneck(r);
         default:
             return prep_start(r);
         }
@@ -646,6 +661,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 0) r->status = 499;
     srv_metrics_request(s, r->route, r->status ? r->status : 499, kiln_now_s() - r->t_start);
+    srv_diag_request(r, kiln_now_s() - r->t_start);
+    srv_logs_request(r, kiln_now_s() - r->t_start);
     metric_inc(s->m.in_flight, NULL, -1);
     if (served) kiln_registry_release(s->reg, served);
     pthread_mutex_lock(&s->mu);
@@ -701,6 +718,8 @@ static void *watcher_main(void *arg) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
         srv_conns_reap(s);
+        srv_diag_tick(s);
+        srv_logs_tick(s);
         srv_req *wake[MAX];
         int n_wake = 0;
         pthread_mutex_lock(&s->mu);
@@ -755,6 +774,12 @@ static void *loader_main(void *arg) {
                   e[i].loaded ? "loaded" : "not loaded",
                   e[i].is_encoder ? "embeddings" : "generation", (double)e[i].bytes / (1 << 20),
                   e[i].pinned ? ", pinned" : "");
+    if (s->diag) {
+        /* the roofline the verdicts are judged against (~0.1 s) */
+        srv_diag_measure(s, s->engine_threads);
+        KILN_LOGI("kiln serve: diagnostics on (/diagnostics/performance, "
+                  "/diagnostics/bottleneck-analysis)");
+    }
     KILN_LOGI("kiln serve: ready in %.2f s", kiln_now_s() - t0);
     atomic_store(&s->ready, 1);
     return NULL;
@@ -886,6 +911,7 @@ srv *srv_create(const srv_config *c, kiln_status *st) {
     s->body_min_rate = c->body_min_rate > 0 ? c->body_min_rate : c->body_min_rate < 0 ? 0 : 1024;
     s->max_conns = c->max_conns > 0 ? c->max_conns : 1024;
     s->public_metrics = c->public_metrics;
+    srv_logs_init(s, c);
     if ((c->api_key && !(s->api_key = dup_str(c->api_key))) ||
         (c->metrics_key && !(s->metrics_key = dup_str(c->metrics_key))) ||
         (c->chat_template && !(s->chat_template = dup_str(c->chat_template))))
@@ -902,6 +928,9 @@ srv *srv_create(const srv_config *c, kiln_status *st) {
     if (!s->health_ok) goto fail;
     MHD_add_response_header(s->health_ok, "Content-Type", "application/json");
     if ((ret = srv_metrics_init(s))) goto fail;
+    s->engine_threads = c->reg.sched.n_threads;
+    srv_gpu_open(s);
+    if (c->diagnostics && (ret = srv_diag_init(s))) goto fail;
     if (!(s->reg = kiln_registry_create(&c->reg, &ret))) goto fail;
     for (int i = 0; i < c->n_models; i++)
         if ((ret =
@@ -1050,6 +1079,8 @@ void srv_destroy(srv *s) {
     srv_shutdown(s, 0);
     kiln_registry_destroy(s->reg);
     srv_metrics_free(s);
+    srv_diag_free(s);
+    gpu_close(s->gpu);
     if (s->health_ok) MHD_destroy_response(s->health_ok);
     if (s->cors)
         for (int i = 0; i < s->n_cors; i++) free(s->cors[i]);

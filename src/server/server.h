@@ -30,10 +30,13 @@ typedef struct srv_config {
     int max_conns_per_ip;      /* connections from one address; 0: 64, < 0: no limit */
     const char *metrics_key;   /* key /metrics requires; NULL: the API key unless public_metrics */
     int public_metrics;        /* 1: /metrics open even with api_key */
+    int diagnostics;           /* 1: serve the diagnostics endpoints (api_diag.c) */
     const char *const *cors;   /* allowed origins ("*" for any); NULL-terminated or NULL: off */
     const char *chat_template; /* family for every chat model; NULL: the model's (chatml when it has
                                   none) */
-    kiln_registry_params reg;  /* registry, scheduler and batcher parameters */
+    double log_stats_interval_s; /* a stats line this often while busy; 0: none */
+    double slow_request_ms;      /* log and count requests slower end-to-end; 0: off */
+    kiln_registry_params reg;    /* registry, scheduler and batcher parameters */
     const srv_model_cfg *models;
     int n_models;
 } srv_config;

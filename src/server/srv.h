@@ -45,6 +45,8 @@ typedef enum srv_route {
     SRV_R_MODELS,
     SRV_R_HEALTH,
     SRV_R_METRICS,
+    SRV_R_DIAG_PERF,
+    SRV_R_DIAG_BOTTLENECK,
     SRV_R_UNKNOWN,
     SRV_R_COUNT
 } srv_route;
@@ -64,6 +66,7 @@ typedef struct srv_metrics {
     metric *requests, *latency, *queue, *ttft, *itl, *prefill, *decode, *tokenize;
     metric *emb_batch, *emb_batch_latency, *prompt_tokens, *gen_tokens, *emb_tokens;
     metric *in_flight, *queue_depth, *busy_slots, *kv_used, *kv_ratio, *models_loaded, *model_bytes;
+    metric *slow; /* kiln_slow_requests_total (logs.c) */
 } srv_metrics;
 
 /* ---- connections (conns.c) */
@@ -103,7 +106,8 @@ void srv_log_limited(srv *s, const char *fmt, ...) __attribute__((format(printf,
 
 /* ---- the server */
 
-#define SRV_MAX_PREP 16 /* prep threads at most */
+#define SRV_MAX_PREP    16  /* prep threads at most */
+#define SRV_LOG_BUCKETS 112 /* logs.c: interval latency buckets, 4 per octave from 0.008 ms */
 
 struct srv {
     struct MHD_Daemon *d;
@@ -155,6 +159,16 @@ struct srv {
     pthread_mutex_t mu;
     struct srv_req *gen_head, *all_head;
     struct MHD_Response *health_ok; /* shared 200 response of /health */
+    struct srv_diag *diag;          /* NULL unless --diagnostics */
+    struct gpu_telemetry *gpu;      /* NVML, or NULL (gpu_why says why) */
+    char gpu_why[256];
+    int32_t engine_threads; /* for the machine-limit measurement */
+    /* logs.c: --log-stats-interval and --slow-request-ms (0: off); the
+     * stats line's interval counters (atomics, swapped to zero by the
+     * watcher thread, which alone reads and writes log_t_last) */
+    double log_stats_s, slow_ms, log_t_last;
+    atomic_uint_fast64_t log_n_req, log_n_err, log_n_gen;
+    atomic_uint_fast32_t log_ttft[SRV_LOG_BUCKETS], log_itl[SRV_LOG_BUCKETS];
 };
 
 typedef enum srv_phase {
@@ -175,6 +189,9 @@ typedef struct srv_req {
     srv_route route;
     srv_phase phase;
     double t_start;
+    char method[8];     /* for the access line: the request's method, */
+    char path[128];     /* its path (no query string; cut), */
+    char err_msg[256];  /* and the message of an error answer (cut) */
     int status;         /* HTTP status of the queued response (metrics) */
     const char *origin; /* CORS origin to echo (a string of s->cors or "*"), or NULL */
     strbuf body;
@@ -260,6 +277,36 @@ enum MHD_Result srv_finish_embeddings(srv_req *r); /* after the result */
 enum MHD_Result srv_handle_models(srv_req *r);
 enum MHD_Result srv_handle_health(srv_req *r);
 enum MHD_Result srv_handle_metrics(srv_req *r);
+
+/* Diagnostics (api_diag.c; kiln serve --diagnostics). */
+typedef struct srv_diag srv_diag;
+kiln_status srv_diag_init(srv *s); /* s->diag; KILN_ERR_NOMEM */
+/* Opens GPU telemetry (s->gpu, else s->gpu_why) and registers kiln_gpu_*. */
+void srv_gpu_open(srv *s);
+void srv_diag_free(srv *s);
+/* Measures the machine's limits once (quick mode; after the models load). */
+void srv_diag_measure(srv *s, int32_t n_threads);
+/* Once a second (called more often by the watcher): the engines' deltas. */
+void srv_diag_tick(srv *s);
+/* A finished request (on_completed) and an inter-token gap (engine thread). */
+void srv_diag_request(srv_req *r, double e2e);
+void srv_diag_itl(srv *s, double gap);
+enum MHD_Result srv_handle_diag_perf(srv_req *r);
+/* The verdict over the last window seconds (a static string), or NULL
+ * without --diagnostics. */
+const char *srv_diag_verdict(srv *s, double window);
+enum MHD_Result srv_handle_diag_bottleneck(srv_req *r);
+
+/* Logs (logs.c): the access line of a finished request (on_completed; e2e
+ * in seconds), with its slow-request line and count; a generated token and
+ * its gap to the previous one (engine thread; gap < 0: the first); the
+ * message of an error answer kept for the access line; the stats line
+ * when its interval passed (watcher thread, every 100 ms). */
+void srv_logs_init(srv *s, const srv_config *c);
+void srv_logs_request(srv_req *r, double e2e);
+void srv_logs_token(srv *s, double gap);
+void srv_logs_error(srv_req *r, const char *msg);
+void srv_logs_tick(srv *s);
 
 /* Metric families: registered once; the scrape callback reads the registry. */
 kiln_status srv_metrics_init(srv *s);

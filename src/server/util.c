@@ -79,6 +79,9 @@ static const struct {
     [SRV_R_MODELS] = {"/v1/models", "/v1/models", "GET", 1},
     [SRV_R_HEALTH] = {"/health", "/health", "GET", 0},
     [SRV_R_METRICS] = {"/metrics", "/metrics", "GET", 0},
+    [SRV_R_DIAG_PERF] = {"/diagnostics/performance", "/diagnostics/performance", "GET", 1},
+    [SRV_R_DIAG_BOTTLENECK] = {"/diagnostics/bottleneck-analysis",
+                               "/diagnostics/bottleneck-analysis", "GET", 1},
     [SRV_R_UNKNOWN] = {NULL, "other", NULL, 0},
 };
 

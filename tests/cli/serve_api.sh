@@ -12,14 +12,7 @@
 # Usage: bash serve_api.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_api.sh /path/to/kiln}
-T=${KILN_TEST_TMP:-/tmp}/cli-serve-api-$$
-mkdir -p "$T"
-SRV_PID=
-trap 'kill_server; rm -rf "$T"' EXIT
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
+TEST_NAME=serve-api
 . "$(dirname "$0")/../server/lib.sh"
 
 # usage errors

@@ -18,14 +18,7 @@
 # Usage: bash serve_harden.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_harden.sh /path/to/kiln}
-T=${KILN_TEST_TMP:-/tmp}/cli-serve-harden-$$
-mkdir -p "$T"
-SRV_PID=
-trap 'kill_server; rm -rf "$T"' EXIT
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
+TEST_NAME=serve-harden
 . "$(dirname "$0")/../server/lib.sh"
 command -v python3 >/dev/null || {
     echo "SKIP: python3 is not installed"

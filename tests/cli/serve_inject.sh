@@ -19,14 +19,7 @@
 # Usage: bash serve_inject.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_inject.sh /path/to/kiln}
-T=${KILN_TEST_TMP:-/tmp}/cli-serve-inject-$$
-mkdir -p "$T"
-SRV_PID=
-trap 'kill_server; rm -rf "$T"' EXIT
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
+TEST_NAME=serve-inject
 . "$(dirname "$0")/../server/lib.sh"
 VOCAB_PY="$(dirname "$0")/../server/chatml_vocab.py"
 command -v python3 >/dev/null || {

@@ -13,14 +13,7 @@
 # Usage: bash serve_load.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_load.sh /path/to/kiln}
-T=${KILN_TEST_TMP:-/tmp}/cli-serve-load-$$
-mkdir -p "$T"
-SRV_PID=
-trap 'kill_server; rm -rf "$T"' EXIT
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
+TEST_NAME=serve-load
 . "$(dirname "$0")/../server/lib.sh"
 
 synth_models

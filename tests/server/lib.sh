@@ -1,8 +1,21 @@
 # lib.sh - helpers for the `kiln serve` shell tests (tests/cli/serve_*.sh):
 # make synthetic models, start a server on a free port (--port 0, the port
 # read from its start-up log), make requests with curl, stop it with SIGTERM
-# and check that it exits 0. Sourced; expects KILN and T (a scratch folder)
-# and a fail() function.
+# and check that it exits 0. Sourced; expects KILN (the binary) and either
+# TEST_NAME - then it sets up the rest: T (a scratch folder, removed at
+# exit with the server stopped), SRV_PID and fail() - or, without
+# TEST_NAME, T and a fail() function of the caller's own.
+
+if [ -n "${TEST_NAME:-}" ]; then
+    T=${KILN_TEST_TMP:-/tmp}/cli-$TEST_NAME-$$
+    mkdir -p "$T"
+    SRV_PID=
+    trap 'kill_server; rm -rf "$T"' EXIT
+    fail() {
+        echo "FAIL: $*"
+        exit 1
+    }
+fi
 
 command -v curl >/dev/null || {
     echo "SKIP: curl is not installed"

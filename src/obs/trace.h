@@ -1,0 +1,146 @@
+/* trace.h - the trace recorder: timed spans, async slices, flows, counters
+ * and instants recorded by any thread into per-thread buffers while a trace
+ * session is active, written out as Chrome Trace Event JSON (object form)
+ * that Perfetto, chrome://tracing and speedscope read.
+ *
+ * Cost. With no session active an instrumented point costs one relaxed
+ * atomic load (trace_on()); callers test it before computing arguments:
+ *
+ *     int64_t t0 = trace_on() ? trace_now() : 0;
+ *     ... work ...
+ *     if (t0) trace_span("forward", "engine", t0, trace_now() - t0, NULL, 0);
+ *
+ * While a session records, an event takes no lock: a thread appends to its
+ * own buffer (a list of chunks it allocates itself) after reserving a place
+ * in the session's max_events budget with one atomic add; events beyond
+ * the budget are counted as dropped. A thread's buffer is registered once
+ * (the first time it records or names itself), under a lock.
+ *
+ * Strings. name, cat, argument keys and counter names are stored as
+ * pointers, not copied: they must be string literals (or otherwise outlive
+ * the session's trace_write). Thread names are copied.
+ *
+ * Time. Timestamps are int64 nanoseconds of CLOCK_MONOTONIC (trace_now(),
+ * the same clock as kiln_now_ns()); the JSON has microseconds since the
+ * session started, with three decimals.
+ *
+ * One session at a time in the process; trace_start while one is active
+ * fails with KILN_ERR_BUSY. trace_start/stop/write/free are called by one
+ * controlling thread; the recording functions from any thread.
+ */
+#ifndef KILN_OBS_TRACE_H
+#define KILN_OBS_TRACE_H
+
+#include "base/status.h"
+#include "base/time.h"
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum {
+    TRACE_DETAIL_STEPS = 1, /* engine steps and their stages */
+    TRACE_DETAIL_OPS = 2,   /* and per-layer operations inside forward passes */
+} trace_detail;
+
+typedef struct trace_opts {
+    int64_t max_events;  /* events kept in all (0: TRACE_DEFAULT_MAX_EVENTS) */
+    trace_detail detail; /* 0: TRACE_DETAIL_STEPS */
+} trace_opts;
+
+#define TRACE_DEFAULT_MAX_EVENTS (1 << 20)
+#define TRACE_MAX_ARGS           4
+
+/* A numeric argument of a span or a counter value. */
+typedef struct trace_arg {
+    const char *key; /* a literal */
+    bool is_int;
+    union {
+        int64_t i;
+        double d;
+    } v;
+} trace_arg;
+
+#define TRACE_I(k, x) ((trace_arg){.key = (k), .is_int = true, .v.i = (int64_t)(x)})
+#define TRACE_D(k, x) ((trace_arg){.key = (k), .is_int = false, .v.d = (double)(x)})
+
+typedef struct trace_session trace_session;
+
+typedef struct trace_stats {
+    int64_t events;        /* recorded (kept) */
+    int64_t dropped;       /* did not fit max_events */
+    int64_t dropped_flows; /* flow starts or ends without their other half (at write) */
+    int64_t fixed_nesting; /* spans shortened to nest in their parent (at write) */
+    int32_t threads;       /* threads that recorded or named themselves */
+} trace_stats;
+
+/* The recording level: 0 off, else the active session's trace_detail. */
+extern atomic_int trace_level_;
+
+/* True while a session records. One relaxed load: the disabled fast path. */
+static inline bool trace_on(void) {
+    return atomic_load_explicit(&trace_level_, memory_order_relaxed) != 0;
+}
+/* True while a session records at detail=ops. */
+static inline bool trace_on_ops(void) {
+    return atomic_load_explicit(&trace_level_, memory_order_relaxed) >= TRACE_DETAIL_OPS;
+}
+/* The trace clock: CLOCK_MONOTONIC in nanoseconds (never 0). */
+static inline int64_t trace_now(void) {
+    return kiln_now_ns();
+}
+
+/* Starts recording. Returns the session (the caller frees it with
+ * trace_free), or NULL with *st set: KILN_ERR_BUSY when one is active,
+ * KILN_ERR_NOMEM. o may be NULL (defaults). */
+trace_session *trace_start(const trace_opts *o, kiln_status *st);
+/* Stops recording: after it returns no thread adds to s (events being
+ * appended when it was called are finished first; it waits for them).
+ * Idempotent. */
+void trace_stop(trace_session *s);
+/* Writes s (stopped first if it is not) to path as Chrome Trace Event JSON.
+ * other (borrowed, may be NULL) is an object merged into "otherData"
+ * (version, model, threads, schedule, machine limits: the caller's); the
+ * recorder adds max_events, dropped_events, dropped_flows and detail.
+ * Writing enforces the rules viewers check: spans strictly nested per
+ * thread, async slices paired, flows matched (unmatched ones dropped and
+ * counted). KILN_OK, or an error naming the file. */
+kiln_status trace_write(trace_session *s, const char *path, const json_t *other);
+/* Counts so far (dropped_flows and fixed_nesting after trace_write). */
+void trace_get_stats(const trace_session *s, trace_stats *out);
+/* Stops s if needed and frees it. NULL is a no-op. */
+void trace_free(trace_session *s);
+
+/* Recording (any thread; each returns at once when no session records). */
+
+/* A complete span ("X"): [t0, t0 + dur) in trace_now() nanoseconds, with
+ * up to TRACE_MAX_ARGS numeric arguments (args may be NULL when n is 0). */
+void trace_span(const char *name, const char *cat, int64_t t0, int64_t dur, const trace_arg *args,
+                int n_args);
+/* An async slice ("b"/"e") on the track of (cat, id): overlapping lifetimes
+ * such as a request's queued/prefill/decode phases. */
+void trace_async_begin(const char *name, const char *cat, uint64_t id);
+void trace_async_end(const char *name, const char *cat, uint64_t id);
+/* A flow arrow from the span enclosing trace_flow_start on one thread to
+ * the span enclosing trace_flow_end with the same id (on another). */
+void trace_flow_start(const char *name, uint64_t id);
+void trace_flow_end(const char *name, uint64_t id);
+/* A counter ("C") sample: one series per argument key. */
+void trace_counter(const char *name, const trace_arg *args, int n_args);
+/* An instant ("i", thread scope) with optional arguments. */
+void trace_instant(const char *name, const char *cat, const trace_arg *args, int n_args);
+/* Names the calling thread in traces (copied; works with or without an
+ * active session; keeps the first 31 bytes). */
+void trace_thread_name(const char *name);
+
+/* A span over a block of code (the instrumentation's shorthand):
+ *     TRACE_SCOPE_BEGIN(t);  ... ;  TRACE_SCOPE_END(t, "sample", "engine");
+ */
+#define TRACE_SCOPE_BEGIN(var) int64_t var = trace_on() ? trace_now() : 0
+#define TRACE_SCOPE_END(var, name, cat)                                                            \
+    do {                                                                                           \
+        if (var) trace_span((name), (cat), (var), trace_now() - (var), NULL, 0);                   \
+    } while (0)
+
+#endif

@@ -1,0 +1,272 @@
+/* test_trace.c - the trace recorder (obs/trace.h): events from several
+ * threads at once, the max_events budget and its dropped count, the writer's
+ * repairs (nesting, unpaired async and flow events), and that nothing is
+ * recorded with no session active. The JSON it writes is read back with
+ * jansson here; tests/cli/trace.sh runs the strict validator on real runs. */
+#include "testutil.h"
+
+#include "obs/trace.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define N_THREADS 4
+#define N_PER     2000
+
+static char *tmp_path(const char *name, char *buf, size_t cap) {
+    const char *d = getenv("KILN_TEST_TMP");
+    snprintf(buf, cap, "%s/%s", d ? d : "/tmp", name);
+    return buf;
+}
+
+static json_t *load(const char *path) {
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    if (!j) fail_msg("%s: %s (line %d)", path, err.text, err.line);
+    return j;
+}
+
+static size_t count_ph(json_t *root, const char *ph, const char *name) {
+    size_t n = 0, i;
+    json_t *e;
+    json_array_foreach(json_object_get(root, "traceEvents"), i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "ph")), ph)) continue;
+        if (name && strcmp(json_string_value(json_object_get(e, "name")), name)) continue;
+        n++;
+    }
+    return n;
+}
+
+static void *worker(void *arg) {
+    char nm[16];
+    snprintf(nm, sizeof nm, "worker-%d", (int)(intptr_t)arg);
+    trace_thread_name(nm);
+    for (int i = 0; i < N_PER; i++) {
+        int64_t t0 = trace_now();
+        trace_arg a[2] = {TRACE_I("i", i), TRACE_D("x", 0.5 * i)};
+        trace_span("inner", "test", t0, trace_now() - t0, a, 2);
+        trace_span("outer", "test", t0, trace_now() - t0 + 10, NULL, 0);
+        if (i % 100 == 0) trace_counter("progress", &a[0], 1);
+    }
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    (void)state;
+    kiln_status st;
+    trace_session *s = trace_start(&(trace_opts){.max_events = 1 << 20}, &st);
+    assert_non_null(s);
+    assert_true(trace_on());
+    assert_null(trace_start(NULL, &st)); /* one at a time */
+    assert_int_equal(st, KILN_ERR_BUSY);
+    pthread_t th[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < N_THREADS; i++) pthread_join(th[i], NULL);
+    trace_stop(s);
+    assert_false(trace_on());
+    trace_stats ts;
+    trace_get_stats(s, &ts);
+    int64_t want = (int64_t)N_THREADS * (2 * N_PER + N_PER / 100);
+    assert_int_equal(ts.events, want);
+    assert_int_equal(ts.dropped, 0);
+    char path[512];
+    json_t *other = json_pack("{s:s,s:i}", "model", "none", "threads", N_THREADS);
+    assert_int_equal(trace_write(s, tmp_path("trace_threads.json", path, sizeof path), other), 0);
+    json_decref(other);
+    json_t *j = load(path);
+    assert_string_equal(json_string_value(json_object_get(j, "displayTimeUnit")), "ms");
+    json_t *od = json_object_get(j, "otherData");
+    assert_string_equal(json_string_value(json_object_get(od, "model")), "none");
+    assert_int_equal(json_integer_value(json_object_get(od, "dropped_events")), 0);
+    assert_int_equal(count_ph(j, "X", "inner"), N_THREADS * N_PER);
+    assert_int_equal(count_ph(j, "C", NULL), N_THREADS * N_PER / 100);
+    assert_int_equal(count_ph(j, "M", "thread_name"), N_THREADS);
+    assert_int_equal(count_ph(j, "M", "process_name"), 1);
+    json_decref(j);
+    trace_free(s);
+}
+
+static void test_dropped(void **state) {
+    (void)state;
+    trace_session *s = trace_start(&(trace_opts){.max_events = 100}, NULL);
+    assert_non_null(s);
+    pthread_t th[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < N_THREADS; i++) pthread_join(th[i], NULL);
+    trace_stats ts;
+    trace_get_stats(s, &ts);
+    assert_int_equal(ts.events, 100);
+    assert_int_equal(ts.events + ts.dropped, (int64_t)N_THREADS * (2 * N_PER + N_PER / 100));
+    char path[512];
+    assert_int_equal(trace_write(s, tmp_path("trace_dropped.json", path, sizeof path), NULL), 0);
+    json_t *j = load(path);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(j, "otherData"), "dropped_events")),
+        ts.dropped);
+    json_decref(j);
+    trace_free(s);
+}
+
+static void test_disabled(void **state) {
+    (void)state;
+    assert_false(trace_on());
+    assert_false(trace_on_ops());
+    /* recording with no session does nothing (and does not crash) */
+    trace_span("x", "t", trace_now(), 5, NULL, 0);
+    trace_async_begin("a", "t", 1);
+    trace_counter("c", &TRACE_I("v", 1), 1);
+    /* the disabled path is one load: a million checks take well under a ms each */
+    int64_t t0 = trace_now();
+    volatile int hits = 0;
+    for (int i = 0; i < 1000000; i++)
+        if (trace_on()) hits++;
+    int64_t dt = trace_now() - t0;
+    assert_int_equal(hits, 0);
+    print_message("disabled trace_on(): %.2f ns per check\n", (double)dt / 1e6);
+    assert_true(dt < 100 * 1000000LL); /* < 100 ns each even under sanitizers */
+    /* events recorded before a session are not in it */
+    trace_session *s = trace_start(&(trace_opts){.detail = TRACE_DETAIL_OPS}, NULL);
+    assert_true(trace_on_ops());
+    trace_stats ts;
+    trace_get_stats(s, &ts);
+    assert_int_equal(ts.events, 0);
+    trace_free(s);
+    assert_false(trace_on());
+}
+
+static void test_repairs(void **state) {
+    (void)state;
+    trace_session *s = trace_start(NULL, NULL);
+    int64_t t = trace_now();
+    trace_span("parent", "t", t, 1000, NULL, 0);
+    trace_span("child", "t", t + 500, 800, NULL, 0); /* overruns its parent: cut */
+    trace_span("same", "t", t, 400, NULL, 0);        /* same start, shorter: nested */
+    trace_async_begin("queued", "req", 7);
+    trace_async_end("queued", "req", 7);
+    trace_async_begin("decode", "req", 7); /* never ended: closed at stop */
+    trace_async_end("prefill", "req", 9);  /* never begun: dropped */
+    trace_flow_start("enqueue", 3);
+    trace_flow_end("enqueue", 3);
+    trace_flow_start("enqueue", 4); /* no end: dropped */
+    trace_flow_end("other", 5);     /* no start: dropped */
+    char path[512];
+    assert_int_equal(trace_write(s, tmp_path("trace_repairs.json", path, sizeof path), NULL), 0);
+    trace_stats ts;
+    trace_get_stats(s, &ts);
+    assert_int_equal(ts.dropped_flows, 2);
+    assert_int_equal(ts.fixed_nesting, 1);
+    json_t *j = load(path);
+    assert_int_equal(count_ph(j, "b", NULL), 2);
+    assert_int_equal(count_ph(j, "e", NULL), 2);
+    assert_int_equal(count_ph(j, "s", NULL), 1);
+    assert_int_equal(count_ph(j, "f", NULL), 1);
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(j, "traceEvents"), i, e) {
+        if (!strcmp(json_string_value(json_object_get(e, "name")), "child"))
+            assert_true(json_number_value(json_object_get(e, "dur")) <= 0.5 + 1e-9);
+    }
+    json_decref(j);
+    trace_free(s);
+}
+
+/* The scheduler's instrumentation: steps with their arguments, per-request
+ * async slices queued -> prefill -> decode, enqueue flows, counters. */
+static atomic_int g_done;
+
+static void on_ev(void *user, const kiln_sched_event *ev) {
+    (void)user;
+    if (ev->kind == KILN_SCHED_DONE) atomic_fetch_add(&g_done, 1);
+}
+
+static void test_sched_trace(void **state) {
+    (void)state;
+    char mpath[512], path[512];
+    struct synth_params sp = {.hp = {.arch = arch_get(ARCH_LLAMA),
+                                     .n_embd = 64,
+                                     .n_layer = 2,
+                                     .n_head = 4,
+                                     .n_head_kv = 2,
+                                     .n_ff = 128,
+                                     .n_ctx_train = 256,
+                                     .n_vocab = 320,
+                                     .rope_freq_base = 10000.0f,
+                                     .norm_eps = 1e-5f},
+                              .type = KILN_TYPE_F32,
+                              .seed = 7,
+                              .n_threads = 1};
+    test_tmp_path("trace-synth.gguf", mpath, sizeof mpath);
+    assert_int_equal(synth_write(&sp, mpath), KILN_OK);
+    kiln_model *m = kiln_model_load(mpath, NULL);
+    assert_non_null(m);
+    kiln_sched_params pp = kiln_sched_default_params();
+    pp.n_slots = 2;
+    pp.n_ctx = 256;
+    pp.n_threads = 1;
+    trace_session *ts = trace_start(NULL, NULL);
+    assert_non_null(ts);
+    kiln_sched *s = kiln_sched_create(m, &pp, NULL);
+    assert_non_null(s);
+    kiln_gen_params gp = kiln_gen_default_params();
+    gp.n_predict = 8;
+    gp.stop_at_eog = 0;
+    int32_t ids[4][6] = {{1, 5, 6, 7, 8, 9}, {1, 10, 11}, {1, 12, 13, 14}, {1, 20}};
+    int32_t lens[4] = {6, 3, 4, 2};
+    atomic_store(&g_done, 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(kiln_sched_submit(s, ids[i], lens[i], &gp, on_ev, NULL, NULL), KILN_OK);
+    while (atomic_load(&g_done) < 4) usleep(1000);
+    kiln_sched_destroy(s);
+    assert_int_equal(trace_write(ts, test_tmp_path("trace_sched.json", path, sizeof path), NULL),
+                     KILN_OK);
+    trace_stats st;
+    trace_get_stats(ts, &st);
+    assert_int_equal(st.dropped_flows, 0);
+    trace_free(ts);
+    json_t *j = load(path);
+    size_t steps = count_ph(j, "X", "step");
+    assert_true(steps >= 8);
+    assert_int_equal(count_ph(j, "X", "forward"), steps);
+    assert_int_equal(count_ph(j, "C", "scheduler"), steps);
+    assert_int_equal(count_ph(j, "b", "queued"), 4);
+    assert_int_equal(count_ph(j, "e", "queued"), 4);
+    assert_int_equal(count_ph(j, "b", "decode"), 4);
+    assert_int_equal(count_ph(j, "e", "decode"), 4);
+    assert_int_equal(count_ph(j, "s", "enqueue"), 4);
+    assert_int_equal(count_ph(j, "f", "enqueue"), 4);
+    assert_int_equal(count_ph(j, "X", "sample"), 4 * 8);
+    size_t i;
+    json_t *e;
+    bool named = false;
+    json_array_foreach(json_object_get(j, "traceEvents"), i, e) {
+        const char *nm = json_string_value(json_object_get(e, "name"));
+        if (!strcmp(nm, "thread_name") &&
+            !strcmp(json_string_value(json_object_get(json_object_get(e, "args"), "name")),
+                    "engine"))
+            named = true;
+        if (!strcmp(nm, "step")) {
+            json_t *a = json_object_get(e, "args");
+            assert_true(json_integer_value(json_object_get(a, "batch")) >= 1);
+            assert_non_null(json_object_get(a, "kv_used"));
+            assert_non_null(json_object_get(a, "prefill_tokens"));
+        }
+    }
+    assert_true(named);
+    json_decref(j);
+    kiln_model_free(m);
+    remove(mpath);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_threads),     cmocka_unit_test(test_dropped),
+        cmocka_unit_test(test_disabled),    cmocka_unit_test(test_repairs),
+        cmocka_unit_test(test_sched_trace),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
