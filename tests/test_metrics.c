@@ -172,9 +172,9 @@ static void test_histogram(void **state) {
     free(out);
 
     /* the standard bounds are ascending and as documented */
-    assert_int_equal(metrics_n_latency_bounds, 20);
+    assert_int_equal(metrics_n_latency_bounds, 24);
     assert_true(metrics_latency_bounds[0] == 0.001);
-    assert_true(metrics_latency_bounds[metrics_n_latency_bounds - 1] == 60);
+    assert_true(metrics_latency_bounds[metrics_n_latency_bounds - 1] == 960);
     assert_int_equal(metrics_n_size_bounds, 11);
     for (int i = 0; i < metrics_n_size_bounds; i++)
         assert_true(metrics_size_bounds[i] == (double)(1 << i));

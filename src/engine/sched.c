@@ -387,6 +387,7 @@ static void run_step(kiln_sched *s, int64_t t_step) {
     s->step_dur[s->step_head++ % SCHED_STEP_RING] = dur;
     pthread_mutex_unlock(&s->mu);
     trace_step(t_step, n, n_pre, n_dec, kv_used, waiting);
+    trace_step_done(t_step); /* the step observer (the HTTP profiler) */
 }
 
 static bool any_busy(const kiln_sched *s) {

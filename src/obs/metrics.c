@@ -74,10 +74,17 @@ struct metrics {
     struct owned_block *blocks; /* metrics_alloc */
 };
 
-const double metrics_latency_bounds[] = {0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05,
-                                         0.075, 0.1,    0.25,  0.5,    0.75, 1,     2.5,
-                                         5,     7.5,    10,    20,     30,   60};
+const double metrics_latency_bounds[] = {0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
+                                         0.1,   0.25,   0.5,   0.75,   1,    2.5,   5,    7.5,
+                                         10,    20,     30,    60,     120,  240,   480,  960};
 const int metrics_n_latency_bounds = sizeof metrics_latency_bounds / sizeof(double);
+const double metrics_fine_bounds[] = {0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025,
+                                      0.005,  0.0075,  0.01,   0.025,   0.05,  0.075,
+                                      0.1,    0.25,    0.5,    1};
+const int metrics_n_fine_bounds = sizeof metrics_fine_bounds / sizeof(double);
+const double metrics_token_bounds[] = {1,    4,    16,   64,    256,   512,   1024,
+                                       2048, 4096, 8192, 16384, 32768, 131072};
+const int metrics_n_token_bounds = sizeof metrics_token_bounds / sizeof(double);
 const double metrics_size_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 const int metrics_n_size_bounds = sizeof metrics_size_bounds / sizeof(double);
 

@@ -108,10 +108,17 @@ kiln_status metrics_write(metrics *m, char **out, size_t *len);
  * recorded message says which); KILN_ERR_NOMEM. (Defined in proc.c.) */
 kiln_status metrics_add_process(metrics *m);
 
-/* Standard bounds: latency in seconds (0.001 .. 60, 20 values: 1, 2.5, 5,
- * 7.5 per decade up to 10, then 20, 30, 60) and sizes (1, 2, 4, ... 1024) for batch sizes. */
+/* Standard bounds: latency in seconds (0.001 .. 960, 24 values: 1, 2.5, 5,
+ * 7.5 per decade up to 10, then 20, 30, 60, 120, 240, 480, 960: a long
+ * generation lasts minutes), fine latency for per-token and sub-millisecond
+ * stages (0.0001 .. 1, 16 values), token counts (1 .. 131072, 13 values)
+ * and sizes (1, 2, 4, ... 1024) for batch sizes. */
 extern const double metrics_latency_bounds[];
 extern const int metrics_n_latency_bounds;
+extern const double metrics_fine_bounds[];
+extern const int metrics_n_fine_bounds;
+extern const double metrics_token_bounds[];
+extern const int metrics_n_token_bounds;
 extern const double metrics_size_bounds[];
 extern const int metrics_n_size_bounds;
 

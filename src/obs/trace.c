@@ -78,6 +78,7 @@ struct trace_session {
 };
 
 atomic_int trace_level_;
+_Atomic(trace_step_fn) trace_step_hook_;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static trace_thread *g_threads; /* under g_mu */

@@ -134,6 +134,22 @@ void trace_instant(const char *name, const char *cat, const trace_arg *args, int
  * active session; keeps the first 31 bytes). */
 void trace_thread_name(const char *name);
 
+/* The step observer: a function the schedulers call at the end of every
+ * engine step they run (after the step's trace span), on their engine
+ * threads, with the step's trace start (0 when trace_on() was false when the
+ * step began). The HTTP profiler (server/api_prof.c) uses it to start and
+ * stop a session exactly at step boundaries. NULL: none; the check is one
+ * relaxed load. The hook must be cheap when it has nothing to do. */
+typedef void (*trace_step_fn)(int64_t t_step);
+extern _Atomic(trace_step_fn) trace_step_hook_;
+static inline void trace_step_done(int64_t t_step) {
+    trace_step_fn f = atomic_load_explicit(&trace_step_hook_, memory_order_acquire);
+    if (f) f(t_step);
+}
+static inline void trace_set_step_hook(trace_step_fn f) {
+    atomic_store_explicit(&trace_step_hook_, f, memory_order_release);
+}
+
 /* A span over a block of code (the instrumentation's shorthand):
  *     TRACE_SCOPE_BEGIN(t);  ... ;  TRACE_SCOPE_END(t, "sample", "engine");
  */

@@ -123,7 +123,11 @@ void srv_diag_free(srv *s) {
 void srv_diag_measure(srv *s, int32_t n_threads) {
     srv_diag *d = s->diag;
     if (!d) return;
-    if (kiln_machine_measure(n_threads, 1, &d->limits) == KILN_OK) atomic_store(&d->limits_ok, 1);
+    if (kiln_machine_measure(n_threads, 1, &d->limits) != KILN_OK) return;
+    atomic_store(&d->limits_ok, 1);
+    metric_set(s->m.mach_read, NULL, d->limits.read_gbs * 1e9);
+    metric_set(s->m.mach_fma, NULL, d->limits.fma_gflops * 1e9);
+    metric_set(s->m.mach_int8, NULL, d->limits.vnni_gops * 1e9);
 }
 
 void srv_diag_itl(srv *s, double gap) {

@@ -18,6 +18,8 @@
 
 /* ---- the engine side */
 
+static const char *finish_str(kiln_finish f);
+
 static void on_event(void *user, const kiln_sched_event *ev) {
     srv_req *r = user;
     srv *s = r->s;
@@ -45,8 +47,19 @@ static void on_event(void *user, const kiln_sched_event *ev) {
     }
     r->done = true;
     pthread_mutex_unlock(&r->mu);
+    {
+        const char *why = ev->status != KILN_OK                              ? "error"
+                          : !ev->stats                                       ? "stop"
+                          : ev->stats->finish == KILN_FINISH_CANCELLED       ? "cancelled"
+                          : !strcmp(finish_str(ev->stats->finish), "length") ? "length"
+                                                                             : "stop";
+        const char *v[] = {why, NULL};
+        metric_inc(s->m.finished, v, 1);
+    }
     if (ev->stats && ev->status == KILN_OK) {
         const kiln_request_stats *st = ev->stats;
+        metric_observe(s->m.prompt_len, NULL, st->n_prompt);
+        metric_observe(s->m.output_len, NULL, st->n_gen);
         metric_observe(s->m.queue, NULL, st->t_queue);
         if (st->n_gen > 0) {
             metric_observe(s->m.ttft, NULL, st->t_first_token);

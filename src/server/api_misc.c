@@ -89,14 +89,22 @@ static void on_scrape(void *user) {
         metric_set(s->m.model_bytes, v, on ? (double)e[i].bytes : 0);
         if (on && !e[i].is_encoder) {
             const kiln_sched_state *st = &e[i].sched;
+            const char *pre[] = {e[i].name, "prefill", NULL}, *dec[] = {e[i].name, "decode", NULL};
+            metric_set(s->m.eng_busy, v, st->t_busy);
+            metric_set(s->m.eng_forward, v, st->t_forward);
+            metric_set(s->m.eng_steps, v, (double)st->n_steps);
+            metric_set(s->m.eng_tokens, pre, (double)st->n_prefill_tokens);
+            metric_set(s->m.eng_tokens, dec, (double)st->n_decode_tokens);
+            metric_set(s->m.eng_step_p99, v, st->step_p99);
             metric_set(s->m.busy_slots, v, st->busy_slots);
             metric_set(s->m.queue_depth, v, st->queued);
             metric_set(s->m.kv_used, v, (double)st->kv_used);
             metric_set(s->m.kv_ratio, v, st->kv_total ? (double)st->kv_used / st->kv_total : 0);
         } else {
-            metric_set(s->m.busy_slots, v, 0);
+            /* encoders have no slots or KV cache: no such series for them */
             metric_set(s->m.queue_depth, v, on ? e[i].batcher.queued : 0);
             if (!e[i].is_encoder) {
+                metric_set(s->m.busy_slots, v, 0);
                 metric_set(s->m.kv_used, v, 0);
                 metric_set(s->m.kv_ratio, v, 0);
             }
@@ -122,9 +130,9 @@ kiln_status srv_metrics_init(srv *s) {
                           "Time a request waited before the engine started it.", NULL, lb, nl);
     m->ttft = metrics_histogram(m->reg, "kiln_time_to_first_token_seconds",
                                 "Submission to the first generated token.", NULL, lb, nl);
-    m->itl =
-        metrics_histogram(m->reg, "kiln_inter_token_latency_seconds",
-                          "Time between consecutive generated tokens of a request.", NULL, lb, nl);
+    m->itl = metrics_histogram(m->reg, "kiln_inter_token_latency_seconds",
+                               "Time between consecutive generated tokens of a request.", NULL,
+                               metrics_fine_bounds, metrics_n_fine_bounds);
     m->prefill =
         metrics_histogram(m->reg, "kiln_prefill_time_seconds",
                           "Per request: admission to the first generated token.", NULL, lb, nl);
@@ -132,7 +140,8 @@ kiln_status srv_metrics_init(srv *s) {
         metrics_histogram(m->reg, "kiln_decode_time_seconds",
                           "Per request: the first generated token to the last.", NULL, lb, nl);
     m->tokenize = metrics_histogram(m->reg, "kiln_tokenization_time_seconds",
-                                    "Per request: chat template and tokenizer time.", NULL, lb, nl);
+                                    "Per request: chat template and tokenizer time.", NULL,
+                                    metrics_fine_bounds, metrics_n_fine_bounds);
     m->emb_batch =
         metrics_histogram(m->reg, "kiln_embedding_batch_size",
                           "Texts in the merged embedding call a request joined.", NULL, sb, ns);
@@ -159,14 +168,54 @@ kiln_status srv_metrics_init(srv *s) {
     m->model_bytes =
         metrics_gauge(m->reg, "kiln_model_bytes",
                       "Memory of each loaded model (weights, KV cache, buffers).", l_model);
+    static const char *const l_reason[] = {"reason", NULL}, *const l_version[] = {"version", NULL},
+                             *const l_phase[] = {"model", "phase", NULL};
+    const double *tb = metrics_token_bounds;
+    int nt = metrics_n_token_bounds;
+    m->finished = metrics_counter(m->reg, "kiln_requests_finished_total",
+                                  "Generation requests finished, by reason (stop, length, "
+                                  "cancelled, error).",
+                                  l_reason);
+    m->prompt_len =
+        metrics_histogram(m->reg, "kiln_prompt_length_tokens",
+                          "Prompt tokens per finished generation request.", NULL, tb, nt);
+    m->output_len =
+        metrics_histogram(m->reg, "kiln_output_length_tokens",
+                          "Generated tokens per finished generation request.", NULL, tb, nt);
+    m->build_info =
+        metrics_gauge(m->reg, "kiln_build_info", "Always 1; the version as a label.", l_version);
+    m->eng_busy = metrics_counter(m->reg, "kiln_engine_busy_seconds_total",
+                                  "Seconds the model's scheduler spent in steps.", l_model);
+    m->eng_forward = metrics_counter(
+        m->reg, "kiln_engine_forward_seconds_total",
+        "Seconds of those steps in the forward pass (the rest is host overhead).", l_model);
+    m->eng_steps =
+        metrics_counter(m->reg, "kiln_engine_steps_total", "Scheduler steps run.", l_model);
+    m->eng_tokens = metrics_counter(m->reg, "kiln_engine_tokens_total",
+                                    "Tokens the steps ran, by phase (prefill, decode).", l_phase);
+    m->eng_step_p99 =
+        metrics_gauge(m->reg, "kiln_engine_step_p99_seconds",
+                      "99th percentile of the model's last 256 step durations.", l_model);
+    m->mach_read = metrics_gauge(m->reg, "kiln_machine_read_bandwidth_bytes_per_second",
+                                 "Memory read bandwidth measured at start (--diagnostics).", NULL);
+    m->mach_fma = metrics_gauge(m->reg, "kiln_machine_fma_flops_per_second",
+                                "FP32 FMA peak measured at start (--diagnostics).", NULL);
+    m->mach_int8 = metrics_gauge(m->reg, "kiln_machine_int8_ops_per_second",
+                                 "int8 dot-product peak measured at start (--diagnostics; 0 "
+                                 "without VNNI).",
+                                 NULL);
     m->slow = metrics_counter(m->reg, "kiln_slow_requests_total",
                               "Requests slower end-to-end than --slow-request-ms.", NULL);
     if (!m->slow || !m->requests || !m->latency || !m->in_flight || !m->queue || !m->ttft ||
         !m->itl || !m->prefill || !m->decode || !m->tokenize || !m->emb_batch ||
         !m->emb_batch_latency || !m->prompt_tokens || !m->gen_tokens || !m->emb_tokens ||
         !m->queue_depth || !m->busy_slots || !m->kv_used || !m->kv_ratio || !m->models_loaded ||
-        !m->model_bytes)
+        !m->model_bytes || !m->finished || !m->prompt_len || !m->output_len || !m->build_info ||
+        !m->eng_busy || !m->eng_forward || !m->eng_steps || !m->eng_tokens || !m->eng_step_p99 ||
+        !m->mach_read || !m->mach_fma || !m->mach_int8)
         return KILN_ERR_INTERNAL;
+    const char *ver[] = {KILN_VERSION, NULL};
+    metric_set(m->build_info, ver, 1);
     kiln_status st = metrics_add_process(m->reg);
     if (st) return st;
     metric_set(m->in_flight, NULL, 0);

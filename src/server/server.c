@@ -307,7 +307,7 @@ static bool early_answer(srv_req *r, const char *method, const char *url, enum M
         return true;
     }
     if (r->route == SRV_R_UNKNOWN ||
-        ((r->route == SRV_R_DIAG_PERF || r->route == SRV_R_DIAG_BOTTLENECK) && !s->diag)) {
+        (r->route >= SRV_R_DIAG_PERF && r->route < SRV_R_UNKNOWN && !s->diag)) {
         *res = srv_error(r, 404, "not_found_error", NULL, "not_found",
                          "no route for %s %.200s (routes: /v1/chat/completions, /v1/completions, "
                          "/v1/embeddings, /v1/models, /health, /metrics%s)",
@@ -628,6 +628,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return srv_handle_diag_perf(r);
         case SRV_R_DIAG_BOTTLENECK:
             return srv_handle_diag_bottleneck(r);
+        case SRV_R_PROF_START:
+        case SRV_R_PROF_STOP:
+        case SRV_R_PROF_STATUS:
+        case SRV_R_PROF_TRACES:
+        case SRV_R_PROF_TRACE:
+            return srv_handle_prof(r);
         default:
             return prep_start(r);
         }
@@ -719,6 +725,7 @@ static void *watcher_main(void *arg) {
         nanosleep(&ts, NULL);
         srv_conns_reap(s);
         srv_diag_tick(s);
+        if (s->diag) srv_prof_tick(s);
         srv_logs_tick(s);
         srv_req *wake[MAX];
         int n_wake = 0;
@@ -930,7 +937,7 @@ srv *srv_create(const srv_config *c, kiln_status *st) {
     if ((ret = srv_metrics_init(s))) goto fail;
     s->engine_threads = c->reg.sched.n_threads;
     srv_gpu_open(s);
-    if (c->diagnostics && (ret = srv_diag_init(s))) goto fail;
+    if (c->diagnostics && ((ret = srv_diag_init(s)) || (ret = srv_prof_init(s)))) goto fail;
     if (!(s->reg = kiln_registry_create(&c->reg, &ret))) goto fail;
     for (int i = 0; i < c->n_models; i++)
         if ((ret =
@@ -1079,6 +1086,7 @@ void srv_destroy(srv *s) {
     srv_shutdown(s, 0);
     kiln_registry_destroy(s->reg);
     srv_metrics_free(s);
+    srv_prof_free(s);
     srv_diag_free(s);
     gpu_close(s->gpu);
     if (s->health_ok) MHD_destroy_response(s->health_ok);

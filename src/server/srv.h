@@ -47,6 +47,11 @@ typedef enum srv_route {
     SRV_R_METRICS,
     SRV_R_DIAG_PERF,
     SRV_R_DIAG_BOTTLENECK,
+    SRV_R_PROF_START, /* the profiler routes (api_prof.c): diagnostics too */
+    SRV_R_PROF_STOP,
+    SRV_R_PROF_STATUS,
+    SRV_R_PROF_TRACES,
+    SRV_R_PROF_TRACE, /* /diagnostics/profiler/traces/{id} (a prefix) */
     SRV_R_UNKNOWN,
     SRV_R_COUNT
 } srv_route;
@@ -66,6 +71,10 @@ typedef struct srv_metrics {
     metric *requests, *latency, *queue, *ttft, *itl, *prefill, *decode, *tokenize;
     metric *emb_batch, *emb_batch_latency, *prompt_tokens, *gen_tokens, *emb_tokens;
     metric *in_flight, *queue_depth, *busy_slots, *kv_used, *kv_ratio, *models_loaded, *model_bytes;
+    /* engines, request outcomes and lengths, the build and the machine */
+    metric *finished, *prompt_len, *output_len, *build_info;
+    metric *eng_busy, *eng_forward, *eng_steps, *eng_tokens, *eng_step_p99;
+    metric *mach_read, *mach_fma, *mach_int8;
     metric *slow; /* kiln_slow_requests_total (logs.c) */
 } srv_metrics;
 
@@ -296,6 +305,15 @@ enum MHD_Result srv_handle_diag_perf(srv_req *r);
  * without --diagnostics. */
 const char *srv_diag_verdict(srv *s, double window);
 enum MHD_Result srv_handle_diag_bottleneck(srv_req *r);
+
+/* The HTTP profiler (api_prof.c; with --diagnostics): trace sessions armed
+ * over HTTP and counted in engine steps through the scheduler's step hook
+ * (obs/trace.h); finished traces kept in memory. One srv per process has
+ * it (the hook is global). */
+kiln_status srv_prof_init(srv *s);           /* KILN_ERR_NOMEM */
+void srv_prof_free(srv *s);                  /* ends a session, drops the traces */
+void srv_prof_tick(srv *s);                  /* watcher thread: stores a finished trace */
+enum MHD_Result srv_handle_prof(srv_req *r); /* the SRV_R_PROF_* routes */
 
 /* Logs (logs.c): the access line of a finished request (on_completed; e2e
  * in seconds), with its slow-request line and count; a generated token and

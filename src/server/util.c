@@ -82,6 +82,14 @@ static const struct {
     [SRV_R_DIAG_PERF] = {"/diagnostics/performance", "/diagnostics/performance", "GET", 1},
     [SRV_R_DIAG_BOTTLENECK] = {"/diagnostics/bottleneck-analysis",
                                "/diagnostics/bottleneck-analysis", "GET", 1},
+    [SRV_R_PROF_START] = {"/diagnostics/profiler/start", "/diagnostics/profiler/start", "POST", 1},
+    [SRV_R_PROF_STOP] = {"/diagnostics/profiler/stop", "/diagnostics/profiler/stop", "POST", 1},
+    [SRV_R_PROF_STATUS] = {"/diagnostics/profiler/status", "/diagnostics/profiler/status", "GET",
+                           1},
+    [SRV_R_PROF_TRACES] = {"/diagnostics/profiler/traces", "/diagnostics/profiler/traces", "GET",
+                           1},
+    [SRV_R_PROF_TRACE] = {"/diagnostics/profiler/traces/", "/diagnostics/profiler/traces/{id}",
+                          "GET", 1},
     [SRV_R_UNKNOWN] = {NULL, "other", NULL, 0},
 };
 
@@ -90,7 +98,12 @@ srv_route srv_route_of(const char *url) {
     /* A trailing slash is the same route ("/v1/models/"). */
     if (n > 1 && url[n - 1] == '/') n--;
     for (int r = 0; r < SRV_R_UNKNOWN; r++)
-        if (strlen(routes[r].path) == n && !memcmp(url, routes[r].path, n)) return (srv_route)r;
+        if (r != SRV_R_PROF_TRACE && strlen(routes[r].path) == n && !memcmp(url, routes[r].path, n))
+            return (srv_route)r;
+    /* a prefix route: /diagnostics/profiler/traces/{id} (one segment) */
+    size_t np = strlen(routes[SRV_R_PROF_TRACE].path);
+    if (n > np && !memcmp(url, routes[SRV_R_PROF_TRACE].path, np) && !memchr(url + np, '/', n - np))
+        return SRV_R_PROF_TRACE;
     return SRV_R_UNKNOWN;
 }
 

@@ -250,9 +250,18 @@ for m in 'kiln_http_requests_total{route="/v1/completions",status="200"}' \
     kiln_tokenization_time_seconds_bucket kiln_prompt_tokens_total kiln_generated_tokens_total \
     kiln_http_requests_in_flight 'kiln_queue_depth{model="llama"}' 'kiln_busy_slots{model="llama"}' \
     'kiln_kv_cache_usage_ratio{model="llama"}' kiln_models_loaded 'kiln_model_bytes{model="emb"}' \
-    process_resident_memory_bytes; do
+    process_resident_memory_bytes 'kiln_requests_finished_total{reason="length"}' \
+    kiln_prompt_length_tokens_bucket kiln_output_length_tokens_bucket \
+    'kiln_build_info{version="' 'kiln_engine_busy_seconds_total{model="llama"}' \
+    'kiln_engine_forward_seconds_total{model="llama"}' 'kiln_engine_steps_total{model="llama"}' \
+    'kiln_engine_tokens_total{model="llama",phase="decode"}' \
+    'kiln_engine_step_p99_seconds{model="llama"}' \
+    'kiln_inter_token_latency_seconds_bucket{le="0.0001"}' \
+    'kiln_http_request_duration_seconds_bucket{route="/v1/completions",le="960"}'; do
     grep -qF "$m" "$T/metrics" || fail "/metrics lacks $m"
 done
+# encoders have no slot or KV series
+! grep -qF 'kiln_busy_slots{model="emb"}' "$T/metrics" || fail "slot gauge for an encoder"
 [ "$(awk '$1 == "kiln_models_loaded" {print $2}' "$T/metrics")" = 2 ] || fail "kiln_models_loaded != 2"
 
 # a decoder without --embeddings: embeddings are a clear 400

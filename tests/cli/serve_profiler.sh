@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# serve_profiler.sh - the HTTP profiler of `kiln serve --diagnostics` (issue
+# 12 item 3): /diagnostics/profiler/* are 404 without the flag and behind the
+# API key with it; wait 1 / warmup 1 / active 3 over one streaming request
+# records exactly 3 engine "step" spans and a trace that trace_validate.py
+# accepts; a second start while one waits is 409; stop while waiting gives
+# state stopped and a valid empty trace; a tiny max_events drops events and
+# still writes a valid trace; bad parameters are 400; the list keeps the
+# last 8 traces.
+# Usage: bash serve_profiler.sh /path/to/kiln
+set -u
+KILN=${1:?usage: serve_profiler.sh /path/to/kiln}
+TEST_NAME=serve-profiler
+. "$(dirname "$0")/../server/lib.sh"
+command -v python3 >/dev/null || {
+    echo "SKIP: python3 is not installed"
+    exit 0
+}
+VALIDATE="$(dirname "$0")/../trace_validate.py"
+J='Content-Type: application/json'
+A='Authorization: Bearer k'
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+post() { curl -s -m 30 -X POST -H "$J" -H "$A" -d '' "$URL/diagnostics/profiler/$1"; }
+get() { curl -s -m 30 -H "$A" "$URL/diagnostics/profiler/$1"; }
+# wait_state STATE: polls the status (10 s at most)
+wait_state() {
+    local i
+    for i in $(seq 100); do
+        [ "$(get status | field 'd["state"]')" = "$1" ] && return 0
+        sleep 0.1
+    done
+    fail "profiler never reached $1: $(get status)"
+}
+stream() {
+    curl -s -m 60 -N -o /dev/null -H "$J" -H "$A" "$URL/v1/completions" \
+        -d "{\"prompt\":\"q\",\"max_tokens\":$1,\"ignore_eos\":true,\"stream\":true}" ||
+        fail "streaming request"
+}
+
+synth_models
+
+# off by default
+start_server off -m "$T/llama.gguf" --ctx 256 -t 1
+req POST /diagnostics/profiler/start '{}'
+[ "$CODE" = 404 ] || fail "profiler without --diagnostics: $CODE"
+req GET /diagnostics/profiler/status
+[ "$CODE" = 404 ] || fail "profiler status without --diagnostics: $CODE"
+stop_server
+
+start_server on -m "$T/llama.gguf" --ctx 256 --parallel 1 -t 1 --diagnostics --api-key k
+req GET /diagnostics/profiler/status
+[ "$CODE" = 401 ] || fail "profiler without the key: $CODE"
+[ "$(get status | field 'd["state"]')" = idle ] || fail "idle: $(get status)"
+
+# bad parameters
+for q in active_steps=0 wait_steps=-1 max_events=x detail=foo warmup_steps=1.5; do
+    req POST "/diagnostics/profiler/start?$q" '{}' -H "$A"
+    expect_error "start?$q" 400 invalid_request_error - invalid_value
+done
+req GET /diagnostics/profiler/traces/99 '' -H "$A"
+expect_error "unknown trace" 404 not_found_error null trace_not_found
+req POST /diagnostics/profiler/stop '{}' -H "$A"
+expect_error "stop when idle" 409 invalid_request_error null profiler_not_active
+
+# wait 1, warmup 1, active 3 over one streaming request
+post 'start?wait_steps=1&warmup_steps=1&active_steps=3' >"$T/s1.json"
+python3 - "$T/s1.json" <<'PY' || fail "start: $(cat "$T/s1.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["state"] == "waiting" and d["steps_remaining"] == 5 and d["id"] >= 1, d
+PY
+ID1=$(field 'd["id"]' <"$T/s1.json")
+stream 20
+wait_state done
+get status >"$T/st1.json"
+get "traces/$ID1" >"$T/t1.json"
+curl -s -m 30 -D "$T/h1" -o /dev/null -H "$A" "$URL/diagnostics/profiler/traces/$ID1"
+grep -qi '^content-type: application/json' "$T/h1" || fail "trace content type: $(cat "$T/h1")"
+python3 "$VALIDATE" "$T/t1.json" || fail "trace_validate on the profiler trace"
+python3 - "$T/t1.json" "$T/st1.json" <<'PY' || fail "3 steps: $(head -c 600 "$T/t1.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+st = json.load(open(sys.argv[2]))
+steps = [e for e in d["traceEvents"] if e.get("ph") == "X" and e.get("name") == "step"]
+assert len(steps) == 3, len(steps)
+assert any(e.get("name") == "forward" for e in d["traceEvents"])
+assert d["otherData"]["profiler"]["active_steps"] == 3, d["otherData"]
+assert st["steps_seen"] == 5 and st["steps_remaining"] == 0 and st["events"] > 0, st
+assert st["dropped"] == 0, st
+PY
+
+# a second start while one is waiting: 409; stop while waiting: an empty trace
+post 'start?wait_steps=1000' >"$T/s2.json"
+ID2=$(field 'd["id"]' <"$T/s2.json")
+req POST '/diagnostics/profiler/start?active_steps=2' '{}' -H "$A"
+expect_error "second start" 409 invalid_request_error null profiler_busy
+post stop >"$T/stop.json"
+[ "$(field 'd["state"]' <"$T/stop.json")" = stopped ] || fail "stop: $(cat "$T/stop.json")"
+get "traces/$ID2" >"$T/t2.json"
+python3 "$VALIDATE" "$T/t2.json" || fail "trace_validate on the empty trace"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["traceEvents"] == [], d' \
+    "$T/t2.json" || fail "empty trace: $(head -c 300 "$T/t2.json")"
+
+# a tiny event budget: events dropped, the trace still valid
+post 'start?active_steps=5&max_events=10&detail=ops' >"$T/s3.json"
+[ "$(field 'd["state"]' <"$T/s3.json")" = recording ] || fail "wait 0: $(cat "$T/s3.json")"
+ID3=$(field 'd["id"]' <"$T/s3.json")
+stream 20
+wait_state done
+get status >"$T/st3.json"
+[ "$(field 'd["dropped"] > 0' <"$T/st3.json")" = True ] || fail "dropped: $(cat "$T/st3.json")"
+get "traces/$ID3" >"$T/t3.json"
+python3 "$VALIDATE" "$T/t3.json" || fail "trace_validate on the truncated trace"
+
+# the list keeps the last 8
+for i in $(seq 7); do
+    post 'start?wait_steps=5' >/dev/null
+    post stop >/dev/null
+done
+get traces >"$T/list.json"
+python3 - "$T/list.json" "$ID1" "$ID3" <<'PY' || fail "list: $(cat "$T/list.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+ids = [t["id"] for t in d["traces"]]
+assert len(ids) == 8, ids
+assert int(sys.argv[2]) not in ids and int(sys.argv[3]) in ids, ids
+for t in d["traces"]:
+    assert t["bytes"] > 0 and t["state"] in ("done", "stopped"), t
+PY
+req GET "/diagnostics/profiler/traces/$ID1" '' -H "$A"
+expect_error "dropped trace" 404 not_found_error null trace_not_found
+check_errors
+stop_server
+echo "serve_profiler: ok"
