@@ -19,6 +19,7 @@
  * NVML read can take tens of ms per device) and served from that copy. */
 #include "base/log.h"
 #include "base/time.h"
+#include "bench/bench.h"
 #include "obs/gpu.h"
 #include "obs/host.h"
 #include "obs/proc.h"
@@ -488,4 +489,162 @@ enum MHD_Result srv_handle_diag_bottleneck(srv_req *r) {
     json_t *j = verdict_json(r->s, p);
     free(p);
     return srv_respond_json(r, 200, j);
+}
+
+/* ---- POST /diagnostics/benchmark
+ *
+ * Runs Kiln's own load generator (src/bench) in-process against this
+ * server's address with a bounded workload, on the prep thread that handles
+ * the request (the load's own requests go through the other prep threads),
+ * and answers with the run as `kiln bench --json` writes it, the snapshot
+ * before and after, and the verdict over the run. One at a time (409). */
+
+static atomic_int bench_busy;
+
+/* Reads an integer field of the body in [lo, hi] (absent: *out unchanged);
+ * false and *why on a bad value. */
+static bool body_int(json_t *b, const char *key, int lo, int hi, int *out, char *why, size_t cap) {
+    json_t *v = json_object_get(b, key);
+    if (!v) return true;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        snprintf(why, cap, "'%s' must be an integer from %d to %d", key, lo, hi);
+        return false;
+    }
+    *out = (int)json_integer_value(v);
+    return true;
+}
+
+static json_t *bench_doc(srv *s, bench_workload_opts *wo, bench_run_opts *ro, char *why,
+                         size_t cap) {
+    bench_workload w;
+    if (bench_workload_init(&w, wo)) {
+        snprintf(why, cap, "workload: %s", kiln_last_error());
+        return NULL;
+    }
+    bench_run run;
+    memset(&run, 0, sizeof run);
+    if (bench_run_load(ro, &w, &run)) {
+        snprintf(why, cap, "load generator: %s", kiln_last_error());
+        bench_workload_free(&w);
+        return NULL;
+    }
+    bench_slo slo;
+    memset(&slo, 0, sizeof slo);
+    bench_stats *st = bench_stats_compute(&run, &slo);
+    json_t *jr = st ? bench_run_json(&run, st) : NULL;
+    free(st);
+    bench_run_free(&run);
+    bench_workload_free(&w);
+    if (!jr) {
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    json_object_set_new(jr, "level", json_real(ro->concurrency));
+    (void)s;
+    return json_pack("{s:s,s:s,s:{s:s,s:s,s:i,s:i,s:i},s:[o]}", "tool", "kiln bench",
+                     "kiln_version", kiln_version(), "params", "url", ro->url, "workload",
+                     bench_kind_name(wo->kind), "concurrency", ro->concurrency, "requests",
+                     (int)ro->n_requests, "max_tokens", wo->max_tokens, "runs", jr);
+}
+
+enum MHD_Result srv_handle_diag_bench(srv_req *r) {
+    srv *s = r->s;
+    char why[512] = "";
+    json_error_t je;
+    json_t *b = r->body.n ? json_loadb(r->body.p, r->body.n, 0, &je) : json_object();
+    if (!json_is_object(b)) {
+        json_decref(b);
+        return srv_error(r, 400, "invalid_request_error", NULL, "invalid_json",
+                         "the body must be a JSON object (or empty)");
+    }
+    static const char *const keys[] = {"workload",   "model",        "concurrency", "requests",
+                                       "max_tokens", "input_tokens", NULL};
+    const char *key;
+    json_t *v;
+    json_object_foreach(b, key, v) {
+        bool ok = false;
+        for (int i = 0; keys[i]; i++) ok |= !strcmp(keys[i], key);
+        if (!ok) {
+            enum MHD_Result res =
+                srv_error(r, 400, "invalid_request_error", NULL, "unknown_parameter",
+                          "unknown field '%.64s' (fields: workload, model, concurrency, "
+                          "requests, max_tokens, input_tokens)",
+                          key);
+            json_decref(b); /* key lives in b */
+            return res;
+        }
+    }
+    bench_workload_opts wo = {.kind = BENCH_COMPLETIONS,
+                              .input_tokens = 32,
+                              .max_tokens = 32,
+                              .ignore_eos = true,
+                              .eos_fields = BENCH_EOS_IGNORE_EOS,
+                              .stream = true,
+                              .inputs_per_request = 1,
+                              .seed = 1};
+    int conc = 4, nreq = 32;
+    const char *wl = json_string_value(json_object_get(b, "workload"));
+    if ((wl && !bench_kind_from_name(wl, &wo.kind)) || (json_object_get(b, "workload") && !wl))
+        snprintf(why, sizeof why, "'workload' must be chat, completions or embeddings");
+    /* each stops at the first bad one, which fills why */
+    if (!why[0] && body_int(b, "concurrency", 1, 16, &conc, why, sizeof why) &&
+        body_int(b, "requests", 1, 256, &nreq, why, sizeof why) &&
+        body_int(b, "max_tokens", 1, 256, &wo.max_tokens, why, sizeof why))
+        body_int(b, "input_tokens", 1, 1024, &wo.input_tokens, why, sizeof why);
+    wo.model = json_string_value(json_object_get(b, "model"));
+    if (!wo.model) wo.model = s->first_model;
+    if (why[0]) {
+        json_decref(b);
+        return srv_error(r, 400, "invalid_request_error", NULL, "invalid_value", "%s", why);
+    }
+    if (s->prep_slots < 2) {
+        json_decref(b);
+        return srv_error(r, 503, "unavailable_error", NULL, "not_enough_threads",
+                         "the benchmark needs --http-threads 2 or more (it holds one prep "
+                         "thread while its requests use the others)");
+    }
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&bench_busy, &idle, 1)) {
+        json_decref(b);
+        return srv_error(r, 409, "invalid_request_error", NULL, "benchmark_running",
+                         "a benchmark is already running; try again when it ends");
+    }
+    char url[128];
+    snprintf(url, sizeof url, "http://%s:%d/v1/%s", s->ipv6 ? "[::1]" : "127.0.0.1", s->port,
+             wo.kind == BENCH_CHAT         ? "chat/completions"
+             : wo.kind == BENCH_EMBEDDINGS ? "embeddings"
+                                           : "completions");
+    bench_run_opts ro = {.url = url,
+                         .api_key = s->api_key,
+                         .mode = BENCH_CLOSED,
+                         .concurrency = conc,
+                         .burst = 1,
+                         .n_requests = (uint64_t)nreq,
+                         .timeout_s = 60,
+                         .spin_us = -1,
+                         .seed = 1};
+    struct snap *p = malloc(sizeof *p);
+    json_t *before = NULL, *after = NULL, *verdict = NULL, *doc = NULL;
+    double t0 = kiln_now_s();
+    if (p) take(s, 60, p), before = perf_json(s, p);
+    doc = bench_doc(s, &wo, &ro, why, sizeof why);
+    if (p) {
+        /* the verdict over the run itself (and a second of margin) */
+        srv_diag_tick(s);
+        take(s, kiln_now_s() - t0 + 1, p);
+        after = perf_json(s, p);
+        verdict = verdict_json(s, p);
+    }
+    free(p);
+    json_decref(b);
+    atomic_store(&bench_busy, 0);
+    if (!doc) {
+        json_decref(before);
+        json_decref(after);
+        json_decref(verdict);
+        return srv_error(r, 500, "server_error", NULL, NULL, "benchmark failed: %s", why);
+    }
+    return srv_respond_json(r, 200,
+                            json_pack("{s:o,s:o*,s:o*,s:o*}", "bench", doc, "before", before,
+                                      "after", after, "verdict", verdict));
 }

@@ -561,6 +561,8 @@ static enum MHD_Result body_done(srv_req *r) {
         return srv_handle_generate(r);
     case SRV_R_EMBEDDINGS:
         return srv_handle_embeddings(r);
+    case SRV_R_DIAG_BENCH:
+        return srv_handle_diag_bench(r);
     default:
         return srv_error(r, 500, "server_error", NULL, NULL, "no handler");
     }
@@ -873,6 +875,7 @@ static kiln_status start_daemon(srv *s, const srv_config *c) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     if (fam == AF_INET6) flags |= MHD_USE_IPv6;
+    s->ipv6 = fam == AF_INET6;
     unsigned threads = c->http_threads > 0 ? (unsigned)c->http_threads : 4;
     unsigned timeout = (unsigned)(s->idle_timeout + 0.5);
     unsigned per_ip = c->max_conns_per_ip > 0   ? (unsigned)c->max_conns_per_ip

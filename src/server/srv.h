@@ -52,6 +52,7 @@ typedef enum srv_route {
     SRV_R_PROF_STATUS,
     SRV_R_PROF_TRACES,
     SRV_R_PROF_TRACE, /* /diagnostics/profiler/traces/{id} (a prefix) */
+    SRV_R_DIAG_BENCH, /* POST /diagnostics/benchmark (api_diag.c, on a prep thread) */
     SRV_R_UNKNOWN,
     SRV_R_COUNT
 } srv_route;
@@ -172,6 +173,7 @@ struct srv {
     struct gpu_telemetry *gpu;      /* NVML, or NULL (gpu_why says why) */
     char gpu_why[256];
     int32_t engine_threads; /* for the machine-limit measurement */
+    bool ipv6;              /* listening on IPv6 (the benchmark's target address) */
     /* logs.c: --log-stats-interval and --slow-request-ms (0: off); the
      * stats line's interval counters (atomics, swapped to zero by the
      * watcher thread, which alone reads and writes log_t_last) */
@@ -301,6 +303,8 @@ void srv_diag_tick(srv *s);
 void srv_diag_request(srv_req *r, double e2e);
 void srv_diag_itl(srv *s, double gap);
 enum MHD_Result srv_handle_diag_perf(srv_req *r);
+/* POST /diagnostics/benchmark: blocks its prep thread for the run. */
+enum MHD_Result srv_handle_diag_bench(srv_req *r);
 /* The verdict over the last window seconds (a static string), or NULL
  * without --diagnostics. */
 const char *srv_diag_verdict(srv *s, double window);

@@ -90,6 +90,7 @@ static const struct {
                            1},
     [SRV_R_PROF_TRACE] = {"/diagnostics/profiler/traces/", "/diagnostics/profiler/traces/{id}",
                           "GET", 1},
+    [SRV_R_DIAG_BENCH] = {"/diagnostics/benchmark", "/diagnostics/benchmark", "POST", 1},
     [SRV_R_UNKNOWN] = {NULL, "other", NULL, 0},
 };
 

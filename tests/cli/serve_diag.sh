@@ -73,6 +73,33 @@ for path in /health /metrics /diagnostics/performance; do
 done
 wait $big
 
+# the built-in benchmark: kiln bench's JSON, snapshots around it, a verdict;
+# a second one while it runs is 409; bad fields are 400
+curl -s -m 120 -o "$T/b1.json" -w '%{http_code}' -H "$J" -H "Authorization: Bearer k" \
+    -X POST "$URL/diagnostics/benchmark" \
+    -d '{"workload":"completions","concurrency":2,"requests":12,"max_tokens":24}' >"$T/b1.code" &
+bpid=$!
+sleep 0.5
+req POST /diagnostics/benchmark '{"requests":2}' -H "Authorization: Bearer k"
+[ "$CODE" = 409 ] || fail "second benchmark: $CODE $(head -c 200 "$T/resp")"
+wait $bpid
+[ "$(cat "$T/b1.code")" = 200 ] || fail "benchmark: $(cat "$T/b1.code") $(head -c 300 "$T/b1.json")"
+python3 - "$T/b1.json" <<'PY' || fail "benchmark body: $(head -c 600 "$T/b1.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+run = d["bench"]["runs"][0]
+assert d["bench"]["tool"] == "kiln bench" and run["summary"]["ok"] == 12, run["summary"]
+assert run["summary"]["output_tps"] > 0
+for k in ("before", "after"):
+    assert "engine" in d[k] and "window" in d[k], k
+assert d["verdict"]["verdict"] in ("queueing_bound", "contention_bound", "host_overhead_bound",
+                                   "memory_bandwidth_bound", "compute_bound"), d["verdict"]
+PY
+req POST /diagnostics/benchmark '{"concurrency":99}' -H "Authorization: Bearer k"
+[ "$CODE" = 400 ] || fail "benchmark with concurrency 99: $CODE"
+req POST /diagnostics/benchmark '{"bogus":1}' -H "Authorization: Bearer k"
+[ "$CODE" = 400 ] || fail "benchmark with an unknown field: $CODE"
+
 # a long decode stream alone: bandwidth evidence from the measured roofline
 curl -s -m 120 -o /dev/null -H "$J" -H "Authorization: Bearer k" "$URL/v1/completions" \
     -d '{"prompt":"q","max_tokens":1500,"ignore_eos":true}'
