@@ -556,19 +556,8 @@ static void test_synth_model(void **state) {
     (void)state;
     static const kiln_type types[] = {KILN_TYPE_F32, KILN_TYPE_Q8_0};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        struct synth_params sp = {.hp = {.arch = arch_get(ARCH_LLAMA),
-                                         .n_embd = 64,
-                                         .n_layer = 2,
-                                         .n_head = 4,
-                                         .n_head_kv = 2,
-                                         .n_ff = 128,
-                                         .n_ctx_train = 128,
-                                         .n_vocab = 320,
-                                         .rope_freq_base = 10000.0f,
-                                         .norm_eps = 1e-5f},
-                                  .type = types[ti],
-                                  .seed = 11,
-                                  .n_threads = 1};
+        struct synth_params sp = {
+            .hp = test_tiny_decoder_hp(128), .type = types[ti], .seed = 11, .n_threads = 1};
         char path[512];
         test_tmp_path("gen-synth.gguf", path, sizeof path);
         assert_int_equal(arch_hparams_check(&sp.hp, "synth"), KILN_OK);

@@ -147,7 +147,8 @@ static void *logger(void *arg) {
  * never going backwards, every record present. */
 static void test_threads(void **state) {
     (void)state;
-    char path[] = "/tmp/kiln-test-log-XXXXXX";
+    char path[512];
+    test_tmp_path("log-threads-XXXXXX", path, sizeof path);
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     kiln_log_set_fd(fd);

@@ -244,19 +244,8 @@ static char g_synth_path[512];
 
 static int setup(void **state) {
     (void)state;
-    struct synth_params sp = {.hp = {.arch = arch_get(ARCH_LLAMA),
-                                     .n_embd = 64,
-                                     .n_layer = 2,
-                                     .n_head = 4,
-                                     .n_head_kv = 2,
-                                     .n_ff = 128,
-                                     .n_ctx_train = 256,
-                                     .n_vocab = 320,
-                                     .rope_freq_base = 10000.0f,
-                                     .norm_eps = 1e-5f},
-                              .type = KILN_TYPE_F32,
-                              .seed = 7,
-                              .n_threads = 1};
+    struct synth_params sp = {
+        .hp = test_tiny_decoder_hp(256), .type = KILN_TYPE_F32, .seed = 7, .n_threads = 1};
     test_tmp_path("sched-synth.gguf", g_synth_path, sizeof g_synth_path);
     if (synth_write(&sp, g_synth_path) != KILN_OK) {
         fprintf(stderr, "synth: %s\n", kiln_last_error());

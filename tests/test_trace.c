@@ -16,12 +16,6 @@
 #define N_THREADS 4
 #define N_PER     2000
 
-static char *tmp_path(const char *name, char *buf, size_t cap) {
-    const char *d = getenv("KILN_TEST_TMP");
-    snprintf(buf, cap, "%s/%s", d ? d : "/tmp", name);
-    return buf;
-}
-
 static json_t *load(const char *path) {
     json_error_t err;
     json_t *j = json_load_file(path, 0, &err);
@@ -75,7 +69,8 @@ static void test_threads(void **state) {
     assert_int_equal(ts.dropped, 0);
     char path[512];
     json_t *other = json_pack("{s:s,s:i}", "model", "none", "threads", N_THREADS);
-    assert_int_equal(trace_write(s, tmp_path("trace_threads.json", path, sizeof path), other), 0);
+    assert_int_equal(trace_write(s, test_tmp_path("trace_threads.json", path, sizeof path), other),
+                     0);
     json_decref(other);
     json_t *j = load(path);
     assert_string_equal(json_string_value(json_object_get(j, "displayTimeUnit")), "ms");
@@ -103,7 +98,8 @@ static void test_dropped(void **state) {
     assert_int_equal(ts.events, 100);
     assert_int_equal(ts.events + ts.dropped, (int64_t)N_THREADS * (2 * N_PER + N_PER / 100));
     char path[512];
-    assert_int_equal(trace_write(s, tmp_path("trace_dropped.json", path, sizeof path), NULL), 0);
+    assert_int_equal(trace_write(s, test_tmp_path("trace_dropped.json", path, sizeof path), NULL),
+                     0);
     json_t *j = load(path);
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(j, "otherData"), "dropped_events")),
@@ -155,7 +151,8 @@ static void test_repairs(void **state) {
     trace_flow_start("enqueue", 4); /* no end: dropped */
     trace_flow_end("other", 5);     /* no start: dropped */
     char path[512];
-    assert_int_equal(trace_write(s, tmp_path("trace_repairs.json", path, sizeof path), NULL), 0);
+    assert_int_equal(trace_write(s, test_tmp_path("trace_repairs.json", path, sizeof path), NULL),
+                     0);
     trace_stats ts;
     trace_get_stats(s, &ts);
     assert_int_equal(ts.dropped_flows, 2);
@@ -187,19 +184,8 @@ static void on_ev(void *user, const kiln_sched_event *ev) {
 static void test_sched_trace(void **state) {
     (void)state;
     char mpath[512], path[512];
-    struct synth_params sp = {.hp = {.arch = arch_get(ARCH_LLAMA),
-                                     .n_embd = 64,
-                                     .n_layer = 2,
-                                     .n_head = 4,
-                                     .n_head_kv = 2,
-                                     .n_ff = 128,
-                                     .n_ctx_train = 256,
-                                     .n_vocab = 320,
-                                     .rope_freq_base = 10000.0f,
-                                     .norm_eps = 1e-5f},
-                              .type = KILN_TYPE_F32,
-                              .seed = 7,
-                              .n_threads = 1};
+    struct synth_params sp = {
+        .hp = test_tiny_decoder_hp(256), .type = KILN_TYPE_F32, .seed = 7, .n_threads = 1};
     test_tmp_path("trace-synth.gguf", mpath, sizeof mpath);
     assert_int_equal(synth_write(&sp, mpath), KILN_OK);
     kiln_model *m = kiln_model_load(mpath, NULL);

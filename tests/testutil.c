@@ -150,6 +150,19 @@ struct arch_hparams test_tiny_encoder_hp(enum arch_id arch) {
                                  .norm_eps = 1e-12f};
 }
 
+struct arch_hparams test_tiny_decoder_hp(int32_t n_ctx) {
+    return (struct arch_hparams){.arch = arch_get(ARCH_LLAMA),
+                                 .n_embd = 64,
+                                 .n_layer = 2,
+                                 .n_head = 4,
+                                 .n_head_kv = 2,
+                                 .n_ff = 128,
+                                 .n_ctx_train = n_ctx,
+                                 .n_vocab = 320,
+                                 .rope_freq_base = 10000.0f,
+                                 .norm_eps = 1e-5f};
+}
+
 gguf_writer *test_gguf_copy_kvs(const gguf_file *f) {
     gguf_writer *w = gguf_writer_create();
     assert_non_null(w);

@@ -83,6 +83,9 @@ const char *test_write_synth(const char *name, const struct synth_params *sp, ch
 /* The tiny encoder most tests use: 64 wide, 2 layers, 4 heads, n_ff 128,
  * context 64, 400 tokens, 2 token types, mean pooling. */
 struct arch_hparams test_tiny_encoder_hp(enum arch_id arch);
+/* The tiny llama decoder the scheduler, generation and trace tests use: 64
+ * wide, 2 layers, 4 heads (2 KV heads), n_ff 128, 320 tokens, n_ctx. */
+struct arch_hparams test_tiny_decoder_hp(int32_t n_ctx);
 
 /* A GGUF writer holding every key-value of f (no tensors), for tests that
  * write a copy of a file with some keys changed. */

@@ -5,7 +5,7 @@
  * bottleneck analysis.
  *
  * gpu_open dlopen()s libnvidia-ml.so.1 (or the file named by the environment
- * variable KILN_NVML_LIB, which the tests point at a stub) and initialises
+ * variable KILN_NVML_LIB, which the tests point at a library of canned answers) and initialises
  * NVML; gpu_read fills one device's sample. Every field carries a valid flag:
  * a field the device does not support (NVML_ERROR_NOT_SUPPORTED), a call the
  * installed library does not export, or any other NVML error leaves it

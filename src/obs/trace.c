@@ -319,8 +319,10 @@ typedef struct writer {
     bool io_err;
 } writer;
 
+/* Writes the buffer out to w->f once it is large (or at the end); without
+ * a file the whole trace stays in w->b (trace_text). */
 static void w_flush(writer *w, bool force) {
-    if (w->b.n && (force || w->b.n > (1 << 20))) {
+    if (w->f && w->b.n && (force || w->b.n > (1 << 20))) {
         if (fwrite(w->b.p, 1, w->b.n, w->f) != w->b.n) w->io_err = true;
         w->b.n = 0;
         w->b.p[0] = 0;
@@ -450,7 +452,9 @@ static void fix_nesting(trace_session *s, trace_ev **v, size_t n) {
     }
 }
 
-kiln_status trace_write(trace_session *s, const char *path, const json_t *other) {
+/* The trace to path, or, with path NULL, into *mem (the caller frees). */
+static kiln_status write_trace(trace_session *s, const char *path, const json_t *other,
+                               strbuf *mem) {
     trace_stop(s);
     kiln_status st = KILN_OK;
     size_t n = 0;
@@ -499,7 +503,7 @@ kiln_status trace_write(trace_session *s, const char *path, const json_t *other)
     fix_flows(s, as, m);
     free(as);
 
-    if (!(w.f = fopen(path, "wb"))) {
+    if (path && !(w.f = fopen(path, "wb"))) {
         st = kiln_fail(KILN_ERR_IO, "trace: cannot open %s for writing", path);
         goto done;
     }
@@ -534,7 +538,13 @@ kiln_status trace_write(trace_session *s, const char *path, const json_t *other)
     for (size_t i = 0; i < n_closers; i++) w_event(&w, &closers[i]);
     strbuf_puts(&w.b, "\n]}\n");
     if (w.b.oom) {
-        st = kiln_fail(KILN_ERR_NOMEM, "trace: out of memory writing %s", path);
+        st =
+            kiln_fail(KILN_ERR_NOMEM, "trace: out of memory writing %s", path ? path : "the trace");
+        goto done;
+    }
+    if (!path) {
+        *mem = w.b;
+        w.b = (strbuf){0};
         goto done;
     }
     w_flush(&w, true);
@@ -547,4 +557,18 @@ done:
     free(closers);
     free(start);
     return st;
+}
+
+kiln_status trace_write(trace_session *s, const char *path, const json_t *other) {
+    return write_trace(s, path, other, NULL);
+}
+
+char *trace_text(trace_session *s, const json_t *other, size_t *len) {
+    strbuf b = {0};
+    if (write_trace(s, NULL, other, &b) != KILN_OK) {
+        strbuf_free(&b);
+        return NULL;
+    }
+    *len = b.n;
+    return b.p;
 }

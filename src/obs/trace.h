@@ -107,6 +107,9 @@ void trace_stop(trace_session *s);
  * thread, async slices paired, flows matched (unmatched ones dropped and
  * counted). KILN_OK, or an error naming the file. */
 kiln_status trace_write(trace_session *s, const char *path, const json_t *other);
+/* The same trace as a malloc'd NUL-terminated string (*len bytes; the
+ * caller frees), or NULL with kiln_fail() saying why. */
+char *trace_text(trace_session *s, const json_t *other, size_t *len);
 /* Counts so far (dropped_flows and fixed_nesting after trace_write). */
 void trace_get_stats(const trace_session *s, trace_stats *out);
 /* Stops s if needed and frees it. NULL is a no-op. */

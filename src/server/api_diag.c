@@ -357,13 +357,18 @@ static json_t *perf_json(srv *s, const struct snap *p) {
     return j;
 }
 
-enum MHD_Result srv_handle_diag_perf(srv_req *r) {
+/* Answers with fn's JSON of a snapshot over the request's ?window=. */
+static enum MHD_Result answer_snap(srv_req *r, json_t *(*fn)(srv *, const struct snap *)) {
     struct snap *p = malloc(sizeof *p);
     if (!p) return srv_error(r, 500, "server_error", NULL, NULL, "out of memory");
     take(r->s, window_of(r), p);
-    json_t *j = perf_json(r->s, p);
+    json_t *j = fn(r->s, p);
     free(p);
     return srv_respond_json(r, 200, j);
+}
+
+enum MHD_Result srv_handle_diag_perf(srv_req *r) {
+    return answer_snap(r, perf_json);
 }
 
 /* ---- the verdict */
@@ -379,45 +384,33 @@ static void finding(json_t *f, const char *code, const char *severity, const cha
         f, json_pack("{s:s,s:s,s:s}", "code", code, "severity", severity, "message", msg));
 }
 
-static json_t *verdict_json(srv *s, const struct snap *p) {
-    json_t *ev = json_array(), *fi = json_array(), *rec = json_array();
+/* The quantities the verdict's rules compare with their thresholds. */
+struct rules {
+    double queue_share, steal, psi, dec_share;
+};
+
+static struct rules rules_of(const struct snap *p) {
     const win_stats *rq = p->req;
-    double e2e = rq[R_E2E].sum, q = rq[R_QUEUE].sum, pre = rq[R_PREFILL].sum,
-           dec = rq[R_DECODE].sum;
-    double other = e2e - q - pre - dec;
-    if (other < 0) other = 0;
-    double steal = p->sec[W_STEAL].n ? p->sec[W_STEAL].mean : 0;
-    double psi = p->psi_cpu.ok ? p->psi_cpu.avg10 : 0;
-    double queue_share = e2e > 0 ? q / e2e : 0;
-    double dec_share = p->sec[W_PRE].sum + p->sec[W_DEC].sum > 0
-                           ? p->sec[W_DEC].sum / (p->sec[W_PRE].sum + p->sec[W_DEC].sum)
-                           : 0;
-    /* every rule's evidence, whatever the verdict; the verdict is the
-     * first rule that holds, in this order */
-    evidence(ev, "engine_busy_ratio", p->busy_ratio, 0.01,
-             "share of the window the engine spent in steps");
-    evidence(ev, "queue_share_of_latency", queue_share, 0.5,
-             "share of request time spent waiting for a slot");
-    evidence(ev, "cpu_steal_percent", steal, 5, "hypervisor time taken from this VM");
-    evidence(ev, "psi_cpu_some_avg10", psi, 20, "percent of time tasks waited for a CPU");
-    evidence(ev, "host_share_of_step", p->host_share, 0.3,
-             "share of step time outside the forward pass (batching, sampling, "
-             "detokenizing, callbacks)");
-    evidence(ev, "decode_token_share", dec_share, 0.5,
-             "share of the tokens run that were generated (rest: prompt)");
-    evidence(ev, "bandwidth_fraction", p->bw_frac, 0.5,
-             "bytes read per second of forward pass over the measured bandwidth");
-    evidence(ev, "compute_fraction", p->fma_frac + p->int8_frac, 0.5,
-             "FLOPs per second of forward pass over the measured peak");
+    double e2e = rq[R_E2E].sum, tok = p->sec[W_PRE].sum + p->sec[W_DEC].sum;
+    return (struct rules){.queue_share = e2e > 0 ? rq[R_QUEUE].sum / e2e : 0,
+                          .steal = p->sec[W_STEAL].n ? p->sec[W_STEAL].mean : 0,
+                          .psi = p->psi_cpu.ok ? p->psi_cpu.avg10 : 0,
+                          .dec_share = tok > 0 ? p->sec[W_DEC].sum / tok : 0};
+}
+
+/* The verdict (a static string): the first rule that holds, in this
+ * order; *rec is its recommendation, or NULL. */
+static const char *decide(const struct snap *p, const struct rules *x, const char **rec) {
+    const win_stats *rq = p->req;
     const char *v, *r;
     if (rq[R_ALL].n == 0 && p->busy_ratio < 0.01 && p->queued == 0) {
         v = "idle", r = NULL;
     } else if (rq[R_ALL].n < 3 && p->sec[W_STEPS].sum < 20) {
         v = "insufficient_data", r = "send more requests or widen ?window=";
-    } else if (queue_share > 0.5) {
+    } else if (x->queue_share > 0.5) {
         v = "queueing_bound";
         r = "raise --parallel (more slots share each step), or add replicas behind a balancer";
-    } else if (steal > 5 || psi > 20) {
+    } else if (x->steal > 5 || x->psi > 20) {
         v = "contention_bound";
         r = "give Kiln dedicated cores (fewer --threads, CPU pinning) or move the other load "
             "away";
@@ -431,7 +424,7 @@ static json_t *verdict_json(srv *s, const struct snap *p) {
         v = "host_overhead_bound";
         r = "the model is too small to load the machine: batch more sequences per step "
             "(--parallel) or use fewer --threads";
-    } else if (dec_share >= 0.5) {
+    } else if (x->dec_share >= 0.5) {
         v = "memory_bandwidth_bound";
         r = "use a smaller quantization (Q4_K_M, Q4_0) or more concurrent streams per step "
             "(--parallel)";
@@ -440,6 +433,36 @@ static json_t *verdict_json(srv *s, const struct snap *p) {
         r = "shorten prompts or reuse their prefix; use an int8-friendly quantization (Q8_0, "
             "Q4_K)";
     }
+    *rec = r;
+    return v;
+}
+
+static json_t *verdict_json(srv *s, const struct snap *p) {
+    json_t *ev = json_array(), *fi = json_array(), *rec = json_array();
+    const win_stats *rq = p->req;
+    double e2e = rq[R_E2E].sum, q = rq[R_QUEUE].sum, pre = rq[R_PREFILL].sum,
+           dec = rq[R_DECODE].sum;
+    double other = e2e - q - pre - dec;
+    if (other < 0) other = 0;
+    struct rules x = rules_of(p);
+    double steal = x.steal, psi = x.psi;
+    /* every rule's evidence, whatever the verdict */
+    evidence(ev, "engine_busy_ratio", p->busy_ratio, 0.01,
+             "share of the window the engine spent in steps");
+    evidence(ev, "queue_share_of_latency", x.queue_share, 0.5,
+             "share of request time spent waiting for a slot");
+    evidence(ev, "cpu_steal_percent", steal, 5, "hypervisor time taken from this VM");
+    evidence(ev, "psi_cpu_some_avg10", psi, 20, "percent of time tasks waited for a CPU");
+    evidence(ev, "host_share_of_step", p->host_share, 0.3,
+             "share of step time outside the forward pass (batching, sampling, "
+             "detokenizing, callbacks)");
+    evidence(ev, "decode_token_share", x.dec_share, 0.5,
+             "share of the tokens run that were generated (rest: prompt)");
+    evidence(ev, "bandwidth_fraction", p->bw_frac, 0.5,
+             "bytes read per second of forward pass over the measured bandwidth");
+    evidence(ev, "compute_fraction", p->fma_frac + p->int8_frac, 0.5,
+             "FLOPs per second of forward pass over the measured peak");
+    const char *r, *v = decide(p, &x, &r);
     if (r) json_array_append_new(rec, json_string(r));
     if (steal > 5 || psi > 20)
         finding(fi, "HOST_CONTENTION", "warning",
@@ -461,34 +484,18 @@ static json_t *verdict_json(srv *s, const struct snap *p) {
 }
 
 const char *srv_diag_verdict(srv *s, double window) {
-    static const char *const known[] = {"idle",
-                                        "insufficient_data",
-                                        "queueing_bound",
-                                        "contention_bound",
-                                        "host_overhead_bound",
-                                        "memory_bandwidth_bound",
-                                        "compute_bound",
-                                        NULL};
     if (!s->diag) return NULL;
     struct snap *p = malloc(sizeof *p);
     if (!p) return NULL;
     take(s, window, p);
-    json_t *j = verdict_json(s, p);
+    struct rules x = rules_of(p);
+    const char *rec, *v = decide(p, &x, &rec);
     free(p);
-    const char *v = json_string_value(json_object_get(j, "verdict")), *out = NULL;
-    for (int i = 0; v && known[i]; i++)
-        if (!strcmp(known[i], v)) out = known[i];
-    json_decref(j);
-    return out;
+    return v;
 }
 
 enum MHD_Result srv_handle_diag_bottleneck(srv_req *r) {
-    struct snap *p = malloc(sizeof *p);
-    if (!p) return srv_error(r, 500, "server_error", NULL, NULL, "out of memory");
-    take(r->s, window_of(r), p);
-    json_t *j = verdict_json(r->s, p);
-    free(p);
-    return srv_respond_json(r, 200, j);
+    return answer_snap(r, verdict_json);
 }
 
 /* ---- POST /diagnostics/benchmark

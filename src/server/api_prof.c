@@ -24,9 +24,8 @@
  * when a session starts with wait 0 / warmup 0 is not counted (it has no
  * "step" span). While no session is armed the hook costs one relaxed load.
  *
- * Writing. The recorder writes to a file (trace_write); a finished session
- * is written to a temporary file, read back and removed by prof_flush, under
- * the profiler's lock, from the watcher thread (srv_prof_tick) or from the
+ * Writing. A finished session's trace is made in memory (trace_text) by
+ * prof_flush, under the profiler's lock, from the watcher thread (srv_prof_tick) or from the
  * next profiler request, whichever comes first - never from an engine
  * thread. One profiler per process (the hook is global). */
 #include "base/log.h"
@@ -129,24 +128,6 @@ static void prof_step(int64_t t_step) {
     pthread_mutex_unlock(&p->mu);
 }
 
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1))) {
-        if (fread(buf, 1, (size_t)len, f) != (size_t)len) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf[len] = 0;
-            *n = (size_t)len;
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
 /* The trace's otherData: the session's schedule. */
 static json_t *other_data(const struct prof *p) {
     json_t *o = json_pack("{s:s,s:s,s:{s:I,s:I,s:I,s:I,s:I,s:s}}", "version", KILN_VERSION,
@@ -158,8 +139,8 @@ static json_t *other_data(const struct prof *p) {
     return o;
 }
 
-/* A finished session's trace, written and read back: Chrome trace JSON. */
-static char *trace_text(struct prof *p, size_t *n) {
+/* A finished session's trace: Chrome trace JSON. */
+static char *session_text(struct prof *p, size_t *n) {
     json_t *od = other_data(p);
     char *txt = NULL;
     if (!p->ts) { /* nothing recorded: a valid empty trace */
@@ -179,21 +160,7 @@ static char *trace_text(struct prof *p, size_t *n) {
         if (txt) *n = strlen(txt);
         return txt;
     }
-    const char *dir = getenv("TMPDIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/kiln-profile-XXXXXX", dir && *dir ? dir : "/tmp");
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        KILN_LOGW("kiln serve: profiler: no temporary file (%s)", strerror(errno));
-        json_decref(od);
-        return NULL;
-    }
-    close(fd);
-    if (trace_write(p->ts, path, od) == KILN_OK)
-        txt = read_all(path, n);
-    else
-        KILN_LOGW("kiln serve: profiler: %s", kiln_last_error());
-    unlink(path);
+    if (!(txt = trace_text(p->ts, od, n))) KILN_LOGW("kiln serve: profiler: %s", kiln_last_error());
     json_decref(od);
     return txt;
 }
@@ -203,7 +170,7 @@ static void prof_flush(struct prof *p) {
     if (!p->pending) return;
     p->pending = false;
     size_t n = 0;
-    char *txt = trace_text(p, &n);
+    char *txt = session_text(p, &n);
     if (p->ts) trace_get_stats(p->ts, &p->last);
     trace_free(p->ts);
     p->ts = NULL;
