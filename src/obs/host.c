@@ -52,8 +52,26 @@ void host_pressure_read(const char *resource, host_pressure *out) {
     snprintf(path, sizeof path, "/proc/pressure/%s", resource);
     FILE *f = fopen(path, "r");
     if (!f) return;
-    out->ok = fscanf(f, "some avg10=%lf avg60=%lf", &out->avg10, &out->avg60) == 2;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        double a10, a60;
+        unsigned long long total;
+        bool some = !strncmp(line, "some ", 5);
+        if (sscanf(line + 5, "avg10=%lf avg60=%lf avg300=%*f total=%llu", &a10, &a60, &total) != 3)
+            continue;
+        if (some) {
+            out->avg10 = a10, out->avg60 = a60, out->some_total_us = total;
+            out->ok = true;
+        } else if (!strncmp(line, "full ", 5)) {
+            out->full_total_us = total;
+        }
+    }
     fclose(f);
+}
+
+double host_clock_ticks(void) {
+    long t = sysconf(_SC_CLK_TCK);
+    return t > 0 ? (double)t : 100;
 }
 
 int32_t host_self_threads(void) {

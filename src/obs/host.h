@@ -27,13 +27,18 @@ typedef struct host_cpu_times {
 } host_cpu_times;
 
 void host_cpu_times_read(host_cpu_times *out);
+/* Clock ticks per second (the unit of host_cpu_times). */
+double host_clock_ticks(void);
 
 /* PSI "some" averages (percent of time at least one task stalled) over 10 s
- * and 60 s for one resource; ok false when the kernel has no PSI (or it is
- * disabled). */
+ * and 60 s for one resource, and the cumulative stall time in microseconds
+ * of "some" (at least one task stalled) and "full" (all non-idle tasks
+ * stalled; 0 where the kernel has no full line, as for cpu before 5.13); ok
+ * false when the kernel has no PSI (or it is disabled). */
 typedef struct host_pressure {
     bool ok;
     double avg10, avg60;
+    uint64_t some_total_us, full_total_us;
 } host_pressure;
 
 /* resource: "cpu", "memory" or "io". */

@@ -165,6 +165,14 @@ static kiln_sched_state *prev_of(srv_diag *d, const char *name) {
     return &d->prev[d->n_prev++].st;
 }
 
+void srv_est_work(const kiln_model_desc *d, const kiln_sched_state *st, double *flops,
+                  double *bytes) {
+    double toks = (double)st->n_prefill_tokens + (double)st->n_decode_tokens;
+    double kv_pos = st->kv_total ? (double)st->kv_bytes / (double)st->kv_total : 0;
+    *flops = 2.0 * (double)d->n_matmul_params * toks;
+    *bytes = (double)st->n_steps * (double)d->n_bytes + (double)st->kv_read * kv_pos;
+}
+
 void srv_diag_tick(srv *s) {
     srv_diag *d = s->diag;
     double now = kiln_now_s();
@@ -180,20 +188,16 @@ void srv_diag_tick(srv *s) {
         kiln_sched_state *p = prev_of(d, e[i].name), *c = &e[i].sched;
         if (!p) continue;
         if (c->n_steps < p->n_steps) memset(p, 0, sizeof *p); /* reloaded */
-        double steps = (double)(c->n_steps - p->n_steps);
-        double kv_pos = c->kv_total ? (double)c->kv_bytes / (double)c->kv_total : 0;
-        double toks = (double)(c->n_prefill_tokens - p->n_prefill_tokens) +
-                      (double)(c->n_decode_tokens - p->n_decode_tokens);
+        double f1, b1, f0, b0;
+        srv_est_work(&e[i].desc, c, &f1, &b1);
+        srv_est_work(&e[i].desc, p, &f0, &b0);
         v[W_BUSY] += c->t_busy - p->t_busy;
         v[W_FWD] += c->t_forward - p->t_forward;
         v[W_PRE] += (double)(c->n_prefill_tokens - p->n_prefill_tokens);
         v[W_DEC] += (double)(c->n_decode_tokens - p->n_decode_tokens);
-        v[W_STEPS] += steps;
-        /* a step reads every weight once, and each decoded sequence its KV */
-        v[W_BYTES] +=
-            steps * (double)e[i].desc.n_bytes + (double)(c->kv_read - p->kv_read) * kv_pos;
-        v[e[i].desc.int8_dot ? W_FLOPS_INT8 : W_FLOPS] +=
-            2.0 * (double)e[i].desc.n_matmul_params * toks;
+        v[W_STEPS] += (double)(c->n_steps - p->n_steps);
+        v[W_BYTES] += b1 - b0;
+        v[e[i].desc.int8_dot ? W_FLOPS_INT8 : W_FLOPS] += f1 - f0;
         *p = *c;
     }
     host_cpu_times ct;

@@ -41,13 +41,14 @@ static void on_result(void *user, const kiln_embed_result *res) {
     r->done = true;
     pthread_mutex_unlock(&r->mu);
     if (res->status == KILN_OK) {
-        metric_observe(s->m.queue, NULL, res->t_queue);
-        metric_observe(s->m.tokenize, NULL, res->t_tokenize);
+        const char *mv[] = {r->model_name, NULL};
+        metric_observe(s->m.queue, mv, res->t_queue);
+        metric_observe(s->m.tokenize, mv, res->t_tokenize);
         if (res->first_in_batch) { /* once per merged forward pass, not per request */
-            metric_observe(s->m.emb_batch, NULL, res->batch_texts);
-            metric_observe(s->m.emb_batch_latency, NULL, res->t_inference);
+            metric_observe(s->m.emb_batch, mv, res->batch_texts);
+            metric_observe(s->m.emb_batch_latency, mv, res->t_inference);
         }
-        metric_inc(s->m.emb_tokens, NULL, (double)res->n_tokens);
+        metric_inc(s->m.emb_tokens, mv, (double)res->n_tokens);
     }
     srv_req_wake(r);
     srv_req_unref(r); /* the engine's reference */

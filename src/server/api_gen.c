@@ -30,7 +30,8 @@ static void on_event(void *user, const kiln_sched_event *ev) {
         if (r->t_last_token > 0) gap = t - r->t_last_token;
         r->t_last_token = t;
         pthread_mutex_unlock(&r->mu);
-        if (gap >= 0) metric_observe(s->m.itl, NULL, gap), srv_diag_itl(s, gap);
+        const char *mv[] = {r->model_name, NULL};
+        if (gap >= 0) metric_observe(s->m.itl, mv, gap), srv_diag_itl(s, gap);
         srv_logs_token(s, gap);
         /* only a stream has use for a token now; a waiting non-streaming
          * connection is woken by DONE alone */
@@ -53,21 +54,22 @@ static void on_event(void *user, const kiln_sched_event *ev) {
                           : ev->stats->finish == KILN_FINISH_CANCELLED       ? "cancelled"
                           : !strcmp(finish_str(ev->stats->finish), "length") ? "length"
                                                                              : "stop";
-        const char *v[] = {why, NULL};
+        const char *v[] = {r->model_name, why, NULL};
         metric_inc(s->m.finished, v, 1);
     }
     if (ev->stats && ev->status == KILN_OK) {
         const kiln_request_stats *st = ev->stats;
-        metric_observe(s->m.prompt_len, NULL, st->n_prompt);
-        metric_observe(s->m.output_len, NULL, st->n_gen);
-        metric_observe(s->m.queue, NULL, st->t_queue);
+        const char *mv[] = {r->model_name, NULL};
+        metric_observe(s->m.prompt_len, mv, st->n_prompt);
+        metric_observe(s->m.output_len, mv, st->n_gen);
+        metric_observe(s->m.queue, mv, st->t_queue);
         if (st->n_gen > 0) {
-            metric_observe(s->m.ttft, NULL, st->t_first_token);
-            metric_observe(s->m.decode, NULL, st->t_decode);
+            metric_observe(s->m.ttft, mv, st->t_first_token);
+            metric_observe(s->m.decode, mv, st->t_decode);
         }
-        metric_observe(s->m.prefill, NULL, st->t_prefill);
-        metric_inc(s->m.prompt_tokens, NULL, st->n_prompt);
-        metric_inc(s->m.gen_tokens, NULL, st->n_gen);
+        metric_observe(s->m.prefill, mv, st->t_prefill);
+        metric_inc(s->m.prompt_tokens, mv, st->n_prompt);
+        metric_inc(s->m.gen_tokens, mv, st->n_gen);
     }
     srv_gen_untrack(r);
     srv_req_wake(r);
@@ -445,7 +447,7 @@ enum MHD_Result srv_handle_generate(srv_req *r) {
     double t0 = kiln_now_s();
     if (!build_prompt(r, &g, &ids, &n, &res)) goto done;
     r->t_tokenize = kiln_now_s() - t0;
-    metric_observe(s->m.tokenize, NULL, r->t_tokenize);
+    metric_observe(s->m.tokenize, (const char *const[]){r->served->name, NULL}, r->t_tokenize);
     if (n == 0) {
         res = srv_error(r, 400, "invalid_request_error", chat ? "messages" : "prompt",
                         "invalid_value", "the prompt is empty");

@@ -77,6 +77,7 @@ typedef struct srv_metrics {
     metric *eng_busy, *eng_forward, *eng_steps, *eng_tokens, *eng_step_p99;
     metric *mach_read, *mach_fma, *mach_int8;
     metric *slow; /* kiln_slow_requests_total (logs.c) */
+    metric *est_flops, *est_bytes, *host_steal, *host_stall;
 } srv_metrics;
 
 /* ---- connections (conns.c) */
@@ -302,6 +303,12 @@ void srv_diag_tick(srv *s);
 /* A finished request (on_completed) and an inter-token gap (engine thread). */
 void srv_diag_request(srv_req *r, double e2e);
 void srv_diag_itl(srv *s, double gap);
+/* The work a generation model's steps did since it loaded, estimated from
+ * its shapes: FLOPs (2 per matrix weight per token run) and bytes read
+ * (every weight once per step, and each decoded sequence its KV positions).
+ * Cumulative; for kiln_engine_estimated_* and the diagnostics window. */
+void srv_est_work(const kiln_model_desc *d, const kiln_sched_state *st, double *flops,
+                  double *bytes);
 enum MHD_Result srv_handle_diag_perf(srv_req *r);
 /* POST /diagnostics/benchmark: blocks its prep thread for the run. */
 enum MHD_Result srv_handle_diag_bench(srv_req *r);

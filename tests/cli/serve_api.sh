@@ -250,16 +250,36 @@ for m in 'kiln_http_requests_total{route="/v1/completions",status="200"}' \
     kiln_tokenization_time_seconds_bucket kiln_prompt_tokens_total kiln_generated_tokens_total \
     kiln_http_requests_in_flight 'kiln_queue_depth{model="llama"}' 'kiln_busy_slots{model="llama"}' \
     'kiln_kv_cache_usage_ratio{model="llama"}' kiln_models_loaded 'kiln_model_bytes{model="emb"}' \
-    process_resident_memory_bytes 'kiln_requests_finished_total{reason="length"}' \
+    process_resident_memory_bytes 'kiln_requests_finished_total{model="llama",reason="length"}' \
     kiln_prompt_length_tokens_bucket kiln_output_length_tokens_bucket \
     'kiln_build_info{version="' 'kiln_engine_busy_seconds_total{model="llama"}' \
     'kiln_engine_forward_seconds_total{model="llama"}' 'kiln_engine_steps_total{model="llama"}' \
     'kiln_engine_tokens_total{model="llama",phase="decode"}' \
     'kiln_engine_step_p99_seconds{model="llama"}' \
-    'kiln_inter_token_latency_seconds_bucket{le="0.0001"}' \
+    'kiln_inter_token_latency_seconds_bucket{model="llama",le="0.0001"}' \
+    'kiln_prompt_tokens_total{model="llama"}' 'kiln_embedding_tokens_total{model="emb"}' \
+    'kiln_time_to_first_token_seconds_count{model="llama"}' \
+    'kiln_embedding_batch_size_bucket{model="emb",le="1"}' \
+    'kiln_engine_estimated_flops_total{model="llama"}' \
+    'kiln_engine_estimated_read_bytes_total{model="llama"}' \
     'kiln_http_request_duration_seconds_bucket{route="/v1/completions",le="960"}'; do
     grep -qF "$m" "$T/metrics" || fail "/metrics lacks $m"
 done
+# the estimates grew with the work done; the host's steal and PSI counters where readable
+for m in 'kiln_engine_estimated_flops_total{model="llama"}' \
+    'kiln_engine_estimated_read_bytes_total{model="llama"}'; do
+    awk -v n="$m" '$1 == n {found = 1; ok = $2 > 0} END {exit !(found && ok)}' "$T/metrics" ||
+        fail "$m is not positive: $(grep -F "$m" "$T/metrics")"
+done
+if [ -r /proc/stat ]; then
+    grep -q '^kiln_host_cpu_steal_seconds_total ' "$T/metrics" || fail "/metrics lacks the steal counter"
+fi
+if [ -r /proc/pressure/cpu ]; then
+    grep -qF 'kiln_host_pressure_stall_seconds_total{resource="cpu",kind="some"}' "$T/metrics" ||
+        fail "/metrics lacks the PSI counter"
+else
+    echo "SKIP PSI counter check: /proc/pressure/cpu is not readable"
+fi
 # encoders have no slot or KV series
 ! grep -qF 'kiln_busy_slots{model="emb"}' "$T/metrics" || fail "slot gauge for an encoder"
 [ "$(awk '$1 == "kiln_models_loaded" {print $2}' "$T/metrics")" = 2 ] || fail "kiln_models_loaded != 2"

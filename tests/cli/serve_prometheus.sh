@@ -73,8 +73,8 @@ done
 seq $NREQ | xargs -P 4 -I{} curl -s -m 120 -o /dev/null -w '%{http_code}\n' -H "$J" \
     "$URL/v1/completions" -d '{"prompt":"hi","max_tokens":16,"ignore_eos":true}' >"$T/codes"
 [ "$(grep -c '^200$' "$T/codes")" = $NREQ ] || fail "load: $(sort "$T/codes" | uniq -c)"
-[ "$(metric kiln_time_to_first_token_seconds_count)" = $NREQ ] ||
-    fail "/metrics TTFT count: $(metric kiln_time_to_first_token_seconds_count)"
+[ "$(metric 'kiln_time_to_first_token_seconds_count{model="llama"}')" = $NREQ ] ||
+    fail "/metrics TTFT count: $(metric 'kiln_time_to_first_token_seconds_count{model="llama"}')"
 
 # Prometheus has scraped all of them (the buckets come from that same scrape)
 n=
@@ -97,7 +97,7 @@ snap = ttft["p99"] / 1000.0
 prom = float(sys.argv[3])
 bounds = sorted(
     float(m.group(1))
-    for m in re.finditer(r'^kiln_time_to_first_token_seconds_bucket\{le="([^"]+)"\}', open(sys.argv[2]).read(), re.M)
+    for m in re.finditer(r'^kiln_time_to_first_token_seconds_bucket\{model="llama",le="([^"]+)"\}', open(sys.argv[2]).read(), re.M)
 )
 assert bounds and bounds[-1] == math.inf, bounds
 def bucket(v):
