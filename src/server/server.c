@@ -14,6 +14,7 @@
 #include "base/status.h"
 #include "base/time.h"
 #include "obs/gpu.h"
+#include "obs/trace.h"
 #include "server/openai.h"
 #include "server/srv.h"
 
@@ -507,6 +508,7 @@ static void prep_run(srv_req *r) {
 
 static void *prep_main(void *arg) {
     srv *s = arg;
+    trace_thread_name("prep"); /* it submits requests: the "queued" slices start here */
     pthread_mutex_lock(&s->prep_mu);
     for (;;) {
         srv_req *r;
