@@ -14,6 +14,7 @@
  * snapshot; reading it neither loads nor holds a model. */
 #include "base/log.h"
 #include "base/time.h"
+#include "obs/trace.h"
 #include "server/srv.h"
 
 #include <math.h>
@@ -90,7 +91,13 @@ void srv_logs_request(srv_req *r, double e2e) {
                                       memory_order_relaxed);
     }
     bool slow = s->slow_ms > 0 && e2e * 1e3 > s->slow_ms;
-    if (slow) metric_inc(s->m.slow, NULL, 1);
+    if (slow) {
+        metric_inc(s->m.slow, NULL, 1);
+        if (trace_on()) {
+            trace_arg a[2] = {TRACE_D("e2e_ms", e2e * 1e3), TRACE_I("status", status)};
+            trace_instant("request_slow", "http", a, 2);
+        }
+    }
     if (!kiln_log_enabled(KILN_LOG_INFO) && !(slow && kiln_log_enabled(KILN_LOG_WARN)) &&
         !(status >= 500 && kiln_log_enabled(KILN_LOG_WARN)))
         return;

@@ -5,7 +5,8 @@
 # process, models, engine, window percentiles, gpu); verdicts: idle with no
 # traffic, queueing_bound with 8 clients on one slot, bandwidth evidence
 # after a long decode stream, host_overhead_bound with a per-step host delay
-# (the scheduler's KILN_TEST_STEP_DELAY_US hook); /health, /metrics and the
+# (the scheduler's KILN_TEST_STEP_DELAY_US hook), HOST_CONTENTION while CPU
+# burners run (where the kernel has PSI); /health, /metrics and the
 # snapshot each answer within 200 ms while a long prefill runs; GPU telemetry
 # through the test NVML stub (snapshot, findings, kiln_gpu_* metrics).
 # Usage: bash serve_diag.sh /path/to/kiln
@@ -131,6 +132,41 @@ if d["verdict"] == "host_overhead_bound":
     assert rules["host_share_of_step"]["value"] > 0.3, rules
 PY
 stop_server
+
+# a CPU burner the test starts and stops: HOST_CONTENTION from PSI (or steal).
+# The burners are niced (they still make tasks wait for a CPU, which is what
+# PSI "some" counts) and end by themselves within 25 s whatever happens.
+if [ -r /proc/pressure/cpu ] && grep -q '^some avg10=' /proc/pressure/cpu; then
+    start_server burn -m slow="$T/slow.gguf" --ctx 8192 --parallel 1 -t 1 --diagnostics
+    curl -s -m 60 -o /dev/null -H "$J" "$URL/v1/completions" \
+        -d '{"prompt":"q","max_tokens":4000,"ignore_eos":true}' &
+    STREAM=$!
+    BURN=
+    for i in $(seq $(($(nproc) * 2))); do
+        timeout 25 nice -n 19 sh -c 'while :; do :; done' &
+        BURN="$BURN $!"
+    done
+    found=
+    for i in $(seq 40); do
+        sleep 0.5
+        curl -s -m 10 "$URL/diagnostics/bottleneck-analysis?window=5" >"$T/v4.json"
+        grep -q '"HOST_CONTENTION"' "$T/v4.json" && found=1 && break
+    done
+    kill $BURN 2>/dev/null
+    kill $STREAM 2>/dev/null
+    [ -n "$found" ] || fail "no HOST_CONTENTION with $(($(nproc) * 2)) burners: $(cat "$T/v4.json"); $(cat /proc/pressure/cpu)"
+    python3 - "$T/v4.json" <<'PY' || fail "burner evidence: $(cat "$T/v4.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+rules = {e["rule"]: e for e in d["evidence"]}
+assert rules["psi_cpu_some_avg10"]["value"] > 20 or rules["cpu_steal_percent"]["value"] > 5, rules
+codes = [f["code"] for f in d["findings"]]
+assert "HOST_CONTENTION" in codes, codes
+PY
+    stop_server
+else
+    echo "SKIP contention scenario: the kernel has no CPU pressure information (/proc/pressure/cpu)"
+fi
 # GPU telemetry through the test NVML stub (built beside the tests):
 # thermal + power-cap reason bits give both findings, kiln_gpu_* metrics
 STUB=$(dirname "$KILN")/tests/nvml_stub/libnvidia-ml.so.1

@@ -21,7 +21,12 @@ TEST_NAME=serve-logs
 synth_models
 
 start_server json -m "$T/llama.gguf" -m emb="$T/bert.gguf" --ctx 200 --parallel 2 -t 1 \
-    --log-format json --log-stats-interval 1 --slow-request-ms 1
+    --log-format json --log-stats-interval 1 --slow-request-ms 1 --diagnostics
+# a profile over the load records each slow request as an instant
+curl -s -m 30 -X POST -H 'Content-Type: application/json' -d '' \
+    "$URL/diagnostics/profiler/start?active_steps=100000" >"$T/prof.json"
+PROF_ID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <"$T/prof.json") ||
+    fail "profiler start: $(cat "$T/prof.json")"
 
 # load: completions in parallel, a chat, an embedding, a 400 and a 404
 CURLS=
@@ -48,6 +53,15 @@ done
 sleep 1.2
 SLOW=$(metric kiln_slow_requests_total)
 awk -v v="${SLOW:-0}" 'BEGIN { exit !(v > 0) }' || fail "kiln_slow_requests_total is '$SLOW'"
+curl -s -m 30 -X POST -H 'Content-Type: application/json' -d '' "$URL/diagnostics/profiler/stop" >/dev/null
+curl -s -m 30 "$URL/diagnostics/profiler/traces/$PROF_ID" >"$T/prof_trace.json"
+python3 "$(dirname "$0")/../trace_validate.py" "$T/prof_trace.json" || fail "trace_validate on the slow-request profile"
+python3 - "$T/prof_trace.json" <<'PY' || fail "no request_slow instants: $(head -c 400 "$T/prof_trace.json")"
+import json, sys
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+slow = [e for e in ev if e.get("ph") == "i" and e["name"] == "request_slow"]
+assert slow and all(e["args"]["e2e_ms"] > 1 for e in slow), slow[:3]
+PY
 # idle: no stats line in ~3 s (the scrape above is not inference work)
 N_STATS=$(grep -c '"event":"stats"' "$SRV_LOG")
 sleep 3
