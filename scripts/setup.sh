@@ -8,7 +8,7 @@
 # packages are present.
 set -euo pipefail
 
-PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev libcmocka-dev libpcre2-dev libutf8proc-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev
+PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev libcmocka-dev libpcre2-dev libutf8proc-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev zlib1g-dev
       python3 curl prometheus chromium wrk)
 
 missing=()

@@ -2,11 +2,16 @@
  * threads at once, the max_events budget and its dropped count, the writer's
  * repairs (nesting, unpaired async and flow events), and that nothing is
  * recorded with no session active. The JSON it writes is read back with
- * jansson here; tests/cli/trace.sh runs the strict validator on real runs. */
+ * jansson here; tests/cli/trace.sh runs the strict validator on real runs.
+ * The reader (obs/trace_doc.h): a written trace - plain and gzip (a ".gz"
+ * path) - read back with its spans, threads and summary; the array form;
+ * bad JSON and a truncated gzip file fail naming the place. */
 #include "testutil.h"
 
 #include "obs/trace.h"
+#include "obs/trace_doc.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -172,6 +177,109 @@ static void test_repairs(void **state) {
     trace_free(s);
 }
 
+/* A trace of known spans written plain and as .gz, read back by trace_doc. */
+static void test_doc(void **state) {
+    (void)state;
+    trace_session *s = trace_start(NULL, NULL);
+    trace_thread_name("doc-main");
+    int64_t t = trace_now();
+    for (int i = 0; i < 10; i++) /* steps of 1..10 us, each with a 100 ns sample */
+        trace_span("step", "engine", t + i * 20000, (i + 1) * 1000, NULL, 0);
+    for (int i = 0; i < 10; i++) trace_span("sample", "engine", t + i * 20000 + 10, 100, NULL, 0);
+    trace_async_begin("queued", "req", 1);
+    trace_async_end("queued", "req", 1);
+    char plain[512], gz[512];
+    test_tmp_path("trace_doc.json", plain, sizeof plain);
+    test_tmp_path("trace_doc.json.gz", gz, sizeof gz);
+    assert_int_equal(trace_write(s, plain, NULL), KILN_OK);
+    assert_int_equal(trace_write(s, gz, NULL), KILN_OK);
+    trace_free(s);
+    size_t n = 0;
+    char *head = test_read_file(gz, &n);
+    assert_true(n > 2 && (unsigned char)head[0] == 0x1f && (unsigned char)head[1] == 0x8b);
+    free(head);
+    const char *paths[2] = {plain, gz};
+    for (int k = 0; k < 2; k++) {
+        trace_doc d;
+        assert_int_equal(trace_doc_load(&d, paths[k]), KILN_OK);
+        assert_int_equal(d.n_s, 2);
+        trace_doc_series *st = trace_doc_find(&d, "step");
+        assert_non_null(st);
+        assert_int_equal(st->n, 10);
+        trace_doc_stats x;
+        trace_doc_series_stats(st, &x);
+        assert_int_equal(x.count, 10);
+        assert_true(fabs(x.total - 0.055) < 1e-9 && fabs(x.max - 0.010) < 1e-9);
+        assert_true(fabs(x.p50 - 0.005) < 1e-9 && fabs(x.p99 - 0.010) < 1e-9);
+        trace_doc_thread *th = NULL;
+        for (size_t i = 0; i < d.n_th; i++)
+            if (d.th[i].name && !strcmp(d.th[i].name, "doc-main")) th = &d.th[i];
+        assert_non_null(th);
+        assert_true(fabs(trace_doc_busy_ms(th) - 0.055) < 1e-9); /* samples inside the steps */
+        json_t *j = trace_doc_summary_json(&d, 1);
+        json_t *sp = json_object_get(j, "spans");
+        assert_int_equal(json_array_size(sp), 1); /* the largest total only */
+        assert_string_equal(json_string_value(json_object_get(json_array_get(sp, 0), "name")),
+                            "step");
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(j, "step_ms"), "count")), 10);
+        json_decref(j);
+        trace_doc_free(&d);
+    }
+    /* a truncated gzip stream: a format error naming the file */
+    size_t len = 0;
+    char *all = test_read_file(gz, &len);
+    char cut[512];
+    test_tmp_path("trace_doc_cut.json.gz", cut, sizeof cut);
+    FILE *f = fopen(cut, "wb");
+    assert_non_null(f);
+    fwrite(all, 1, len / 2, f);
+    fclose(f);
+    free(all);
+    trace_doc d;
+    assert_int_equal(trace_doc_load(&d, cut), KILN_ERR_FORMAT);
+    assert_non_null(strstr(kiln_last_error(), "trace_doc_cut.json.gz"));
+    assert_int_equal(trace_doc_load(&d, "/nonexistent/trace.json"), KILN_ERR_IO);
+    remove(plain);
+    remove(gz);
+    remove(cut);
+}
+
+/* trace_doc_parse on hand-written documents: the array form, values it
+ * skips, and errors with their byte offsets. */
+static void test_doc_parse(void **state) {
+    (void)state;
+    static const char arr[] =
+        " [ {\"ph\":\"X\",\"name\":\"a\",\"pid\":1,\"tid\":2,\"ts\":1000,\"dur\":500},\n"
+        "   {\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":1,\"tid\":2,\"args\":{\"name\":\"w\"}},"
+        "   {\"ph\":\"i\",\"name\":\"late\",\"pid\":1,\"tid\":2,\"ts\":3000} ] ";
+    trace_doc d;
+    assert_int_equal(trace_doc_parse(&d, arr, strlen(arr), "arr"), KILN_OK);
+    assert_int_equal(d.n_s, 1);
+    assert_int_equal(d.n_th, 1);
+    assert_string_equal(d.th[0].name, "w");
+    assert_true(fabs(d.t_min - 1.0) < 1e-12 && fabs(d.t_max - 3.0) < 1e-12);
+    trace_doc_free(&d);
+    static const char obj[] = "{\"displayTimeUnit\":\"ms\",\"n\":12,\"otherData\":"
+                              "{\"dropped_events\":7},\"traceEvents\":[],\"x\":[1,{\"y\":2}]}";
+    assert_int_equal(trace_doc_parse(&d, obj, strlen(obj), "obj"), KILN_OK);
+    assert_int_equal(d.dropped, 7);
+    assert_int_equal(d.n_s, 0);
+    trace_doc_free(&d);
+    static const char *const bad[] = {
+        "{\"traceEvents\":[{\"ph\":\"X\"} {}]}", /* no comma */
+        "{\"displayTimeUnit\":\"ms\"}",          /* no events */
+        "{\"traceEvents\":[{\"ph\":]}",          /* bad value */
+        "{\"traceEvents\":[]} x",                /* trailing data */
+        "42",
+        "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(trace_doc_parse(&d, bad[i], strlen(bad[i]), "bad"), KILN_ERR_FORMAT);
+        assert_non_null(strstr(kiln_last_error(), "bad: bad trace JSON at byte"));
+    }
+}
+
 /* The scheduler's instrumentation: steps with their arguments, per-request
  * async slices queued -> prefill -> decode, enqueue flows, counters. */
 static atomic_int g_done;
@@ -252,7 +360,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threads),     cmocka_unit_test(test_dropped),
         cmocka_unit_test(test_disabled),    cmocka_unit_test(test_repairs),
-        cmocka_unit_test(test_sched_trace),
+        cmocka_unit_test(test_sched_trace), cmocka_unit_test(test_doc),
+        cmocka_unit_test(test_doc_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

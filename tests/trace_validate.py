@@ -3,7 +3,8 @@
 writes it, following the rules Perfetto enforces when it imports a trace.
 
 usage: trace_validate.py FILE...   exit 0 when every file passes, 1 otherwise
-       (each problem on stderr as FILE: rule: detail)
+       (each problem on stderr as FILE: rule: detail); a gzip-compressed
+       FILE (by its magic bytes) is read decompressed
 
 Rules (the rule names match tests/data/trace_bad_<rule>*.json fixtures):
   object       the top level is an object with a traceEvents array,
@@ -23,6 +24,7 @@ Rules (the rule names match tests/data/trace_bad_<rule>*.json fixtures):
                indices) with args.name a string; every (pid, tid) that has
                events has a thread_name and every pid a process_name
 """
+import gzip
 import json
 import math
 import sys
@@ -180,8 +182,11 @@ def main(argv):
     for path in argv[1:]:
         try:
             with open(path, "rb") as f:
-                doc = json.load(f)
-        except (OSError, ValueError) as ex:
+                raw = f.read()
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+            doc = json.loads(raw)
+        except (OSError, ValueError, EOFError) as ex:
             print("%s: object: %s" % (path, ex), file=sys.stderr)
             bad += 1
             continue

@@ -265,6 +265,20 @@ kiln_status bench_write_csv(const char *path, const bench_run *const *runs, cons
 /* Writes doc (as made by the CLI: params, runs, ...) as a self-contained
  * HTML report. */
 kiln_status bench_write_html(const char *path, const json_t *doc);
+/* Writes doc (as kiln trace compare makes it: files, spans, steps; see
+ * trace_html.c) as a self-contained HTML report of the comparison. */
+kiln_status bench_write_trace_html(const char *path, const json_t *doc);
+
+/* The HTML report kit (html.c): writes a self-contained page to path -
+ * title (plain text, no markup), the shared style, body (the page's HTML
+ * containers, between the title with its #meta line and #status), doc as
+ * JSON in <script id="data">, and script, the page's own code, run with D
+ * (the parsed doc) and the helpers esc(s), f(v, decimals), nice(max),
+ * chart(el, title, xlabel, ylabel, series, step) and COL in scope. After
+ * script the page writes "report rendered" into #status; script errors
+ * land in #errors. KILN_ERR_IO naming the path, KILN_ERR_NOMEM. */
+kiln_status bench_html_write(const char *path, const char *title, const char *body,
+                             const json_t *doc, const char *script);
 
 /* `kiln bench compare A.json B.json` on f: both runs side by side, ratios,
  * and a flag where the difference exceeds the runs' noise (see compare.c).

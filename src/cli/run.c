@@ -4,7 +4,8 @@
  * Exit status: 0 on success, 1 on a runtime error (one line on stderr), 2 on
  * a usage error. --trace FILE also records the run (tokenize, prefill, each
  * decode step with its sample/detokenize/emit/forward) as a Chrome trace
- * (obs/trace.h; read it with `kiln trace summary`). */
+ * (obs/trace.h; gzip when FILE ends in ".gz"; read it with `kiln trace
+ * summary`). */
 #include "cli/commands.h"
 #include "cli/gen_opts.h"
 #include "kiln.h"
@@ -31,8 +32,9 @@ static void run_usage(FILE *out) {
         "goes to stderr.\n\n"
         "  -m, --model FILE        GGUF model (llama or qwen2; SentencePiece or BPE vocabulary)\n"
         "  -p, --prompt TEXT       the prompt (BOS is added as the model asks)\n"
-        "      --trace FILE        write a Chrome/Perfetto trace of the generation to FILE\n"
-        "                          (kiln trace summary FILE reads it)\n");
+        "      --trace FILE        write a Chrome/Perfetto trace of the generation to FILE,\n"
+        "                          gzip-compressed when FILE ends in .gz (kiln trace\n"
+        "                          summary FILE reads either)\n");
     cli_gen_usage(out);
 }
 

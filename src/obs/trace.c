@@ -20,6 +20,7 @@
  * a span overrunning its parent is cut at the parent's end; an async end
  * without a begin is dropped and a begin without an end is closed at the
  * session's stop; flow starts and ends without their other half are dropped.
+ * A path ending in ".gz" is written gzip-compressed (zlib's gzwrite).
  */
 #include "obs/trace.h"
 
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define CHUNK_EVENTS 512
 
@@ -313,6 +315,7 @@ static void put_args(strbuf *b, const trace_ev *e) {
 typedef struct writer {
     strbuf b;
     FILE *f;
+    gzFile gz; /* instead of f for a path ending in ".gz" */
     int pid;
     int64_t t0;
     bool first;
@@ -322,8 +325,10 @@ typedef struct writer {
 /* Writes the buffer out to w->f once it is large (or at the end); without
  * a file the whole trace stays in w->b (trace_text). */
 static void w_flush(writer *w, bool force) {
-    if (w->f && w->b.n && (force || w->b.n > (1 << 20))) {
-        if (fwrite(w->b.p, 1, w->b.n, w->f) != w->b.n) w->io_err = true;
+    if ((w->f || w->gz) && w->b.n && (force || w->b.n > (1 << 20))) {
+        if (w->gz ? gzwrite(w->gz, w->b.p, (unsigned)w->b.n) != (int)w->b.n
+                  : fwrite(w->b.p, 1, w->b.n, w->f) != w->b.n)
+            w->io_err = true;
         w->b.n = 0;
         w->b.p[0] = 0;
     }
@@ -503,7 +508,13 @@ static kiln_status write_trace(trace_session *s, const char *path, const json_t 
     fix_flows(s, as, m);
     free(as);
 
-    if (path && !(w.f = fopen(path, "wb"))) {
+    size_t plen = path ? strlen(path) : 0;
+    bool gz = plen > 3 && !strcmp(path + plen - 3, ".gz");
+    if (path && gz && !(w.gz = gzopen(path, "wb"))) {
+        st = kiln_fail(KILN_ERR_IO, "trace: cannot open %s for writing", path);
+        goto done;
+    }
+    if (path && !gz && !(w.f = fopen(path, "wb"))) {
         st = kiln_fail(KILN_ERR_IO, "trace: cannot open %s for writing", path);
         goto done;
     }
@@ -548,10 +559,12 @@ static kiln_status write_trace(trace_session *s, const char *path, const json_t 
         goto done;
     }
     w_flush(&w, true);
-    if (fclose(w.f) != 0 || w.io_err) st = kiln_fail(KILN_ERR_IO, "trace: writing %s failed", path);
-    w.f = NULL;
+    if ((gz ? gzclose_w(w.gz) != Z_OK : fclose(w.f) != 0) || w.io_err)
+        st = kiln_fail(KILN_ERR_IO, "trace: writing %s failed", path);
+    w.f = NULL, w.gz = NULL;
 done:
     if (w.f) fclose(w.f);
+    if (w.gz) gzclose_w(w.gz);
     strbuf_free(&w.b);
     free(v);
     free(closers);

@@ -99,7 +99,8 @@ trace_session *trace_start(const trace_opts *o, kiln_status *st);
  * appended when it was called are finished first; it waits for them).
  * Idempotent. */
 void trace_stop(trace_session *s);
-/* Writes s (stopped first if it is not) to path as Chrome Trace Event JSON.
+/* Writes s (stopped first if it is not) to path as Chrome Trace Event JSON,
+ * gzip-compressed when path ends in ".gz".
  * other (borrowed, may be NULL) is an object merged into "otherData"
  * (version, model, threads, schedule, machine limits: the caller's); the
  * recorder adds max_events, dropped_events, dropped_flows and detail.

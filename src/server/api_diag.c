@@ -508,7 +508,9 @@ enum MHD_Result srv_handle_diag_bottleneck(srv_req *r) {
  * server's address with a bounded workload, on the prep thread that handles
  * the request (the load's own requests go through the other prep threads),
  * and answers with the run as `kiln bench --json` writes it, the snapshot
- * before and after, and the verdict over the run. One at a time (409). */
+ * before and after, and the verdict over the run. One at a time (409).
+ * POST /diagnostics/profiler/benchmark-with-profiling (api_prof.c) runs
+ * the same code with hooks that record a profile around the load. */
 
 static atomic_int bench_busy;
 
@@ -558,7 +560,7 @@ static json_t *bench_doc(srv *s, bench_workload_opts *wo, bench_run_opts *ro, ch
                      (int)ro->n_requests, "max_tokens", wo->max_tokens, "runs", jr);
 }
 
-enum MHD_Result srv_handle_diag_bench(srv_req *r) {
+enum MHD_Result srv_diag_bench_run(srv_req *r, const srv_bench_hooks *h) {
     srv *s = r->s;
     char why[512] = "";
     json_error_t je;
@@ -620,6 +622,12 @@ enum MHD_Result srv_handle_diag_bench(srv_req *r) {
         return srv_error(r, 409, "invalid_request_error", NULL, "benchmark_running",
                          "a benchmark is already running; try again when it ends");
     }
+    enum MHD_Result res;
+    if (h && !h->begin(r, h->ud, &res)) { /* it answered */
+        json_decref(b);
+        atomic_store(&bench_busy, 0);
+        return res;
+    }
     char url[128];
     snprintf(url, sizeof url, "http://%s:%d/v1/%s", s->ipv6 ? "[::1]" : "127.0.0.1", s->port,
              wo.kind == BENCH_CHAT         ? "chat/completions"
@@ -639,6 +647,7 @@ enum MHD_Result srv_handle_diag_bench(srv_req *r) {
     double t0 = kiln_now_s();
     if (p) take(s, 60, p), before = perf_json(s, p);
     doc = bench_doc(s, &wo, &ro, why, sizeof why);
+    json_t *extra = h ? h->end(r, h->ud) : NULL;
     if (p) {
         /* the verdict over the run itself (and a second of margin) */
         srv_diag_tick(s);
@@ -653,9 +662,16 @@ enum MHD_Result srv_handle_diag_bench(srv_req *r) {
         json_decref(before);
         json_decref(after);
         json_decref(verdict);
+        json_decref(extra);
         return srv_error(r, 500, "server_error", NULL, NULL, "benchmark failed: %s", why);
     }
-    return srv_respond_json(r, 200,
-                            json_pack("{s:o,s:o*,s:o*,s:o*}", "bench", doc, "before", before,
-                                      "after", after, "verdict", verdict));
+    json_t *ans = json_pack("{s:o,s:o*,s:o*,s:o*}", "bench", doc, "before", before, "after", after,
+                            "verdict", verdict);
+    if (ans && extra) json_object_set(ans, h->key, extra);
+    json_decref(extra);
+    return srv_respond_json(r, 200, ans);
+}
+
+enum MHD_Result srv_handle_diag_bench(srv_req *r) {
+    return srv_diag_bench_run(r, NULL);
 }

@@ -5,7 +5,10 @@
  *   POST /diagnostics/profiler/stop
  *   GET  /diagnostics/profiler/status
  *   GET  /diagnostics/profiler/traces          the list
- *   GET  /diagnostics/profiler/traces/{id}     one Chrome trace (JSON)
+ *   GET  /diagnostics/profiler/traces/{id}     one Chrome trace (JSON; gzip when
+ *                                              the request's Accept-Encoding takes it)
+ *   POST /diagnostics/profiler/benchmark-with-profiling?max_events=&detail=
+ *        POST /diagnostics/benchmark's run (api_diag.c) recorded as a session
  *
  * A session follows PyTorch's schedule(wait, warmup, active), counted in
  * engine steps (the steps of any model's scheduler): waiting (wait_steps
@@ -27,10 +30,21 @@
  * Writing. A finished session's trace is made in memory (trace_text) by
  * prof_flush, under the profiler's lock, from the watcher thread (srv_prof_tick) or from the
  * next profiler request, whichever comes first - never from an engine
- * thread. One profiler per process (the hook is global). */
+ * thread. One profiler per process (the hook is global).
+ *
+ * Compression. A trace asked for with gzip is compressed once, outside the
+ * lock (from a copy), and the result kept beside the JSON for later asks.
+ *
+ * Benchmark with profiling. The session starts recording at once (no wait
+ * or warm-up) with no step limit, owned by the benchmark (p->bench_id):
+ * starts are 409 until the benchmark ends it, so the trace covers the
+ * load's engine steps up to max_events. A stop during the run ends the
+ * recording early; the benchmark then answers with what was recorded. */
+#include "base/gz.h"
 #include "base/log.h"
 #include "base/time.h"
 #include "obs/trace.h"
+#include "obs/trace_doc.h"
 #include "server/srv.h"
 
 #include <errno.h>
@@ -56,6 +70,8 @@ struct prof_trace {
     const char *state; /* done or stopped */
     char *json;
     size_t bytes;
+    unsigned char *gz; /* the JSON gzip-compressed, made on the first ask; or NULL */
+    size_t gz_bytes;
 };
 
 struct prof {
@@ -73,6 +89,7 @@ struct prof {
     char why[256];     /* why the recorder did not start ("" when it did) */
     struct prof_trace traces[PROF_MAX_TRACES];
     int n_traces;
+    int64_t bench_id; /* the session a benchmark-with-profiling owns; 0: none */
 };
 
 static struct prof *g_prof;
@@ -136,6 +153,9 @@ static json_t *other_data(const struct prof *p) {
                           "active_steps", (json_int_t)p->active, "steps_recorded",
                           (json_int_t)p->recorded, "warmup", "not recorded");
     if (o && p->why[0]) json_object_set_new(o, "error", json_string(p->why));
+    if (o && p->bench_id && p->bench_id == p->id) /* steps: the whole run, not active_steps */
+        json_object_set_new(json_object_get(o, "profiler"), "schedule",
+                            json_string("benchmark-with-profiling"));
     return o;
 }
 
@@ -177,6 +197,7 @@ static void prof_flush(struct prof *p) {
     if (!txt) return;
     if (p->n_traces == PROF_MAX_TRACES) { /* the oldest goes */
         free(p->traces[0].json);
+        free(p->traces[0].gz);
         memmove(p->traces, p->traces + 1, (PROF_MAX_TRACES - 1) * sizeof p->traces[0]);
         p->n_traces--;
     }
@@ -210,7 +231,7 @@ void srv_prof_free(srv *s) {
     trace_set_step_hook(NULL);
     g_prof = NULL;
     trace_free(p->ts); /* the engines are gone (the registry is destroyed first) */
-    for (int i = 0; i < p->n_traces; i++) free(p->traces[i].json);
+    for (int i = 0; i < p->n_traces; i++) free(p->traces[i].json), free(p->traces[i].gz);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
@@ -233,6 +254,7 @@ static json_t *status_json(struct prof *p) {
     if (p->state == P_IDLE || p->state == P_WAITING || p->state == P_WARMUP)
         memset(&st, 0, sizeof st);
     int64_t left = 0;
+    bool bench = p->bench_id && p->bench_id == p->id;
     if (p->state == P_WAITING || p->state == P_WARMUP)
         left = p->wait + p->warmup - p->steps_seen + p->active;
     else if (p->state == P_RECORDING)
@@ -245,6 +267,10 @@ static json_t *status_json(struct prof *p) {
         "wait_steps", (json_int_t)p->wait, "warmup_steps", (json_int_t)p->warmup, "active_steps",
         (json_int_t)p->active, "detail", p->detail == TRACE_DETAIL_OPS ? "ops" : "steps");
     if (j && p->why[0]) json_object_set_new(j, "error", json_string(p->why));
+    if (j && bench) { /* no step limit: it records until the benchmark ends */
+        json_object_set_new(j, "benchmark", json_true());
+        json_object_set_new(j, "steps_remaining", json_null());
+    }
     return j;
 }
 
@@ -265,6 +291,47 @@ static bool int_arg(srv_req *r, const char *name, int64_t def, int64_t lo, int64
     return true;
 }
 
+/* Starts a session (p->mu held): false after answering 409 (*res) when
+ * one is armed or a benchmark owns the profiler. */
+static bool arm(srv_req *r, struct prof *p, int64_t w, int64_t wu, int64_t a, int64_t me,
+                trace_detail detail, enum MHD_Result *res) {
+    prof_flush(p);
+    if (atomic_load(&p->armed) || p->bench_id) {
+        *res = srv_error(r, 409, "invalid_request_error", NULL, "profiler_busy",
+                         p->bench_id ? "profiler session %lld is recording a benchmark "
+                                       "(benchmark-with-profiling); try again when it ends"
+                                     : "profiler session %lld is %s; stop it first (POST "
+                                       "/diagnostics/profiler/stop)",
+                         (long long)p->id, state_names[p->state]);
+        return false;
+    }
+    p->id = p->next_id++;
+    p->wait = w, p->warmup = wu, p->active = a, p->max_events = me, p->detail = detail;
+    p->steps_seen = p->recorded = 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    p->created = (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+    p->why[0] = 0;
+    memset(&p->last, 0, sizeof p->last);
+    p->state = w > 0 ? P_WAITING : P_WARMUP;
+    atomic_store(&p->armed, 1);
+    if (w + wu == 0) begin_recording(p); /* now: the next steps are the active ones */
+    return true;
+}
+
+/* The detail query parameter into *out; false when it is neither steps
+ * nor ops. */
+static bool detail_arg(srv_req *r, trace_detail *out) {
+    const char *d = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "detail");
+    *out = d && !strcmp(d, "ops") ? TRACE_DETAIL_OPS : TRACE_DETAIL_STEPS;
+    return !d || !*d || !strcmp(d, "ops") || !strcmp(d, "steps");
+}
+
+static enum MHD_Result bad_detail(srv_req *r) {
+    return srv_error(r, 400, "invalid_request_error", "detail", "invalid_value",
+                     "detail must be steps or ops");
+}
+
 static enum MHD_Result handle_start(srv_req *r, struct prof *p) {
     int64_t w, wu, a, me;
     static const struct {
@@ -280,35 +347,14 @@ static enum MHD_Result handle_start(srv_req *r, struct prof *p) {
             return srv_error(r, 400, "invalid_request_error", spec[i].name, "invalid_value",
                              "%s must be an integer in [%lld, %lld]", spec[i].name,
                              (long long)spec[i].lo, (long long)spec[i].hi);
-    const char *d = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "detail");
-    trace_detail detail = TRACE_DETAIL_STEPS;
-    if (d && !strcmp(d, "ops"))
-        detail = TRACE_DETAIL_OPS;
-    else if (d && *d && strcmp(d, "steps"))
-        return srv_error(r, 400, "invalid_request_error", "detail", "invalid_value",
-                         "detail must be steps or ops");
+    trace_detail detail;
+    if (!detail_arg(r, &detail)) return bad_detail(r);
     pthread_mutex_lock(&p->mu);
-    prof_flush(p);
-    if (atomic_load(&p->armed)) {
-        int64_t id = p->id;
-        const char *st = state_names[p->state];
+    enum MHD_Result res;
+    if (!arm(r, p, w, wu, a, me, detail, &res)) {
         pthread_mutex_unlock(&p->mu);
-        return srv_error(r, 409, "invalid_request_error", NULL, "profiler_busy",
-                         "profiler session %lld is %s; stop it first (POST "
-                         "/diagnostics/profiler/stop)",
-                         (long long)id, st);
+        return res;
     }
-    p->id = p->next_id++;
-    p->wait = w, p->warmup = wu, p->active = a, p->max_events = me, p->detail = detail;
-    p->steps_seen = p->recorded = 0;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    p->created = (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
-    p->why[0] = 0;
-    memset(&p->last, 0, sizeof p->last);
-    p->state = w > 0 ? P_WAITING : P_WARMUP;
-    atomic_store(&p->armed, 1);
-    if (w + wu == 0) begin_recording(p); /* now: the next steps are the active ones */
     json_t *j = status_json(p);
     unsigned code = p->state == P_STOPPED && p->why[0] ? 409 : 200;
     pthread_mutex_unlock(&p->mu);
@@ -346,25 +392,63 @@ static enum MHD_Result handle_list(srv_req *r, struct prof *p) {
                             json_pack("{s:o,s:i}", "traces", a, "max_traces", PROF_MAX_TRACES));
 }
 
+/* The index of trace id in the list (p->mu held), or -1. */
+static int find_trace(const struct prof *p, int64_t id) {
+    for (int i = 0; i < p->n_traces; i++)
+        if (p->traces[i].id == id) return i;
+    return -1;
+}
+
+/* Trace i's gzip form, made once (p->mu held on entry and on return; it is
+ * dropped while compressing, so the trace may be gone after: returns its
+ * index then, or -1). */
+static int trace_gz(struct prof *p, int i) {
+    if (p->traces[i].gz) return i;
+    int64_t id = p->traces[i].id;
+    size_t n = p->traces[i].bytes, gn = 0;
+    char *copy = malloc(n ? n : 1);
+    if (!copy) return i; /* answered without compression */
+    memcpy(copy, p->traces[i].json, n);
+    pthread_mutex_unlock(&p->mu);
+    unsigned char *gz = kiln_gzip(copy, n, 6, &gn);
+    free(copy);
+    if (!gz) KILN_LOGW("kiln serve: profiler: %s", kiln_last_error());
+    pthread_mutex_lock(&p->mu);
+    i = find_trace(p, id);
+    if (i >= 0 && !p->traces[i].gz && gz) {
+        p->traces[i].gz = gz, p->traces[i].gz_bytes = gn;
+        gz = NULL;
+    }
+    free(gz); /* another ask stored one first, or the trace went */
+    return i;
+}
+
 static enum MHD_Result handle_get(srv_req *r, struct prof *p) {
     const char *s = r->path + strlen("/diagnostics/profiler/traces/");
     char *end;
     errno = 0;
     long long id = strtoll(s, &end, 10);
     bool ok = !errno && end != s && (!*end || !strcmp(end, "/")) && id > 0;
+    bool gzip = ok && srv_accepts_gzip(r), zipped = false;
     struct MHD_Response *resp = NULL;
     pthread_mutex_lock(&p->mu);
     prof_flush(p);
-    for (int i = 0; ok && i < p->n_traces; i++)
-        if (p->traces[i].id == id)
-            resp = MHD_create_response_from_buffer(p->traces[i].bytes, p->traces[i].json,
-                                                   MHD_RESPMEM_MUST_COPY);
+    int i = ok ? find_trace(p, id) : -1;
+    if (i >= 0 && gzip) i = trace_gz(p, i);
+    if (i >= 0) {
+        const struct prof_trace *t = &p->traces[i];
+        zipped = gzip && t->gz;
+        resp = zipped ? MHD_create_response_from_buffer(t->gz_bytes, t->gz, MHD_RESPMEM_MUST_COPY)
+                      : MHD_create_response_from_buffer(t->bytes, t->json, MHD_RESPMEM_MUST_COPY);
+    }
     pthread_mutex_unlock(&p->mu);
     if (!resp)
         return srv_error(r, 404, "not_found_error", NULL, "trace_not_found",
                          "no profiler trace %.40s (GET /diagnostics/profiler/traces lists them)",
                          s);
     MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Vary", "Accept-Encoding");
+    if (zipped) MHD_add_response_header(resp, "Content-Encoding", "gzip");
     return srv_respond(r, 200, resp);
 }
 
@@ -388,4 +472,85 @@ enum MHD_Result srv_handle_prof(srv_req *r) {
         return srv_respond_json(r, 200, j);
     }
     }
+}
+
+/* ---- POST /diagnostics/profiler/benchmark-with-profiling
+ *
+ * Runs on a prep thread (like POST /diagnostics/benchmark): the query is
+ * read there, from the suspended connection, whose headers MHD no longer
+ * changes. */
+
+#define PROF_BENCH_SUMMARY_SPANS 12
+
+struct prof_bench {
+    struct prof *p;
+    int64_t max_events;
+    trace_detail detail;
+    int64_t id; /* the session, once begin armed it */
+};
+
+static bool bench_begin(srv_req *r, void *ud, enum MHD_Result *res) {
+    struct prof_bench *b = ud;
+    struct prof *p = b->p;
+    pthread_mutex_lock(&p->mu);
+    /* no step limit (the start's largest): the benchmark's end stops it */
+    bool ok = arm(r, p, 0, 0, 1000000000, b->max_events, b->detail, res);
+    if (ok && p->state == P_STOPPED) { /* the recorder did not start */
+        *res = srv_error(r, 409, "invalid_request_error", NULL, "profiler_busy", "%s", p->why);
+        ok = false;
+    }
+    if (ok) b->id = p->bench_id = p->id;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+static struct json_t *bench_end(srv_req *r, void *ud) {
+    (void)r;
+    struct prof_bench *b = ud;
+    struct prof *p = b->p;
+    pthread_mutex_lock(&p->mu);
+    if (p->id == b->id && atomic_load(&p->armed)) finish(p, P_DONE);
+    prof_flush(p);
+    p->bench_id = 0;
+    int i = find_trace(p, b->id);
+    char *text = NULL;
+    size_t n = 0;
+    json_t *j;
+    if (i < 0) {
+        j = json_pack("{s:I,s:s}", "trace_id", (json_int_t)b->id, "error",
+                      "the trace could not be made (out of memory)");
+    } else {
+        const struct prof_trace *t = &p->traces[i];
+        char url[96];
+        snprintf(url, sizeof url, "/diagnostics/profiler/traces/%lld", (long long)t->id);
+        j = json_pack(
+            "{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:I}", "trace_id", (json_int_t)t->id, "trace_url",
+            url, "state", t->state, "steps", (json_int_t)t->steps, "events", (json_int_t)t->events,
+            "dropped", (json_int_t)t->dropped, "max_events", (json_int_t)b->max_events, "detail",
+            b->detail == TRACE_DETAIL_OPS ? "ops" : "steps", "bytes", (json_int_t)t->bytes);
+        if ((text = malloc(t->bytes + 1))) memcpy(text, t->json, t->bytes), n = t->bytes;
+    }
+    pthread_mutex_unlock(&p->mu);
+    /* the summary, as kiln trace summary reads it (outside the lock) */
+    trace_doc doc;
+    if (j && text && trace_doc_parse(&doc, text, n, "the profile") == KILN_OK) {
+        json_object_set_new(j, "summary", trace_doc_summary_json(&doc, PROF_BENCH_SUMMARY_SPANS));
+        trace_doc_free(&doc);
+    } else if (j && text) {
+        json_object_set_new(j, "summary_error", json_string(kiln_last_error()));
+    }
+    free(text);
+    return j;
+}
+
+enum MHD_Result srv_handle_prof_bench(srv_req *r) {
+    struct prof *p = g_prof;
+    if (!p) return srv_error(r, 404, "not_found_error", NULL, "not_found", "no profiler");
+    struct prof_bench b = {.p = p};
+    if (!int_arg(r, "max_events", PROF_DEFAULT_MAX_EVENTS, 1, 1 << 26, &b.max_events))
+        return srv_error(r, 400, "invalid_request_error", "max_events", "invalid_value",
+                         "max_events must be an integer in [1, %d]", 1 << 26);
+    if (!detail_arg(r, &b.detail)) return bad_detail(r);
+    srv_bench_hooks h = {.begin = bench_begin, .end = bench_end, .key = "profile", .ud = &b};
+    return srv_diag_bench_run(r, &h);
 }

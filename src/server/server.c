@@ -565,6 +565,8 @@ static enum MHD_Result body_done(srv_req *r) {
         return srv_handle_embeddings(r);
     case SRV_R_DIAG_BENCH:
         return srv_handle_diag_bench(r);
+    case SRV_R_PROF_BENCH:
+        return srv_handle_prof_bench(r);
     default:
         return srv_error(r, 500, "server_error", NULL, NULL, "no handler");
     }

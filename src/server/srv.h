@@ -35,6 +35,17 @@ void srv_base64(strbuf *b, const unsigned char *p, size_t n);
 long srv_utf8_invalid_at(const char *p, size_t n);
 /* 1 when a and b are equal; runs in time that depends only on the lengths. */
 int srv_const_eq(const char *a, const char *b);
+/* Content-coding negotiation (RFC 9110 12.5.3). srv_accept_scan raises
+ * *q_gzip and *q_any (start them at -1: not listed) to the weights one
+ * Accept-Encoding value gives "gzip"/"x-gzip" and "*"; elements with a bad
+ * weight are ignored. srv_accepts_gzip_value says whether one value
+ * accepts gzip (gzip's own weight, else that of "*", must be above 0;
+ * NULL or not listed: no); srv_accepts_gzip does the same over all the
+ * request's Accept-Encoding lines (r->conn valid). */
+void srv_accept_scan(const char *v, double *q_gzip, double *q_any);
+bool srv_accepts_gzip_value(const char *v);
+struct srv_req;
+bool srv_accepts_gzip(struct srv_req *r);
 
 /* ---- routes */
 
@@ -52,6 +63,7 @@ typedef enum srv_route {
     SRV_R_PROF_STATUS,
     SRV_R_PROF_TRACES,
     SRV_R_PROF_TRACE, /* /diagnostics/profiler/traces/{id} (a prefix) */
+    SRV_R_PROF_BENCH, /* POST /diagnostics/profiler/benchmark-with-profiling (prep thread) */
     SRV_R_DIAG_BENCH, /* POST /diagnostics/benchmark (api_diag.c, on a prep thread) */
     SRV_R_UNKNOWN,
     SRV_R_COUNT
@@ -312,6 +324,21 @@ void srv_est_work(const kiln_model_desc *d, const kiln_sched_state *st, double *
 enum MHD_Result srv_handle_diag_perf(srv_req *r);
 /* POST /diagnostics/benchmark: blocks its prep thread for the run. */
 enum MHD_Result srv_handle_diag_bench(srv_req *r);
+/* What another endpoint adds around the same benchmark: begin runs once the
+ * body is valid and the benchmark is claimed (no other one runs), before
+ * the load; it returns false after answering r itself (*res: its result)
+ * to call the run off. end runs after the load, whether or not it
+ * succeeded, and returns an object (new reference, or NULL) set as
+ * answer[key]. Both on the prep thread that runs the benchmark. */
+typedef struct srv_bench_hooks {
+    bool (*begin)(srv_req *r, void *ud, enum MHD_Result *res);
+    struct json_t *(*end)(srv_req *r, void *ud); /* jansson json_t */
+    const char *key;
+    void *ud;
+} srv_bench_hooks;
+/* The benchmark of POST /diagnostics/benchmark - its body, limits, 409 and
+ * answer - with h's additions (NULL: none). */
+enum MHD_Result srv_diag_bench_run(srv_req *r, const srv_bench_hooks *h);
 /* The verdict over the last window seconds (a static string), or NULL
  * without --diagnostics. */
 const char *srv_diag_verdict(srv *s, double window);
@@ -325,6 +352,9 @@ kiln_status srv_prof_init(srv *s);           /* KILN_ERR_NOMEM */
 void srv_prof_free(srv *s);                  /* ends a session, drops the traces */
 void srv_prof_tick(srv *s);                  /* watcher thread: stores a finished trace */
 enum MHD_Result srv_handle_prof(srv_req *r); /* the SRV_R_PROF_* routes */
+/* POST /diagnostics/profiler/benchmark-with-profiling: srv_diag_bench_run
+ * with a profiler session recording the load (its prep thread). */
+enum MHD_Result srv_handle_prof_bench(srv_req *r);
 
 /* Logs (logs.c): the access line of a finished request (on_completed; e2e
  * in seconds), with its slow-request line and count; a generated token and

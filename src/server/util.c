@@ -1,6 +1,7 @@
 /* util.c - small helpers of the server: the growable buffer, base64,
- * UTF-8 validation, constant-time comparison, and the route table (path ->
- * route, its method, whether it needs the API key, its metrics label). */
+ * UTF-8 validation, constant-time comparison, content-coding negotiation
+ * (Accept-Encoding), and the route table (path -> route, its method,
+ * whether it needs the API key, its metrics label). */
 #include "server/openai.h"
 #include "server/srv.h"
 
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void srv_base64(strbuf *b, const unsigned char *p, size_t n) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -69,6 +71,80 @@ int srv_const_eq(const char *a, const char *b) {
     return diff == 0;
 }
 
+/* ---- Accept-Encoding (RFC 9110 section 12.5.3)
+ *
+ * A list of codings, each with an optional weight: "gzip;q=0.5, br, *;q=0".
+ * The weight of gzip is that of a "gzip" (or "x-gzip") element, else that of
+ * "*", else 0 (not listed: refused); q=0 means "not acceptable". An element
+ * whose weight is not a valid qvalue is ignored. */
+
+static bool is_ows(char c) {
+    return c == ' ' || c == '\t';
+}
+
+/* A qvalue: "0" ["." 0-3 digits] or "1" ["." 0-3 zeros]; -1 when bad. */
+static double qvalue(const char *p, size_t n) {
+    if (!n || (p[0] != '0' && p[0] != '1') || (n > 1 && p[1] != '.') || n > 5) return -1;
+    double q = p[0] - '0', scale = 0.1;
+    for (size_t i = 2; i < n; i++, scale /= 10) {
+        if (p[i] < '0' || p[i] > '9' || (p[0] == '1' && p[i] != '0')) return -1;
+        q += (p[i] - '0') * scale;
+    }
+    return q;
+}
+
+void srv_accept_scan(const char *v, double *q_gzip, double *q_any) {
+    while (v && *v) {
+        size_t n = strcspn(v, ","); /* one element: v[0..n) */
+        const char *e = v, *end = v + n;
+        while (e < end && is_ows(*e)) e++;
+        size_t tn = 0;
+        while (e + tn < end && e[tn] != ';' && !is_ows(e[tn])) tn++;
+        double q = 1;
+        for (const char *p = e + tn; p < end && q >= 0;) { /* parameters */
+            while (p < end && (is_ows(*p) || *p == ';')) p++;
+            size_t pn = strcspn(p, ";,");
+            const char *pe = p + pn < end ? p + pn : end;
+            while (pe > p && is_ows(pe[-1])) pe--;
+            if (pe - p >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=')
+                q = qvalue(p + 2, (size_t)(pe - p - 2));
+            p += pn;
+        }
+        if (q >= 0 && tn) {
+            if ((tn == 4 && !strncasecmp(e, "gzip", 4)) ||
+                (tn == 6 && !strncasecmp(e, "x-gzip", 6)))
+                *q_gzip = q > *q_gzip ? q : *q_gzip;
+            else if (tn == 1 && *e == '*')
+                *q_any = q > *q_any ? q : *q_any;
+        }
+        v = *end ? end + 1 : end;
+    }
+}
+
+bool srv_accepts_gzip_value(const char *v) {
+    double qg = -1, qa = -1;
+    srv_accept_scan(v, &qg, &qa);
+    return qg >= 0 ? qg > 0 : qa > 0;
+}
+
+struct accept_ctx {
+    double q_gzip, q_any;
+};
+
+static enum MHD_Result accept_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value) {
+    (void)kind;
+    struct accept_ctx *c = cls;
+    if (key && !strcasecmp(key, "Accept-Encoding")) srv_accept_scan(value, &c->q_gzip, &c->q_any);
+    return MHD_YES;
+}
+
+bool srv_accepts_gzip(srv_req *r) {
+    struct accept_ctx c = {-1, -1}; /* every Accept-Encoding line, as one list */
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, accept_header, &c);
+    return c.q_gzip >= 0 ? c.q_gzip > 0 : c.q_any > 0;
+}
+
 static const struct {
     const char *path, *label, *method;
     int auth;
@@ -90,6 +166,8 @@ static const struct {
                            1},
     [SRV_R_PROF_TRACE] = {"/diagnostics/profiler/traces/", "/diagnostics/profiler/traces/{id}",
                           "GET", 1},
+    [SRV_R_PROF_BENCH] = {"/diagnostics/profiler/benchmark-with-profiling",
+                          "/diagnostics/profiler/benchmark-with-profiling", "POST", 1},
     [SRV_R_DIAG_BENCH] = {"/diagnostics/benchmark", "/diagnostics/benchmark", "POST", 1},
     [SRV_R_UNKNOWN] = {NULL, "other", NULL, 0},
 };

@@ -10,8 +10,7 @@ T=${KILN_TEST_TMP:-/tmp}/cli-bench-html-$$
 mkdir -p "$T"
 fail() { echo "FAIL: $*"; exit 1; }
 source "$(dirname "$0")/../bench/stub.sh"
-
-CHROME=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
+source "$(dirname "$0")/../bench/chromium.sh"
 [ -n "$CHROME" ] || { echo "SKIP: chromium not found (setup installs Debian's chromium)"; exit 0; }
 
 # the model name lands in the page: make it hostile
@@ -25,12 +24,6 @@ grep -qF '</script' <(python3 -c "
 import re,sys; h=open('$T/r.html').read(); m=re.search(r'<script id=\"data\"[^>]*>(.*?)</script>', h, re.S)
 print(m.group(1) if m else '</script MISSING')") && fail "embedded data broken"
 
-render() { # html -> dom on stdout
-    mkdir -p "$T/home"
-    HOME="$T/home" timeout 60 "$CHROME" --headless --no-sandbox --disable-gpu \
-        --disable-dev-shm-usage --no-first-run --user-data-dir="$T/profile" \
-        --virtual-time-budget=5000 --dump-dom "file://$1" 2>"$T/chrome.err"
-}
 render "$T/r.html" >"$T/dom.html" || fail "chromium exit $? ($(tail -5 "$T/chrome.err"))"
 grep -qF '<div id="status">report rendered</div>' "$T/dom.html" ||
     fail "report did not render: $(grep -o '<div id="errors">[^<]*' "$T/dom.html")"

@@ -6,7 +6,12 @@
 # accepts; a second start while one waits is 409; stop while waiting gives
 # state stopped and a valid empty trace; a tiny max_events drops events and
 # still writes a valid trace; bad parameters are 400; the list keeps the
-# last 8 traces.
+# last 8 traces. A trace is gzip (Content-Encoding, Vary) when
+# Accept-Encoding takes it - gzip;q=0 refuses, * accepts - and decompresses
+# to the identity body. benchmark-with-profiling (a second server, with a
+# per-step delay so the run lasts): the benchmark's results plus a profile
+# whose trace validates and holds its steps; a profiler start, a benchmark
+# and a second benchmark-with-profiling during it are 409.
 # Usage: bash serve_profiler.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_profiler.sh /path/to/kiln}
@@ -77,6 +82,33 @@ get "traces/$ID1" >"$T/t1.json"
 curl -s -m 30 -D "$T/h1" -o /dev/null -H "$A" "$URL/diagnostics/profiler/traces/$ID1"
 grep -qi '^content-type: application/json' "$T/h1" || fail "trace content type: $(cat "$T/h1")"
 python3 "$VALIDATE" "$T/t1.json" || fail "trace_validate on the profiler trace"
+grep -qi '^vary: accept-encoding' "$T/h1" || fail "no Vary: $(cat "$T/h1")"
+grep -qi '^content-encoding' "$T/h1" && fail "identity asked, got: $(cat "$T/h1")"
+
+# gzip when Accept-Encoding takes it; the body decompresses to the identity one
+# enc HEADER-VALUE NAME: the trace fetched with that Accept-Encoding into
+# $T/NAME.body, its headers in $T/NAME.hdr
+enc() { curl -s -m 30 -H "$A" -H "Accept-Encoding: $1" -D "$T/$2.hdr" -o "$T/$2.body" \
+    "$URL/diagnostics/profiler/traces/$ID1"; }
+gz_check() { # NAME: gzip, decompressing to t1.json
+    grep -qi '^content-encoding: gzip' "$T/$1.hdr" || fail "$1: not gzip: $(cat "$T/$1.hdr")"
+    grep -qi '^vary: accept-encoding' "$T/$1.hdr" || fail "$1: no Vary"
+    python3 -c 'import gzip, sys; sys.exit(gzip.open(sys.argv[1]).read() != open(sys.argv[2], "rb").read())' \
+        "$T/$1.body" "$T/t1.json" || fail "$1: the gzip body is not the identity body"
+}
+enc gzip g1 && gz_check g1
+enc gzip g2 && gz_check g2 # the cached copy
+cmp -s "$T/g1.body" "$T/g2.body" || fail "the second gzip answer differs from the first"
+enc '*' star && gz_check star
+enc 'deflate, GZIP;Q=0.5' mixed && gz_check mixed
+for v in 'gzip;q=0' 'identity' 'br, *;q=0' 'gzip;q=0, *' 'gzip;q=2'; do
+    enc "$v" plain
+    grep -qi '^content-encoding' "$T/plain.hdr" && fail "Accept-Encoding '$v' got $(grep -i '^content-encoding' "$T/plain.hdr")"
+    cmp -s "$T/plain.body" "$T/t1.json" || fail "Accept-Encoding '$v': not the identity body"
+done
+curl -s -m 30 --compressed -H "$A" -o "$T/c.json" "$URL/diagnostics/profiler/traces/$ID1"
+cmp -s "$T/c.json" "$T/t1.json" || fail "curl --compressed: the body differs from the identity one"
+python3 "$VALIDATE" "$T/g1.body" || fail "trace_validate on the gzip body"
 python3 - "$T/t1.json" "$T/st1.json" <<'PY' || fail "3 steps: $(head -c 600 "$T/t1.json")"
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -129,6 +161,66 @@ for t in d["traces"]:
 PY
 req GET "/diagnostics/profiler/traces/$ID1" '' -H "$A"
 expect_error "dropped trace" 404 not_found_error null trace_not_found
+stop_server
+
+# benchmark-with-profiling; 3 ms per step makes the run last over a second
+KILN_TEST_STEP_DELAY_US=3000 start_server bench -m "$T/llama.gguf" --ctx 256 --parallel 2 -t 1 \
+    --diagnostics --api-key k
+req POST '/diagnostics/profiler/benchmark-with-profiling?detail=foo' '{}' -H "$A"
+expect_error "benchmark-with-profiling detail=foo" 400 invalid_request_error detail invalid_value
+req POST '/diagnostics/profiler/benchmark-with-profiling?max_events=0' '{}' -H "$A"
+expect_error "benchmark-with-profiling max_events=0" 400 invalid_request_error max_events invalid_value
+req POST /diagnostics/profiler/benchmark-with-profiling '{"concurrency":99}' -H "$A"
+expect_error "benchmark-with-profiling concurrency 99" 400 invalid_request_error - invalid_value
+curl -s -m 120 -o "$T/pb.json" -w '%{http_code}' -H "$J" -H "$A" -X POST \
+    "$URL/diagnostics/profiler/benchmark-with-profiling" \
+    -d '{"concurrency":2,"requests":24,"max_tokens":32}' >"$T/pb.code" &
+bpid=$!
+for i in $(seq 100); do # until it records
+    get status >"$T/pst.json"
+    [ "$(field 'd.get("benchmark", False)' <"$T/pst.json")" = True ] && break
+    sleep 0.05
+done
+[ "$(field 'd["state"]' <"$T/pst.json")" = recording ] || fail "status during the run: $(cat "$T/pst.json")"
+req POST /diagnostics/profiler/start '{}' -H "$A"
+expect_error "profiler start during benchmark-with-profiling" 409 invalid_request_error null profiler_busy
+req POST /diagnostics/benchmark '{"requests":2}' -H "$A"
+expect_error "benchmark during benchmark-with-profiling" 409 invalid_request_error null benchmark_running
+req POST /diagnostics/profiler/benchmark-with-profiling '{"requests":2}' -H "$A"
+expect_error "second benchmark-with-profiling" 409 invalid_request_error null benchmark_running
+[ -s "$T/pb.code" ] && fail "the benchmark ended before the 409 checks; make it longer"
+wait $bpid
+[ "$(cat "$T/pb.code")" = 200 ] || fail "benchmark-with-profiling: $(cat "$T/pb.code") $(head -c 300 "$T/pb.json")"
+PID=$(field 'd["profile"]["trace_id"]' <"$T/pb.json")
+get "traces/$PID" >"$T/pt.json"
+python3 "$VALIDATE" "$T/pt.json" || fail "trace_validate on the benchmark's trace"
+python3 - "$T/pb.json" "$T/pt.json" <<'PY' || fail "benchmark-with-profiling: $(head -c 800 "$T/pb.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+t = json.load(open(sys.argv[2]))
+run = d["bench"]["runs"][0]
+assert d["bench"]["tool"] == "kiln bench" and run["summary"]["ok"] == 24, run["summary"]
+assert run["summary"]["output_tps"] > 0
+for k in ("before", "after", "verdict"):
+    assert k in d, k
+p = d["profile"]
+assert p["state"] == "done" and p["dropped"] == 0 and p["events"] > 0, p
+assert p["trace_url"] == "/diagnostics/profiler/traces/%d" % p["trace_id"], p
+steps = [e for e in t["traceEvents"] if e.get("ph") == "X" and e.get("name") == "step"]
+# 24 x 32 tokens over 2 slots: hundreds of steps, each in the trace
+assert p["steps"] >= 24 * 32 // 2 - 24 and abs(len(steps) - p["steps"]) <= 1, (p["steps"], len(steps))
+assert t["otherData"]["profiler"]["schedule"] == "benchmark-with-profiling", t["otherData"]
+sm = p["summary"]
+names = [s["name"] for s in sm["spans"]]
+assert "step" in names and "forward" in names, names
+st = next(s for s in sm["spans"] if s["name"] == "step")
+assert st["count"] == len(steps) and st["total_ms"] > 0 and st["p99_ms"] >= st["p50_ms"], st
+assert sm["step_ms"]["count"] == len(steps) and sm["step_ms"]["p50"] >= 3.0, sm["step_ms"]
+assert any(th["busy_fraction"] > 0 for th in sm["threads"]), sm["threads"]
+PY
+# the profiler is free again; the trace is listed
+[ "$(get status | field 'd["state"]')" = done ] || fail "status after: $(get status)"
+get traces | grep -q "\"id\":$PID" || fail "the benchmark's trace is not listed: $(get traces)"
 check_errors
 stop_server
 echo "serve_profiler: ok"

@@ -3,7 +3,11 @@
 # llama models (kiln synth; no shared data needed) writes a trace the strict
 # validator accepts, `kiln trace summary` reads it back, and `kiln trace
 # compare` finds no difference between runs of one setup (alternated) but
-# finds the forward passes of a four-times-wider model slower.
+# finds the forward passes of a four-times-wider model slower. Gzip: a
+# FILE.gz trace is gzip and reads back; the readers detect gzip by its magic
+# bytes, not by the name. compare --html: the page renders in headless
+# Chromium (skipped without it) with the span names, the significant
+# differences marked, and the step-time distributions.
 # Usage: bash trace.sh /path/to/kiln
 set -u
 KILN=${1:?usage: trace.sh /path/to/kiln}
@@ -12,6 +16,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+source "$(dirname "$0")/../bench/chromium.sh"
 
 "$KILN" trace >/dev/null 2>&1
 [ $? -eq 2 ] || fail "kiln trace without a subcommand should exit 2"
@@ -55,6 +60,25 @@ grep -q "^forward  *47 " "$T/sum" || fail "summary: no 47 forwards"
 grep -q "^main .*%" "$T/sum" || fail "summary: no busy fraction for main"
 grep -q "step time (ms) over 48 steps" "$T/sum" || fail "summary: no step distribution"
 
+# gzip: FILE.gz is written compressed; readers go by the magic bytes
+run "$T/small.gguf" "$T/z.json.gz"
+[ "$(head -c 2 "$T/z.json.gz" | od -An -tx1 | tr -d ' ')" = 1f8b ] || fail "z.json.gz is not gzip"
+python3 "$V" "$T/z.json.gz" || fail "the gzip trace is not valid"
+python3 -c 'import gzip, json, sys; d = json.loads(gzip.open(sys.argv[1]).read())
+assert sum(e["name"] == "step" for e in d["traceEvents"]) == 48' "$T/z.json.gz" ||
+    fail "the gzip trace's content"
+"$KILN" trace summary "$T/z.json.gz" >"$T/zsum" 2>&1 || fail "summary of .gz exit $?"
+grep -q "^step  *48 " "$T/zsum" || fail "summary of .gz: $(cat "$T/zsum")"
+gzip -c "$T/a.json" >"$T/a-gzip-named.json" # gzip under a plain name
+cp "$T/a.json" "$T/a-plain-named.gz"        # plain under a gzip name
+for f in a-gzip-named.json a-plain-named.gz; do
+    "$KILN" trace summary "$T/$f" 2>&1 | tail -n +2 >"$T/sum.$f" || fail "summary of $f"
+    tail -n +2 "$T/sum" | cmp -s - "$T/sum.$f" || fail "summary of $f differs from a.json's"
+done
+head -c 300 "$T/z.json.gz" >"$T/cut.json.gz"
+"$KILN" trace summary "$T/cut.json.gz" >/dev/null 2>"$T/e"
+[ $? -eq 1 ] && grep -q "cut.json.gz" "$T/e" || fail "a truncated gzip should exit 1 naming it: $(cat "$T/e")"
+
 # A/B: three runs per side, alternated
 for i in 1 2 3; do
     run "$T/small.gguf" "$T/a$i.json"
@@ -73,6 +97,47 @@ for s in step forward; do
     grep -q "^$s .*SLOWER" "$T/diff" || fail "wider model: $s not SLOWER: $(cat "$T/diff")"
 done
 grep -q "significant differences (B vs A)" "$T/diff" || fail "no count of differences"
+# gzip and plain traces mix; the text is the same whatever the files' form
+gzip -k "$T"/w?.json
+"$KILN" trace compare --a "$T"/a?.json --b "$T"/w?.json.gz >"$T/diffz" 2>&1 || fail "compare .gz exit $?"
+cmp -s "$T/diff" "$T/diffz" || fail "compare of .gz traces differs: $(diff "$T/diff" "$T/diffz")"
+
+# compare --html: a self-contained page; a hostile file name stays text
+cp "$T/a1.json" "$T/<b>a1.json"
+"$KILN" trace compare --a "$T/<b>a1.json" "$T"/a[23].json --b "$T"/w?.json --html "$T/d.html" \
+    >"$T/diffh" 2>&1 || fail "compare --html exit $?"
+"$KILN" trace compare --min-change 10 --a "$T"/a?.json --b "$T"/b?.json --html "$T/s.html" \
+    >/dev/null 2>&1 || fail "compare --html (same setup) exit $?"
+[ -s "$T/d.html" ] || fail "no HTML report"
+grep -qE '<(link|img|iframe)[^>]* (src|href)=|<script[^>]* src=' "$T/d.html" &&
+    fail "the report loads external resources"
+if [ -z "$CHROME" ]; then
+    echo "note: chromium not found; the HTML report was not rendered"
+else
+    render "$T/d.html" >"$T/d.dom" || fail "chromium exit $? ($(tail -3 "$T/chrome.err"))"
+    grep -qF '<div id="status">report rendered</div>' "$T/d.dom" &&
+        grep -qF '<div id="errors"></div>' "$T/d.dom" ||
+        fail "report did not render: $(grep -o '<div id="errors">[^<]*' "$T/d.dom")"
+    for s in step forward sample prefill; do
+        grep -q "<tr data-span=\"$s\"><td>$s</td>" "$T/d.dom" || fail "no row for $s in the page"
+    done
+    for s in step forward; do
+        grep -o "<tr data-span=\"$s\">.*" "$T/d.dom" | sed 's|</tr>.*||' |
+            grep -qF '<td class="sig">SLOWER</td>' || fail "$s not marked SLOWER in the page"
+    done
+    grep -qE '<div id="verdict"><b class="sig">[0-9]+ significant differences' "$T/d.dom" ||
+        fail "no verdict line in the page"
+    grep -q '<svg' "$T/d.dom" && grep -q 'Step time (CDF)' "$T/d.dom" || fail "no step-time chart"
+    grep -qF '&lt;b&gt;a1.json' "$T/d.dom" || fail "file name not shown escaped"
+    sed 's|<script id="data"[^>]*>.*</script>||' "$T/d.dom" | grep -qF '<b>a1.json' &&
+        fail "file name rendered as markup"
+    render "$T/s.html" >"$T/s.dom" || fail "chromium exit $? on the same-setup page"
+    grep -qF '<div id="status">report rendered</div>' "$T/s.dom" || fail "same-setup page did not render"
+    for s in step forward; do
+        grep -o "<tr data-span=\"$s\">.*" "$T/s.dom" | sed 's|</tr>.*||' |
+            grep -qF 'within noise' || fail "same setup: $s not within noise in the page"
+    done
+fi
 
 [ $fails -eq 0 ] && echo "ok: kiln run --trace, trace summary and trace compare"
 [ $fails -eq 0 ]
