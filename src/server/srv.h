@@ -35,6 +35,14 @@ void srv_base64(strbuf *b, const unsigned char *p, size_t n);
 long srv_utf8_invalid_at(const char *p, size_t n);
 /* 1 when a and b are equal; runs in time that depends only on the lengths. */
 int srv_const_eq(const char *a, const char *b);
+/* Trace spans of the HTTP layer (obs/trace.h, cat "http"): name (a literal:
+ * http_parse, http_write, tokenize, submit) from t0 (0: not tracing; take it
+ * with TRACE_SCOPE_BEGIN) to now, with the HTTP status (when > 0) and the
+ * bytes (when >= 0) as arguments. The first span a thread records names it
+ * "http" (libmicrohttpd's threads) unless srv_trace_thread named it first. */
+void srv_trace_http(const char *name, int64_t t0, int status, int64_t bytes);
+/* Names the calling thread in traces, once per thread. */
+void srv_trace_thread(const char *name);
 
 /* ---- routes */
 
