@@ -1,11 +1,14 @@
 /* test_trace.c - the trace recorder (obs/trace.h): events from several
  * threads at once, the max_events budget and its dropped count, the writer's
- * repairs (nesting, unpaired async and flow events), and that nothing is
- * recorded with no session active. The JSON it writes is read back with
- * jansson here; tests/cli/trace.sh runs the strict validator on real runs.
- * The reader (obs/trace_doc.h): a written trace - plain and gzip (a ".gz"
- * path) - read back with its spans, threads and summary; the array form;
- * bad JSON and a truncated gzip file fail naming the place. */
+ * repairs (nesting, unpaired async and flow events), that nothing is
+ * recorded with no session active, span chains (trace_lap), and the
+ * scheduler's spans at detail=steps and detail=ops (per-layer spans of the
+ * engine thread, nested in each forward pass, none needing repair). The
+ * JSON it writes is read back with jansson here; tests/cli/trace.sh runs
+ * the strict validator on real runs. The reader (obs/trace_doc.h): a
+ * written trace - plain and gzip (a ".gz" path) - read back with its spans,
+ * threads and summary; the array form; bad JSON and a truncated gzip file
+ * fail naming the place. */
 #include "testutil.h"
 
 #include "obs/trace.h"
@@ -280,6 +283,118 @@ static void test_doc_parse(void **state) {
     }
 }
 
+/* A span chain: off at detail=steps (nothing recorded), back-to-back phases
+ * inside their groups at detail=ops, nothing to repair. */
+static void test_lap(void **state) {
+    (void)state;
+    trace_lap k;
+    trace_lap_start(&k, trace_on_ops()); /* no session: off */
+    assert_int_equal(k.t, 0);
+    trace_lap_span(&k, "p", "op", NULL, 0);
+    trace_lap_close(&k, "g", "op", NULL, 0);
+    trace_session *s = trace_start(&(trace_opts){.detail = TRACE_DETAIL_STEPS}, NULL);
+    assert_non_null(s);
+    trace_lap_start(&k, trace_on_ops());
+    trace_lap_span(&k, "p", "op", NULL, 0);
+    trace_stats st;
+    trace_get_stats(s, &st);
+    assert_int_equal(st.events, 0);
+    trace_free(s);
+
+    s = trace_start(&(trace_opts){.detail = TRACE_DETAIL_OPS}, NULL);
+    trace_lap_start(&k, trace_on_ops());
+    assert_true(k.t > 0);
+    trace_arg a = TRACE_I("layer", 0);
+    for (int il = 0; il < 3; il++) {
+        a = TRACE_I("layer", il);
+        trace_lap_open(&k);
+        trace_lap_span(&k, "attn_qkv", "op", &a, 1);
+        trace_lap_span(&k, "attn_core", "op", &a, 1);
+        trace_lap_close(&k, "attention", "op", &a, 1);
+        trace_lap_open(&k);
+        trace_lap_span(&k, "ffn_down", "op", &a, 1);
+        trace_lap_close(&k, "ffn", "op", &a, 1);
+    }
+    char path[512];
+    assert_int_equal(trace_write(s, test_tmp_path("trace_lap.json", path, sizeof path), NULL), 0);
+    trace_get_stats(s, &st);
+    assert_int_equal(st.events, 3 * 5);
+    assert_int_equal(st.fixed_nesting, 0);
+    trace_free(s);
+    json_t *j = load(path);
+    assert_int_equal(count_ph(j, "X", "attention"), 3);
+    assert_int_equal(count_ph(j, "X", "attn_core"), 3);
+    /* each group spans exactly its phases: the sum of the phases' durations */
+    double group = 0, phases = 0, last_end = -1;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(j, "traceEvents"), i, e) {
+        const char *nm = json_string_value(json_object_get(e, "name"));
+        if (strcmp(json_string_value(json_object_get(e, "ph")), "X")) continue;
+        double ts = json_number_value(json_object_get(e, "ts"));
+        double dur = json_number_value(json_object_get(e, "dur"));
+        json_int_t layer = json_integer_value(json_object_get(json_object_get(e, "args"), "layer"));
+        assert_true(layer >= 0 && layer < 3);
+        if (!strcmp(nm, "attention") || !strcmp(nm, "ffn")) {
+            group += dur;
+            continue;
+        }
+        if (last_end >= 0) assert_true(fabs(ts - last_end) < 1e-6); /* back to back */
+        last_end = ts + dur;
+        phases += dur;
+    }
+    assert_true(fabs(group - phases) < 1e-6);
+    json_decref(j);
+
+    /* the cost of a recorded phase (clock reading and event): docs/perf.md */
+    enum { N = 100000 };
+    s = trace_start(&(trace_opts){.detail = TRACE_DETAIL_OPS, .max_events = N}, NULL);
+    trace_lap_start(&k, trace_on_ops());
+    int64_t t0 = trace_now();
+    for (int r = 0; r < N; r++) trace_lap_span(&k, "phase", "op", &a, 1);
+    int64_t dt = trace_now() - t0;
+    trace_get_stats(s, &st);
+    assert_int_equal(st.events, N);
+    print_message("a recorded trace_lap_span: %.1f ns\n", (double)dt / N);
+    trace_free(s);
+}
+
+/* Per-layer spans of a scheduler at detail=ops: on the engine thread only,
+ * n_layer attention and ffn spans (each with its phases) inside every
+ * forward span, and lm_head once per forward (every step wants logits). */
+static void check_ops(json_t *j, int n_layer) {
+    size_t i, k;
+    json_t *e, *f;
+    size_t n_fwd = 0;
+    json_t *evs = json_object_get(j, "traceEvents");
+    json_array_foreach(evs, i, f) {
+        if (strcmp(json_string_value(json_object_get(f, "name")), "forward")) continue;
+        n_fwd++;
+        json_int_t tid = json_integer_value(json_object_get(f, "tid"));
+        double t0 = json_number_value(json_object_get(f, "ts"));
+        double t1 = t0 + json_number_value(json_object_get(f, "dur"));
+        int attn = 0, ffn = 0, head = 0, core = 0;
+        json_array_foreach(evs, k, e) {
+            if (strcmp(json_string_value(json_object_get(e, "ph")), "X")) continue;
+            if (json_integer_value(json_object_get(e, "tid")) != tid) continue;
+            double ts = json_number_value(json_object_get(e, "ts"));
+            if (ts < t0 || ts + json_number_value(json_object_get(e, "dur")) > t1 + 1e-6) continue;
+            const char *nm = json_string_value(json_object_get(e, "name"));
+            attn += !strcmp(nm, "attention");
+            ffn += !strcmp(nm, "ffn");
+            core += !strcmp(nm, "attn_core");
+            head += !strcmp(nm, "lm_head");
+        }
+        assert_int_equal(attn, n_layer);
+        assert_int_equal(ffn, n_layer);
+        assert_int_equal(core, n_layer);
+        assert_int_equal(head, 1);
+    }
+    assert_true(n_fwd > 0);
+    assert_int_equal(count_ph(j, "X", "attention"), n_fwd * (size_t)n_layer);
+    assert_int_equal(count_ph(j, "X", "lm_head"), n_fwd);
+}
+
 /* The scheduler's instrumentation: steps with their arguments, per-request
  * async slices queued -> prefill -> decode, enqueue flows, counters. */
 static atomic_int g_done;
@@ -289,8 +404,7 @@ static void on_ev(void *user, const kiln_sched_event *ev) {
     if (ev->kind == KILN_SCHED_DONE) atomic_fetch_add(&g_done, 1);
 }
 
-static void test_sched_trace(void **state) {
-    (void)state;
+static void sched_trace(trace_detail detail) {
     char mpath[512], path[512];
     struct synth_params sp = {
         .hp = test_tiny_decoder_hp(256), .type = KILN_TYPE_F32, .seed = 7, .n_threads = 1};
@@ -301,8 +415,8 @@ static void test_sched_trace(void **state) {
     kiln_sched_params pp = kiln_sched_default_params();
     pp.n_slots = 2;
     pp.n_ctx = 256;
-    pp.n_threads = 1;
-    trace_session *ts = trace_start(NULL, NULL);
+    pp.n_threads = detail == TRACE_DETAIL_OPS ? 2 : 1; /* ops: thread 0 of a pool records */
+    trace_session *ts = trace_start(&(trace_opts){.detail = detail}, NULL);
     assert_non_null(ts);
     kiln_sched *s = kiln_sched_create(m, &pp, NULL);
     assert_non_null(s);
@@ -321,8 +435,13 @@ static void test_sched_trace(void **state) {
     trace_stats st;
     trace_get_stats(ts, &st);
     assert_int_equal(st.dropped_flows, 0);
+    assert_int_equal(st.fixed_nesting, 0);
     trace_free(ts);
     json_t *j = load(path);
+    if (detail == TRACE_DETAIL_OPS)
+        check_ops(j, sp.hp.n_layer);
+    else
+        assert_int_equal(count_ph(j, "X", "attention"), 0);
     size_t steps = count_ph(j, "X", "step");
     assert_true(steps >= 8);
     assert_int_equal(count_ph(j, "X", "forward"), steps);
@@ -356,11 +475,26 @@ static void test_sched_trace(void **state) {
     remove(mpath);
 }
 
+static void test_sched_trace(void **state) {
+    (void)state;
+    sched_trace(TRACE_DETAIL_STEPS);
+}
+
+static void test_sched_trace_ops(void **state) {
+    (void)state;
+    sched_trace(TRACE_DETAIL_OPS);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_threads),     cmocka_unit_test(test_dropped),
-        cmocka_unit_test(test_disabled),    cmocka_unit_test(test_repairs),
-        cmocka_unit_test(test_sched_trace), cmocka_unit_test(test_doc),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_dropped),
+        cmocka_unit_test(test_disabled),
+        cmocka_unit_test(test_repairs),
+        cmocka_unit_test(test_lap),
+        cmocka_unit_test(test_sched_trace),
+        cmocka_unit_test(test_sched_trace_ops),
+        cmocka_unit_test(test_doc),
         cmocka_unit_test(test_doc_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -28,8 +28,15 @@
  * and the measured limits alike.
  *
  * The table goes to stdout (and JSON to --json FILE), progress to stderr.
- * Uses only the public API (kiln.h). */
+ * Uses only the public API (kiln.h). --trace FILE records the runs (the
+ * machine measurements excluded) as a Chrome trace (obs/trace.h): a "pp" or
+ * "tg" span per run (rep 0: the warm-up) holding a "forward" span per
+ * decode call, or the embeddings engine's spans; --trace-detail ops adds
+ * each forward pass's layers. Tracing costs time: compare traced numbers
+ * only with traced numbers (docs/perf.md measures how much).
+ */
 #include "cli/commands.h"
+#include "cli/trace_opts.h"
 #include "kiln.h"
 
 #include <errno.h>
@@ -49,6 +56,7 @@ struct bm_opts {
     int32_t n_prompt, n_gen, reps, n_threads, n_batch, query_reps;
     int32_t sizes[MAX_SIZES], n_sizes;
     bool embed, quick;
+    struct cli_trace_opts trace;
 };
 
 /* One row of the table. */
@@ -89,7 +97,9 @@ static void usage(FILE *out) {
             "      --embed           benchmark the embeddings path\n"
             "      --batch-sizes L   documents per batch to try (default 1,8,16,32,64,128,256)\n"
             "  -f, --file FILE       sentences, one per line (default: 256 built-in ones)\n"
-            "      --query-reps N    single-query latency samples (default 50)\n");
+            "      --query-reps N    single-query latency samples (default 50)\n"
+            "tracing:\n");
+    cli_trace_usage(out, "the runs");
 }
 
 static bool parse_i32(const char *s, long lo, long hi, int32_t *out) {
@@ -138,6 +148,9 @@ static int parse_args(int argc, char **argv, struct bm_opts *o) {
         }
         const char *v = argv[++i];
         bool ok = true;
+        int tr = cli_trace_opt(&o->trace, "bench-model", a, v);
+        if (tr < 0) return 2;
+        if (tr > 0) continue;
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             o->model = v;
         else if (!strcmp(a, "--json"))
@@ -171,6 +184,7 @@ static int parse_args(int argc, char **argv, struct bm_opts *o) {
         fprintf(stderr, "kiln bench-model: -m MODEL is required (kiln bench-model --help)\n");
         return 2;
     }
+    if (cli_trace_check(&o->trace, "bench-model")) return 2;
     return -1;
 }
 
@@ -244,16 +258,31 @@ static void fill_tokens(const kiln_model *m, int32_t *ids, int32_t n, uint64_t s
     if (n > 0 && bos >= 0) ids[0] = bos;
 }
 
-/* Seconds for one pp run (n tokens in one call) or tg run (n calls of one). */
-static kiln_status run_once(kiln_ctx *c, const int32_t *ids, int32_t n, bool gen, double *secs) {
+/* One decode call, a "forward" span when tracing. */
+static kiln_status forward(kiln_ctx *c, const int32_t *ids, int32_t n) {
+    TRACE_SCOPE_BEGIN(tf);
+    kiln_status st = kiln_decode(c, ids, n, NULL, 0);
+    TRACE_SCOPE_END(tf, "forward", "bench");
+    return st;
+}
+
+/* Seconds for one pp run (n tokens in one call) or tg run (n calls of one);
+ * rep: its number in the trace (0: the warm-up). */
+static kiln_status run_once(kiln_ctx *c, const int32_t *ids, int32_t n, bool gen, int32_t rep,
+                            double *secs) {
     kiln_ctx_reset(c);
+    TRACE_SCOPE_BEGIN(tr);
     double t0 = now_s();
     kiln_status st = KILN_OK;
     if (gen)
-        for (int32_t i = 0; i < n && !st; i++) st = kiln_decode(c, ids + i, 1, NULL, 0);
+        for (int32_t i = 0; i < n && !st; i++) st = forward(c, ids + i, 1);
     else
-        st = kiln_decode(c, ids, n, NULL, 0);
+        st = forward(c, ids, n);
     *secs = now_s() - t0;
+    if (tr) {
+        trace_arg a[2] = {TRACE_I("tokens", n), TRACE_I("rep", rep)};
+        trace_span(gen ? "tg" : "pp", "bench", tr, trace_now() - tr, a, 2);
+    }
     return st;
 }
 
@@ -263,12 +292,12 @@ static int bench_test(const struct bm_opts *o, kiln_ctx *c, const int32_t *ids, 
     snprintf(r->test, sizeof r->test, "%s%d", gen ? "tg" : "pp", n);
     r->n_tokens = n;
     fprintf(stderr, "bench-model: %s: warm-up", r->test);
-    if (run_once(c, ids, n, gen, &s) != KILN_OK) {
+    if (run_once(c, ids, n, gen, 0, &s) != KILN_OK) {
         fprintf(stderr, "\nkiln bench-model: %s: %s\n", r->test, kiln_last_error());
         return -1;
     }
     for (int32_t i = 0; i < o->reps; i++) {
-        if (run_once(c, ids, n, gen, &s) != KILN_OK) {
+        if (run_once(c, ids, n, gen, i + 1, &s) != KILN_OK) {
             fprintf(stderr, "\nkiln bench-model: %s: %s\n", r->test, kiln_last_error());
             return -1;
         }
@@ -503,8 +532,10 @@ nomem:
     return -1;
 }
 
-/* Embeds all texts in groups of b per kiln_embed call; seconds in *secs. */
+/* Embeds all texts in groups of b per kiln_embed call; seconds in *secs.
+ * Traced as an "embed_run" span (batch_docs b). */
 static kiln_status embed_all(kiln_embed_ctx *e, const struct texts *t, int32_t b, double *secs) {
+    TRACE_SCOPE_BEGIN(tr);
     double t0 = now_s();
     for (int32_t i = 0; i < t->n; i += b) {
         int32_t n = t->n - i < b ? t->n - i : b;
@@ -514,6 +545,10 @@ static kiln_status embed_all(kiln_embed_ctx *e, const struct texts *t, int32_t b
         if (st) return st;
     }
     *secs = now_s() - t0;
+    if (tr) {
+        trace_arg a = TRACE_I("batch_docs", b);
+        trace_span("embed_run", "bench", tr, trace_now() - tr, &a, 1);
+    }
     return KILN_OK;
 }
 
@@ -777,12 +812,14 @@ int cmd_bench_model(int argc, char **argv) {
                         .query_reps = 50,
                         .sizes = {1, 8, 16, 32, 64, 128, 256},
                         .n_sizes = 7};
+    cli_trace_opts_init(&o.trace);
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0) return rc;
     rc = 1;
     struct texts t = {0};
     struct bm_row *rows = calloc(MAX_SIZES + 2, sizeof *rows);
     kiln_model *m = NULL;
+    trace_session *ts = NULL;
     if (!rows) {
         fprintf(stderr, "kiln bench-model: out of memory\n");
         return 1;
@@ -823,12 +860,16 @@ int cmd_bench_model(int argc, char **argv) {
     int n_rows = 0, best = -1;
     struct query_result q = {0};
     int64_t n_tokens = 0;
+    bool trace_failed;
+    ts = cli_trace_start(&o.trace, "bench-model", &trace_failed);
+    if (trace_failed) goto done;
     if (o.embed) {
         if (bench_encoder(&o, m, &l, &t, rows, &n_rows, &q, &n_tokens)) goto done;
         for (int i = 0; i < n_rows; i++)
             if (!rows[i].status && (best < 0 || rows[i].mean > rows[best].mean)) best = i;
     } else if (bench_decoder(&o, m, &l, rows, &n_rows))
         goto done;
+    trace_stop(ts);
     if (measure(&o, &l, true)) goto done; /* the contexts and their threads are gone */
     set_limits(rows, n_rows, &d, &l);
     print_table(&o, m, &d, &l, load, rows, n_rows);
@@ -849,8 +890,16 @@ int cmd_bench_model(int argc, char **argv) {
     if (o.json &&
         write_json(&o, m, &d, &l, load, rows, n_rows, o.embed ? &q : NULL, t.n, n_tokens, best))
         goto done;
+    if (ts) {
+        json_t *od = json_pack("{s:s,s:s,s:s,s:i,s:i,s:{s:f,s:f,s:f}}", "version", kiln_version(),
+                               "model", o.model, "schedule", "kiln bench-model", "threads",
+                               l.n_threads, "reps", o.reps, "machine", "read_gbs", l.read_gbs,
+                               "fma_gflops", l.fma_gflops, "vnni_gops", l.vnni_gops);
+        if (cli_trace_write(ts, &o.trace, "bench-model", od)) goto done;
+    }
     rc = 0;
 done:
+    trace_free(ts);
     texts_free(&t);
     free(rows);
     kiln_model_free(m);

@@ -2,10 +2,13 @@
  * from a file (one text per line), printed as one JSON document (or one
  * JSON line per input with --jsonl) on stdout, then a summary on stderr:
  * documents, tokens, docs/s, tokens/s, ms/doc and the batch size used.
- * Uses only the public API (kiln.h).
+ * Uses only the public API (kiln.h). --trace FILE records the call
+ * (tokenize, each batch's forward and pooling; with --trace-detail ops each
+ * forward pass's layers) as a Chrome trace (obs/trace.h).
  * Exit status: 0 on success, 1 on a runtime error (one line on stderr), 2 on
  * a usage error. */
 #include "cli/commands.h"
+#include "cli/trace_opts.h"
 #include "kiln.h"
 
 #include <errno.h>
@@ -19,6 +22,7 @@ struct embed_opts {
     const char *model, *file;
     bool jsonl;
     kiln_embed_params p;
+    struct cli_trace_opts trace;
     char **texts; /* arguments (borrowed) and file lines (owned) */
     size_t *lens;
     int32_t n, cap;
@@ -41,6 +45,7 @@ static void embed_usage(FILE *out) {
             "      --truncate          cut texts longer than the model's context (else an "
             "error)\n"
             "  -t, --threads N         threads (default: physical cores)\n");
+    cli_trace_usage(out, "the embedding");
 }
 
 static bool parse_int(const char *s, long lo, long hi, int32_t *out) {
@@ -114,6 +119,8 @@ static int parse_opt(int argc, char **argv, int *i, struct embed_opts *o) {
         return 2;
     }
     const char *v = argv[++*i];
+    int tr = cli_trace_opt(&o->trace, "embed", a, v);
+    if (tr) return tr < 0 ? 2 : 0;
     if (!strcmp(a, "-m") || !strcmp(a, "--model")) return o->model = v, 0;
     if (!strcmp(a, "-f") || !strcmp(a, "--file")) return o->file = v, 0;
     if (!strcmp(a, "--pooling")) {
@@ -154,6 +161,7 @@ static int parse_args(int argc, char **argv, struct embed_opts *o) {
         embed_usage(stderr);
         return 2;
     }
+    if (cli_trace_check(&o->trace, "embed")) return 2;
     if (o->file && read_lines(o)) return 1;
     if (o->n == 0) {
         fprintf(stderr, "kiln embed: no texts (give TEXT arguments or -f FILE)\n");
@@ -233,6 +241,8 @@ int cmd_embed(int argc, char **argv) {
     kiln_model *m = NULL;
     kiln_embed_ctx *e = NULL;
     kiln_embeddings *r = NULL;
+    trace_session *ts = NULL;
+    cli_trace_opts_init(&o.trace);
     int rc = parse_args(argc, argv, &o);
     if (rc) {
         rc = rc < 0 ? 0 : rc;
@@ -251,15 +261,23 @@ int cmd_embed(int argc, char **argv) {
     }
     double t_load = now_s() - t0;
     kiln_embed_stats stats;
+    bool trace_failed;
+    ts = cli_trace_start(&o.trace, "embed", &trace_failed);
+    if (trace_failed) goto done;
     if ((st = kiln_embed(e, (const char *const *)o.texts, o.lens, o.n, &r, &stats))) {
         fprintf(stderr, "kiln embed: %s\n", kiln_last_error());
         goto done;
     }
+    trace_stop(ts);
     print_json(&o, e, r);
     fflush(stdout);
     print_summary(&stats, t_load, stats.n_threads);
-    rc = 0;
+    json_t *od = json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "version", kiln_version(), "model", o.model,
+                           "schedule", "kiln embed", "threads", stats.n_threads, "inputs", o.n,
+                           "batch_tokens", stats.batch_tokens);
+    rc = cli_trace_write(ts, &o.trace, "embed", od);
 done:
+    trace_free(ts);
     kiln_embeddings_free(r);
     kiln_embed_ctx_free(e);
     kiln_model_free(m);

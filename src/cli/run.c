@@ -3,13 +3,13 @@
  * per stage) on stderr. Uses only the public API (kiln.h).
  * Exit status: 0 on success, 1 on a runtime error (one line on stderr), 2 on
  * a usage error. --trace FILE also records the run (tokenize, prefill, each
- * decode step with its sample/detokenize/emit/forward) as a Chrome trace
- * (obs/trace.h; gzip when FILE ends in ".gz"; read it with `kiln trace
- * summary`). */
+ * decode step with its sample/detokenize/emit/forward; with --trace-detail
+ * ops each forward pass's layers too) as a Chrome trace (obs/trace.h; gzip
+ * when FILE ends in ".gz"; read it with `kiln trace summary`). */
 #include "cli/commands.h"
 #include "cli/gen_opts.h"
+#include "cli/trace_opts.h"
 #include "kiln.h"
-#include "obs/trace.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -20,7 +20,7 @@
 
 struct run_opts {
     const char *model, *prompt;
-    const char *trace; /* --trace FILE, or NULL */
+    struct cli_trace_opts trace;
     struct cli_gen_opts g;
 };
 
@@ -31,10 +31,8 @@ static void run_usage(FILE *out) {
         "Generates a continuation of PROMPT, streaming it to stdout; a timing summary\n"
         "goes to stderr.\n\n"
         "  -m, --model FILE        GGUF model (llama or qwen2; SentencePiece or BPE vocabulary)\n"
-        "  -p, --prompt TEXT       the prompt (BOS is added as the model asks)\n"
-        "      --trace FILE        write a Chrome/Perfetto trace of the generation to FILE,\n"
-        "                          gzip-compressed when FILE ends in .gz (kiln trace\n"
-        "                          summary FILE reads either)\n");
+        "  -p, --prompt TEXT       the prompt (BOS is added as the model asks)\n");
+    cli_trace_usage(out, "the generation");
     cli_gen_usage(out);
 }
 
@@ -59,10 +57,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
             o->model = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
             o->prompt = v;
-        else if (!strcmp(a, "--trace"))
-            o->trace = v;
         else {
-            int r = cli_gen_opt(&o->g, "run", a, v);
+            int r = cli_trace_opt(&o->trace, "run", a, v);
+            if (r == 0) r = cli_gen_opt(&o->g, "run", a, v);
             if (r < 0) return 2;
             if (r == 0) {
                 fprintf(stderr, "kiln run: unknown option: %s (kiln run --help)\n", a);
@@ -74,6 +71,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o) {
         fprintf(stderr, "kiln run: -m MODEL and -p PROMPT are required (kiln run --help)\n");
         return 2;
     }
+    if (cli_trace_check(&o->trace, "run")) return 2;
     return -1;
 }
 
@@ -133,27 +131,17 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Writes the run's trace to o->trace; 0, or 1 with a message on stderr. */
+/* Writes the run's trace; 0, or 1 with a message on stderr. */
 static int write_trace(trace_session *ts, const struct run_opts *o, const kiln_ctx *c) {
     json_t *od = json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "version", kiln_version(), "model",
                            o->model, "schedule", "kiln run", "threads", kiln_ctx_n_threads(c),
                            "n_ctx", kiln_ctx_n_ctx(c), "n_predict", o->g.gen.n_predict);
-    kiln_status st = trace_write(ts, o->trace, od);
-    json_decref(od);
-    if (st) {
-        fprintf(stderr, "kiln run: %s\n", kiln_last_error());
-        return 1;
-    }
-    trace_stats s;
-    trace_get_stats(ts, &s);
-    fprintf(stderr, "trace       %s: %lld events", o->trace, (long long)s.events);
-    if (s.dropped) fprintf(stderr, ", %lld dropped", (long long)s.dropped);
-    fputc('\n', stderr);
-    return 0;
+    return cli_trace_write(ts, &o->trace, "run", od);
 }
 
 int cmd_run(int argc, char **argv) {
     struct run_opts o = {.model = NULL};
+    cli_trace_opts_init(&o.trace);
     cli_gen_opts_init(&o.g);
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0) return rc;
@@ -167,10 +155,11 @@ int cmd_run(int argc, char **argv) {
     kiln_gen_stats stats;
     struct printer pr = {o.prompt, false};
     trace_session *ts = NULL;
-    bool ok = c != NULL;
-    if (ok && o.trace) {
-        trace_thread_name("main");
-        ok = (ts = trace_start(NULL, NULL)) != NULL; /* the failure is reported below */
+    bool ok = c != NULL, trace_failed = false;
+    if (ok) ts = cli_trace_start(&o.trace, "run", &trace_failed);
+    if (trace_failed) {
+        rc = 3; /* reported */
+        ok = false;
     }
     if (ok) {
         if (kiln_generate(c, o.prompt, strlen(o.prompt), &o.g.gen, print_token, &pr, &stats) ==

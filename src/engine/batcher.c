@@ -34,11 +34,18 @@
  * called exactly once. Between passes every queued request has texts not
  * yet embedded and pass_n 0. queued_texts and queued_tokens count what no
  * pass has taken yet; queued_texts never exceeds max_queue.
+ *
+ * Trace spans (obs/trace.h; cat "embed"): tokenize on the submitting
+ * thread; embed_pass (requests, inputs, tokens) on the engine thread
+ * ("embed-batcher"), holding embed.c's embed_batch spans. A pass is this
+ * engine's step: it ends with the step hook (trace_step_done), so the HTTP
+ * profiler's schedule counts passes as it counts a scheduler's steps.
  */
 #include "base/status.h"
 #include "base/time.h"
 #include "engine/embed.h"
 #include "kiln.h"
+#include "obs/trace.h"
 
 #include <errno.h>
 #include <math.h>
@@ -191,6 +198,7 @@ static void run_pass(kiln_embed_batcher *b, struct breq *const *m, int32_t n_req
     int64_t *start = malloc(((size_t)n_texts + 1) * sizeof *start);
     kiln_embeddings *all = NULL;
     kiln_status st;
+    TRACE_SCOPE_BEGIN(tp);
     double t0 = kiln_now_s(), t1 = t0;
     if (!ids || !start) {
         st = kiln_fail(KILN_ERR_NOMEM, "embed batcher: out of memory for a batch of %lld tokens",
@@ -211,6 +219,11 @@ static void run_pass(kiln_embed_batcher *b, struct breq *const *m, int32_t n_req
     }
     free(ids);
     free(start);
+    if (tp) {
+        trace_arg a[3] = {TRACE_I("requests", n_req), TRACE_I("inputs", n_texts),
+                          TRACE_I("tokens", n_tokens)};
+        trace_span("embed_pass", "embed", tp, trace_now() - tp, a, 3);
+    }
     if (st) {
         kiln_embeddings_free(all);
         if (n_req == 1) {
@@ -326,6 +339,7 @@ static struct timespec abs_time(double t) {
  * finished; until stop. */
 static void *engine_main(void *arg) {
     kiln_embed_batcher *b = arg;
+    trace_thread_name("embed-batcher");
     pthread_mutex_lock(&b->mu);
     while (!b->stop) {
         if (!b->head) {
@@ -342,6 +356,7 @@ static void *engine_main(void *arg) {
         }
         int32_t n_req = pick_pass(b);
         pthread_mutex_unlock(&b->mu);
+        int64_t t_pass = trace_on() ? trace_now() : 0;
         run_pass(b, b->pass, n_req);
         pthread_mutex_lock(&b->mu);
         struct breq *fin = unlink_finished(b);
@@ -357,6 +372,7 @@ static void *engine_main(void *arg) {
             breq_free(fin);
             fin = next;
         }
+        trace_step_done(t_pass); /* the step observer (the HTTP profiler) */
         pthread_mutex_lock(&b->mu);
     }
     pthread_mutex_unlock(&b->mu);
@@ -500,6 +516,7 @@ static kiln_status make_request(kiln_embed_batcher *b, const kiln_embed_input *i
     kiln_status s = KILN_OK;
     int32_t *tmp = NULL;
     size_t tmp_cap = 0, ids_cap = 0;
+    TRACE_SCOPE_BEGIN(tt);
     struct breq *q = calloc(1, sizeof *q);
     if (!q) return kiln_fail(KILN_ERR_NOMEM, "embed batcher: out of memory");
     q->n = n;
@@ -533,6 +550,10 @@ static kiln_status make_request(kiln_embed_batcher *b, const kiln_embed_input *i
     }
     q->start[n] = o;
     free(tmp);
+    if (tt) {
+        trace_arg a[2] = {TRACE_I("inputs", n), TRACE_I("tokens", o)};
+        trace_span("tokenize", "embed", tt, trace_now() - tt, a, 2);
+    }
     *out = q;
     return KILN_OK;
 fail:

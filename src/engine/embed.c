@@ -22,6 +22,10 @@
  * memory (ids, results) is allocated once per call. A text's tokens are
  * never split across batches, so its vector does not depend on which batch
  * it landed in.
+ *
+ * Trace spans (obs/trace.h; cat "embed"): tokenize per kiln_embed call,
+ * embed_batch per packed batch (inputs, tokens) holding its forward and
+ * pool; the forward pass adds its per-layer spans at detail=ops.
  */
 #include "engine/embed.h"
 #include "base/status.h"
@@ -30,6 +34,7 @@
 #include "engine/eval.h"
 #include "model/llama.h"
 #include "model/memory.h"
+#include "obs/trace.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -519,15 +524,24 @@ static kiln_status run_batches(struct call *c) {
         }
         bool retry;
         if ((s = reserve(c, total, &retry)) || retry) continue;
+        TRACE_SCOPE_BEGIN(tb);
         double t0 = kiln_now_s();
         const float *h;
+        TRACE_SCOPE_BEGIN(tf);
         s = forward(e, c->ids + c->start[i], seq, j - i, &h);
+        TRACE_SCOPE_END(tf, "forward", "embed");
         double t1 = kiln_now_s();
         c->st->t_forward += t1 - t0;
         if (s) break;
+        TRACE_SCOPE_BEGIN(tp);
         for (int32_t k = i; k < j; k++)
             pool_text(c, k, h + (int64_t)(c->start[k] - c->start[i]) * e->n_embd, acc);
+        TRACE_SCOPE_END(tp, "pool", "embed");
         c->st->t_pool += kiln_now_s() - t1;
+        if (tb) {
+            trace_arg a[2] = {TRACE_I("inputs", j - i), TRACE_I("tokens", total)};
+            trace_span("embed_batch", "embed", tb, trace_now() - tb, a, 2);
+        }
         c->st->n_batches++;
         if (j - i > c->st->max_batch_texts) c->st->max_batch_texts = j - i;
         i = j;
@@ -566,7 +580,12 @@ kiln_status kiln_embed(kiln_embed_ctx *e, const char *const *texts, const size_t
     double t0 = kiln_now_s();
     int32_t *owned = NULL;
     kiln_status s = alloc_result(&c);
+    TRACE_SCOPE_BEGIN(tt);
     if (!s) s = tokenize_all(&c, texts, lens, &owned);
+    if (tt) {
+        trace_arg a[2] = {TRACE_I("inputs", n), TRACE_I("tokens", c.start ? c.start[n] : 0)};
+        trace_span("tokenize", "embed", tt, trace_now() - tt, a, 2);
+    }
     c.st->t_tokenize = kiln_now_s() - t0;
     s = finish_call(&c, s, t0, out);
     free(owned);

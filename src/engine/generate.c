@@ -474,7 +474,9 @@ static kiln_status prefill(struct gen *g) {
     g->st->n_prompt = g->n_ids - past;
     double t0 = kiln_now_s();
     TRACE_SCOPE_BEGIN(tt);
+    TRACE_SCOPE_BEGIN(tf); /* the forward passes, as a decode step's (their layers nest in it) */
     kiln_status s = kiln_decode(c, g->ids + past, g->n_ids - past, c->logits, 0);
+    TRACE_SCOPE_END(tf, "forward", "generate");
     g->st->t_prefill += kiln_now_s() - t0;
     if (tt) {
         trace_arg a[2] = {TRACE_I("prefill_tokens", g->n_ids - past), TRACE_I("cached", past)};

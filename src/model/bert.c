@@ -25,6 +25,9 @@
  * is fixed per context (by the kernel table's ISA), and both compute each
  * row in an order that does not depend on the other rows, so a sequence's
  * result does not depend on the batch around it.
+ * Traces: at detail=ops (obs/trace.h, sampled once per pass) the calling
+ * thread records each layer's phases as spans; otherwise each phase costs
+ * one test of a local.
  */
 #include "model/bert.h"
 #include "base/mem.h"
@@ -32,6 +35,7 @@
 #include "compute/kernels.h"
 #include "compute/matmul.h"
 #include "compute/types.h"
+#include "obs/trace.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -560,6 +564,7 @@ struct pass {
     const int32_t *tokens, *seq_start;
     int32_t n, n_seq; /* n: columns (tokens and zero padding) */
     atomic_int next;  /* attention work items handed out */
+    trace_lap lap;    /* the calling thread's trace chain (on at detail=ops) */
 };
 
 typedef void (*rows_fn)(struct pass *p, int32_t r0, int32_t r1, int ith);
@@ -729,12 +734,17 @@ static void matmul(bert_ctx *c, const struct bert_w *w, const float *x, int32_t 
     KILN_ASSERT(s == KILN_OK); /* shapes and kernels were checked at load and reserve */
 }
 
-static void layer(struct pass *p, const struct bert_layer *L) {
+/* One block. Each phase runs on the pool and returns when every thread is
+ * done, so the calling thread's trace chain times the phases' wall time. */
+static void layer(struct pass *p, const struct bert_layer *L, int32_t il) {
     bert_ctx *c = p->c;
     const struct arch_hparams *hp = c->m->hp;
     int32_t n = p->n;
     int64_t dq = arch_n_embd_q(hp), dkv = arch_n_embd_kv(hp);
+    trace_lap *k = &p->lap;
+    trace_arg a = TRACE_I("layer", il);
     p->L = L;
+    trace_lap_open(k);
     if (L->wqkv.data) {
         matmul(c, &L->wqkv, c->x, n, c->qkv, c->n_qkv, false);
     } else {
@@ -742,19 +752,29 @@ static void layer(struct pass *p, const struct bert_layer *L) {
         matmul(c, &L->wk, c->x, n, c->qkv + dq, c->n_qkv, L->wk.type == L->wq.type);
         matmul(c, &L->wv, c->x, n, c->qkv + dq + dkv, c->n_qkv, L->wv.type == L->wk.type);
     }
+    trace_lap_span(k, "attn_qkv", "op", &a, 1);
     run_rows(p, qkv_rows);
+    trace_lap_span(k, "attn_rope", "op", &a, 1); /* biases and rotation */
     atomic_store(&p->next, 0);
     if (c->pool && p->n_seq * (int32_t)hp->n_head > 1)
         kiln_pool_run(c->pool, attn_worker, p);
     else
         attn_worker(p, 0, 1);
+    trace_lap_span(k, "attn_core", "op", &a, 1);
     matmul(c, &L->wo, c->att, n, c->tmp, 0, false);
     run_rows(p, attn_out_rows);
+    trace_lap_span(k, "attn_out", "op", &a, 1); /* output product, residual and LayerNorm */
+    trace_lap_close(k, "attention", "op", &a, 1);
+    trace_lap_open(k);
     matmul(c, &L->up, c->x, n, c->ff, 0, false);
     if (L->gate.data) matmul(c, &L->gate, c->x, n, c->gate, 0, L->gate.type == L->up.type);
+    trace_lap_span(k, "ffn_gate_up", "op", &a, 1);
     run_rows(p, ffn_act_rows);
+    trace_lap_span(k, "ffn_act", "op", &a, 1);
     matmul(c, &L->down, c->gate ? c->gate : c->ff, n, c->tmp, 0, false);
     run_rows(p, ffn_out_rows);
+    trace_lap_span(k, "ffn_down", "op", &a, 1); /* down product, residual and LayerNorm */
+    trace_lap_close(k, "ffn", "op", &a, 1);
 }
 
 kiln_status bert_encode(bert_ctx *c, const int32_t *tokens, const int32_t *seq_start, int32_t n_seq,
@@ -786,9 +806,14 @@ kiln_status bert_encode(bert_ctx *c, const int32_t *tokens, const int32_t *seq_s
     memset(c->att + n * dq, 0, (size_t)(nc - n) * (size_t)dq * sizeof *c->att);
     for (int32_t t = n; t < nc; t++) c->pos[t] = 0;
     struct pass p = {.c = c, .tokens = tokens, .seq_start = seq_start, .n = n, .n_seq = n_seq};
+    /* detail=ops: token_embd, then each layer's attention and ffn with their
+     * phases, on the calling thread (inside its "forward" span) */
+    trace_lap_start(&p.lap, trace_on_ops());
+    trace_arg a = TRACE_I("tokens", n);
     run_rows(&p, embed_rows);
+    trace_lap_span(&p.lap, "token_embd", "op", &a, 1);
     p.n = nc;
-    for (uint32_t il = 0; il < hp->n_layer; il++) layer(&p, &c->m->layers[il]);
+    for (uint32_t il = 0; il < hp->n_layer; il++) layer(&p, &c->m->layers[il], (int32_t)il);
     *hidden = c->x;
     return KILN_OK;
 }

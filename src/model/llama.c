@@ -26,6 +26,9 @@
  * The numerics follow ggml's where cheap (RMSNorm sum in double, rotation
  * angles by repeated multiplication in float, softmax sum in double), so
  * results stay close to llama.cpp's.
+ * Traces: at detail=ops (obs/trace.h, sampled once per pass into
+ * trace_ops) thread 0 records each phase as a span (step_task); otherwise
+ * each phase costs one test of a local.
  */
 #include "model/llama.h"
 #include "base/mem.h"
@@ -33,6 +36,7 @@
 #include "compute/kernels.h"
 #include "compute/matmul.h"
 #include "compute/types.h"
+#include "obs/trace.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -193,6 +197,7 @@ struct llama_ctx {
     /* the step being run */
     const struct llama_batch_item *items;
     int32_t n_items, n_tok, n_last, n_out;
+    bool trace_ops; /* trace_on_ops() when the pass began: thread 0 records its phases */
 };
 
 static void *alloc_bytes(uint64_t bytes, llama_ctx *c, kiln_status *s) {
@@ -886,32 +891,49 @@ static void swiglu_part(llama_ctx *c, int ith, int nth) {
 
 /* ---- the pass ---- */
 
-static void layer(llama_ctx *c, int32_t il, int ith, int nth) {
+/* One block. k: the pass's trace chain (thread 0's, on at detail=ops;
+ * off elsewhere): each phase is timed up to the barrier that ends it, which
+ * every thread has reached, so thread 0's spans are the phases' wall time. */
+static void layer(llama_ctx *c, int32_t il, trace_lap *k, int ith, int nth) {
     const struct llama_layer *L = &c->m->layers[il];
     int32_t n = c->n_tok;
+    trace_arg a = TRACE_I("layer", il);
     /* attention: the previous layer's FFN output joins the residual first */
+    trace_lap_open(k);
     add_norm_part(c, L->attn_norm, il > 0, ith, nth);
     barrier(c);
+    trace_lap_span(k, "attn_norm", "op", &a, 1);
     mm(c, &L->wq, c->xn, n, c->q, 0, NULL, ith, nth);
     mm(c, &L->wk, c->xn, n, c->k, 0, &L->wq, ith, nth);
     mm(c, &L->wv, c->xn, n, c->v, 0, &L->wk, ith, nth);
     barrier(c);
+    trace_lap_span(k, "attn_qkv", "op", &a, 1);
     qkv_part(c, il, ith, nth);
     barrier(c);
+    trace_lap_span(k, "attn_rope", "op", &a, 1); /* rotation and the KV cache writes */
     attn_part(c, il, ith, nth);
     barrier(c);
+    trace_lap_span(k, "attn_core", "op", &a, 1);
     mm(c, &L->wo, c->q, n, c->xn, 0, NULL, ith, nth);
     barrier(c);
+    trace_lap_span(k, "attn_out", "op", &a, 1);
+    trace_lap_close(k, "attention", "op", &a, 1);
     /* FFN */
+    trace_lap_open(k);
     add_norm_part(c, L->ffn_norm, true, ith, nth);
     barrier(c);
+    trace_lap_span(k, "ffn_norm", "op", &a, 1);
     mm(c, &L->gate, c->xn, n, c->gate, 0, NULL, ith, nth);
     mm(c, &L->up, c->xn, n, c->up, 0, &L->gate, ith, nth);
     barrier(c);
+    trace_lap_span(k, "ffn_gate_up", "op", &a, 1);
     swiglu_part(c, ith, nth);
     barrier(c);
+    trace_lap_span(k, "ffn_act", "op", &a, 1);
     mm(c, &L->down, c->gate, n, c->xn, 0, NULL, ith, nth);
     barrier(c);
+    trace_lap_span(k, "ffn_down", "op", &a, 1);
+    trace_lap_close(k, "ffn", "op", &a, 1);
 }
 
 /* The final residual and output norm of the rows that want an output: row r
@@ -953,16 +975,31 @@ static void output_part(llama_ctx *c, int ith, int nth) {
     }
 }
 
+/* The pass. At detail=ops thread 0 (the caller's thread, inside its
+ * "forward" span) records token_embd, each layer's attention and ffn with
+ * their phases, and lm_head (output_norm for embed). */
 static void step_task(void *arg, int ith, int nth) {
     llama_ctx *c = arg;
+    trace_lap k;
+    trace_lap_start(&k, c->trace_ops && ith == 0);
+    trace_arg a = TRACE_I("tokens", c->n_tok);
     embed_part(c, c->tok_id, ith, nth);
     rope_part(c, ith, nth);
     barrier(c);
-    for (int32_t il = 0; il < (int32_t)c->m->hp->n_layer; il++) layer(c, il, ith, nth);
-    if (c->embed)
+    trace_lap_span(&k, "token_embd", "op", &a, 1);
+    for (int32_t il = 0; il < (int32_t)c->m->hp->n_layer; il++) layer(c, il, &k, ith, nth);
+    /* the pass ends without a barrier (kiln_pool_run waits for every
+     * thread); traced, one more barrier times the last phase on thread 0 */
+    a = TRACE_I("tokens", c->n_out);
+    if (c->embed) {
         final_norm_part(c, ith, nth);
-    else if (c->n_out)
+        if (c->trace_ops) barrier(c);
+        trace_lap_span(&k, "output_norm", "op", &a, 1);
+    } else if (c->n_out) {
         output_part(c, ith, nth);
+        if (c->trace_ops) barrier(c);
+        trace_lap_span(&k, "lm_head", "op", &a, 1);
+    }
 }
 
 /* ---- steps ---- */
@@ -1040,6 +1077,7 @@ kiln_status llama_decode_batch(llama_ctx *c, const struct llama_batch_item *item
     c->n_last = n_last;
     c->n_out = n_out;
     make_blocks(c);
+    c->trace_ops = trace_on_ops(); /* once per pass */
     if (c->pool)
         kiln_pool_run(c->pool, step_task, c);
     else
@@ -1130,6 +1168,7 @@ kiln_status llama_embed(llama_ctx *c, const int32_t *tokens, const int32_t *seq_
     c->n_last = 0;
     c->n_out = n;
     make_blocks(c);
+    c->trace_ops = trace_on_ops(); /* once per pass */
     if (c->pool)
         kiln_pool_run(c->pool, step_task, c);
     else

@@ -171,6 +171,13 @@ void trace_span(const char *name, const char *cat, int64_t t0, int64_t dur, cons
     record('X', name, cat, t0, dur < 0 ? 0 : dur, 0, args, n_args);
 }
 
+void trace_lap_record(trace_lap *l, const char *name, const char *cat, const trace_arg *args,
+                      int n_args) {
+    int64_t t = trace_now();
+    trace_span(name, cat, l->t, t - l->t, args, n_args);
+    l->t = t;
+}
+
 void trace_async_begin(const char *name, const char *cat, uint64_t id) {
     if (trace_on()) record('b', name, cat, trace_now(), 0, id, NULL, 0);
 }
@@ -527,6 +534,7 @@ static kiln_status write_trace(trace_session *s, const char *path, const json_t 
     json_object_set_new(od, "max_events", json_integer(s->max_events));
     json_object_set_new(od, "dropped_events", json_integer(atomic_load(&s->dropped)));
     json_object_set_new(od, "dropped_flows", json_integer(s->dropped_flows));
+    json_object_set_new(od, "fixed_nesting", json_integer(s->fixed_nesting));
     json_object_set_new(od, "detail", json_string(s->detail == TRACE_DETAIL_OPS ? "ops" : "steps"));
     char *ods = json_dumps(od, JSON_COMPACT);
     json_decref(od);

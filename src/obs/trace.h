@@ -103,7 +103,8 @@ void trace_stop(trace_session *s);
  * gzip-compressed when path ends in ".gz".
  * other (borrowed, may be NULL) is an object merged into "otherData"
  * (version, model, threads, schedule, machine limits: the caller's); the
- * recorder adds max_events, dropped_events, dropped_flows and detail.
+ * recorder adds max_events, dropped_events, dropped_flows, fixed_nesting
+ * and detail.
  * Writing enforces the rules viewers check: spans strictly nested per
  * thread, async slices paired, flows matched (unmatched ones dropped and
  * counted). KILN_OK, or an error naming the file. */
@@ -138,8 +139,9 @@ void trace_instant(const char *name, const char *cat, const trace_arg *args, int
  * active session; keeps the first 31 bytes). */
 void trace_thread_name(const char *name);
 
-/* The step observer: a function the schedulers call at the end of every
- * engine step they run (after the step's trace span), on their engine
+/* The step observer: a function the schedulers (and the embeddings
+ * batchers, once per pass) call at the end of every engine step they run
+ * (after the step's trace span), on their engine
  * threads, with the step's trace start (0 when trace_on() was false when the
  * step began). The HTTP profiler (server/api_prof.c) uses it to start and
  * stop a session exactly at step boundaries. NULL: none; the check is one
@@ -162,5 +164,46 @@ static inline void trace_set_step_hook(trace_step_fn f) {
     do {                                                                                           \
         if (var) trace_span((name), (cat), (var), trace_now() - (var), NULL, 0);                   \
     } while (0)
+
+/* A chain of back-to-back spans: the phases of a forward pass, each timed
+ * from the end of the one before (one clock reading per phase), grouped
+ * into enclosing spans (a layer's attention, its FFN). Off (started with
+ * on false, or no session), every call is one test of l->t:
+ *
+ *     trace_lap k;
+ *     trace_lap_start(&k, trace_on_ops());   (once per pass)
+ *     trace_lap_open(&k);                    a group begins
+ *     ... ; trace_lap_span(&k, "attn_qkv", "op", a, 1);
+ *     ... ; trace_lap_span(&k, "attn_core", "op", a, 1);
+ *     trace_lap_close(&k, "attention", "op", a, 1);
+ *
+ * The spans of one chain nest strictly (a group ends where its last phase
+ * does), so they nest in any span the caller opened before the chain began
+ * and closes after it ended on the same thread. One chain per thread. */
+typedef struct trace_lap {
+    int64_t t0; /* the open group's start */
+    int64_t t;  /* the last lap point (0: the chain is off) */
+} trace_lap;
+
+static inline void trace_lap_start(trace_lap *l, bool on) {
+    l->t0 = l->t = on ? trace_now() : 0;
+}
+/* Out of line: records [l->t, now) as name and moves the lap point to now. */
+void trace_lap_record(trace_lap *l, const char *name, const char *cat, const trace_arg *args,
+                      int n_args);
+/* A phase: the span from the last lap point to now. */
+static inline void trace_lap_span(trace_lap *l, const char *name, const char *cat,
+                                  const trace_arg *args, int n_args) {
+    if (l->t) trace_lap_record(l, name, cat, args, n_args);
+}
+/* A group begins at the last lap point. */
+static inline void trace_lap_open(trace_lap *l) {
+    l->t0 = l->t;
+}
+/* The group: the span from its start to the last lap point. */
+static inline void trace_lap_close(trace_lap *l, const char *name, const char *cat,
+                                   const trace_arg *args, int n_args) {
+    if (l->t) trace_span(name, cat, l->t0, l->t - l->t0, args, n_args);
+}
 
 #endif

@@ -5,6 +5,7 @@
  * headers (ms). The engine callback copies the vectors and wakes the
  * connection; JSON is built on MHD's threads. */
 #include "base/time.h"
+#include "obs/trace.h"
 #include "server/openai.h"
 #include "server/srv.h"
 
@@ -85,6 +86,7 @@ enum MHD_Result srv_finish_embeddings(srv_req *r) {
     if (r->status_engine != KILN_OK)
         return srv_error_status(r, r->status_engine,
                                 r->error ? r->error : kiln_status_str(r->status_engine));
+    TRACE_SCOPE_BEGIN(tw); /* http_write: the vectors' JSON, queued */
     json_t *data = json_array();
     for (int32_t i = 0; i < r->n_emb; i++)
         json_array_append_new(data, json_pack("{s:s,s:i,s:o}", "object", "embedding", "index", i,
@@ -107,14 +109,20 @@ enum MHD_Result srv_finish_embeddings(srv_req *r) {
     add_ms_header(resp, "x-queue-time", r->t_queue);
     add_ms_header(resp, "x-tokenization-time", r->t_emb_tok);
     add_ms_header(resp, "x-inference-time", r->t_inference);
-    return srv_respond(r, 200, resp);
+    size_t bytes = strlen(txt);
+    enum MHD_Result ret = srv_respond(r, 200, resp);
+    srv_trace_http("http_write", tw, 200, (int64_t)bytes);
+    return ret;
 }
 
 enum MHD_Result srv_handle_embeddings(srv_req *r) {
     srv_emb_req q;
     srv_perr e;
     enum MHD_Result res;
-    if (!srv_parse_emb(r->body.p ? r->body.p : "", r->body.n, &q, &e)) {
+    TRACE_SCOPE_BEGIN(tp);
+    bool parsed = srv_parse_emb(r->body.p ? r->body.p : "", r->body.n, &q, &e);
+    srv_trace_http("http_parse", tp, 0, (int64_t)r->body.n);
+    if (!parsed) {
         res = srv_error(r, e.status, e.type, e.param, e.code, "%s", e.msg);
         goto done;
     }

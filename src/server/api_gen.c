@@ -8,6 +8,7 @@
  * r->mu and wakes the connection; JSON is built on MHD's threads. */
 #include "base/log.h"
 #include "base/time.h"
+#include "obs/trace.h"
 #include "server/openai.h"
 #include "server/srv.h"
 
@@ -316,9 +317,13 @@ static void stream_format(srv_req *r, strbuf *text, bool done) {
     strbuf_puts(&r->out, "data: [DONE]\n\n");
 }
 
+/* libmicrohttpd asks for the stream's next bytes: SSE events formatted from
+ * what the engine appended. A call that hands over bytes is an http_write
+ * span. */
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     srv_req *r = cls;
     (void)pos;
+    TRACE_SCOPE_BEGIN(tw);
     while (r->out_off == r->out.n) {
         r->out.n = r->out_off = 0;
         if (r->final_sent) return MHD_CONTENT_READER_END_OF_STREAM;
@@ -356,6 +361,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     if (n > max) n = max;
     memcpy(buf, r->out.p + r->out_off, n);
     r->out_off += n;
+    srv_trace_http("http_write", tw, 0, (int64_t)n);
     return (ssize_t)n;
 }
 
@@ -387,7 +393,9 @@ static enum MHD_Result submit(srv_req *r, srv_gen_req *g, int32_t *ids, int32_t 
     r->n_prompt = n;
     srv_gen_track(r);
     uint64_t id = 0;
+    TRACE_SCOPE_BEGIN(tq); /* encloses the enqueue flow's start */
     kiln_status st = kiln_sched_submit(r->served->sched, ids, n, &g->gen, on_event, r, &id);
+    srv_trace_http("submit", tq, 0, -1);
     if (st != KILN_OK) {
         srv_gen_untrack(r);
         pthread_mutex_lock(&r->mu);
@@ -426,7 +434,10 @@ enum MHD_Result srv_handle_generate(srv_req *r) {
     enum MHD_Result res;
     int32_t *ids = NULL, n = 0;
     bool chat = r->route == SRV_R_CHAT;
-    if (!srv_parse_gen(r->body.p ? r->body.p : "", r->body.n, chat, &g, &e)) {
+    TRACE_SCOPE_BEGIN(tp);
+    bool parsed = srv_parse_gen(r->body.p ? r->body.p : "", r->body.n, chat, &g, &e);
+    srv_trace_http("http_parse", tp, 0, (int64_t)r->body.n);
+    if (!parsed) {
         res = srv_error(r, e.status, e.type, e.param, e.code, "%s", e.msg);
         goto done;
     }
@@ -445,7 +456,9 @@ enum MHD_Result srv_handle_generate(srv_req *r) {
             goto done;
         }
     double t0 = kiln_now_s();
+    TRACE_SCOPE_BEGIN(tt);
     if (!build_prompt(r, &g, &ids, &n, &res)) goto done;
+    srv_trace_http("tokenize", tt, 0, -1);
     r->t_tokenize = kiln_now_s() - t0;
     metric_observe(s->m.tokenize, (const char *const[]){r->served->name, NULL}, r->t_tokenize);
     if (n == 0) {

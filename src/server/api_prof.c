@@ -11,21 +11,23 @@
  *        POST /diagnostics/benchmark's run (api_diag.c) recorded as a session
  *
  * A session follows PyTorch's schedule(wait, warmup, active), counted in
- * engine steps (the steps of any model's scheduler): waiting (wait_steps
- * steps pass), warmup (warmup_steps steps pass: not recorded - the recorder
- * starts when the active phase begins, so nothing warm-up did can leak into
- * the trace), recording (the trace recorder, obs/trace.h, records
- * active_steps steps), then done: the trace is kept in memory (the last
- * PROF_MAX_TRACES). stop ends a session at once (state stopped), keeping
- * what was recorded (an empty trace when it was still waiting).
+ * engine steps (the steps of any model's scheduler and the passes of any
+ * embeddings batcher): waiting (wait_steps steps pass), warmup
+ * (warmup_steps steps pass: not recorded - the recorder starts when the
+ * active phase begins, so nothing warm-up did can leak into the trace),
+ * recording (the trace recorder, obs/trace.h, records active_steps steps),
+ * then done: the trace is kept in memory (the last PROF_MAX_TRACES). stop
+ * ends a session at once (state stopped), keeping what was recorded (an
+ * empty trace when it was still waiting).
  *
- * Step boundaries. The schedulers call the step hook (trace_step_done) on
- * their engine threads at the end of each step they run; prof_step counts
- * it and starts or stops the recorder there, so the phases begin and end
- * exactly at step boundaries. A step counts as recorded when it began after
- * the recorder started (its trace start t_step >= t_rec): the step in flight
- * when a session starts with wait 0 / warmup 0 is not counted (it has no
- * "step" span). While no session is armed the hook costs one relaxed load.
+ * Step boundaries. The schedulers and batchers call the step hook
+ * (trace_step_done) on their engine threads at the end of each step they
+ * run; prof_step counts it and starts or stops the recorder there, so the
+ * phases begin and end exactly at step boundaries. A step counts as
+ * recorded when it began after the recorder started (its trace start
+ * t_step >= t_rec): the step in flight when a session starts with wait 0 /
+ * warmup 0 is not counted (it has no "step" span). While no session is
+ * armed the hook costs one relaxed load.
  *
  * Writing. A finished session's trace is made in memory (trace_text) by
  * prof_flush, under the profiler's lock, from the watcher thread (srv_prof_tick) or from the

@@ -143,8 +143,9 @@ enum MHD_Result srv_respond_json(srv_req *r, unsigned status, void *jv) {
     return srv_respond_json_h(r, status, jv, NULL, NULL);
 }
 
-enum MHD_Result srv_respond_json_h(srv_req *r, unsigned status, void *jv, const char *name,
-                                   const char *value) {
+/* srv_respond_json_h without its trace span; *bytes: the body's size. */
+static enum MHD_Result respond_json(srv_req *r, unsigned status, void *jv, const char *name,
+                                    const char *value, int64_t *bytes) {
     json_t *j = jv;
     if (status >= 400 && j) {
         /* the message of an error answer, for its access line */
@@ -161,6 +162,7 @@ enum MHD_Result srv_respond_json_h(srv_req *r, unsigned status, void *jv, const 
         if (resp) MHD_add_response_header(resp, "Content-Type", "application/json");
         return srv_respond(r, 500, resp);
     }
+    *bytes = (int64_t)strlen(txt);
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -170,6 +172,16 @@ enum MHD_Result srv_respond_json_h(srv_req *r, unsigned status, void *jv, const 
     MHD_add_response_header(resp, "Content-Type", "application/json");
     if (name) MHD_add_response_header(resp, name, value);
     return srv_respond(r, status, resp);
+}
+
+/* The http_write span: serialising the JSON and queueing it. */
+enum MHD_Result srv_respond_json_h(srv_req *r, unsigned status, void *jv, const char *name,
+                                   const char *value) {
+    TRACE_SCOPE_BEGIN(tw);
+    int64_t bytes = 0;
+    enum MHD_Result ret = respond_json(r, status, jv, name, value, &bytes);
+    srv_trace_http("http_write", tw, (int)status, bytes);
+    return ret;
 }
 
 static enum MHD_Result error_v(srv_req *r, unsigned status, const char *type, const char *param,
@@ -508,7 +520,7 @@ static void prep_run(srv_req *r) {
 
 static void *prep_main(void *arg) {
     srv *s = arg;
-    trace_thread_name("prep"); /* it submits requests: the "queued" slices start here */
+    srv_trace_thread("http-prep");
     pthread_mutex_lock(&s->prep_mu);
     for (;;) {
         srv_req *r;

@@ -46,6 +46,14 @@ void srv_accept_scan(const char *v, double *q_gzip, double *q_any);
 bool srv_accepts_gzip_value(const char *v);
 struct srv_req;
 bool srv_accepts_gzip(struct srv_req *r);
+/* Trace spans of the HTTP layer (obs/trace.h, cat "http"): name (a literal:
+ * http_parse, http_write, tokenize, submit) from t0 (0: not tracing; take it
+ * with TRACE_SCOPE_BEGIN) to now, with the HTTP status (when > 0) and the
+ * bytes (when >= 0) as arguments. The first span a thread records names it
+ * "http" (libmicrohttpd's threads) unless srv_trace_thread named it first. */
+void srv_trace_http(const char *name, int64_t t0, int status, int64_t bytes);
+/* Names the calling thread in traces, once per thread. */
+void srv_trace_thread(const char *name);
 
 /* ---- routes */
 

@@ -1,7 +1,9 @@
 /* util.c - small helpers of the server: the growable buffer, base64,
  * UTF-8 validation, constant-time comparison, content-coding negotiation
- * (Accept-Encoding), and the route table (path -> route, its method,
- * whether it needs the API key, its metrics label). */
+ * (Accept-Encoding), the HTTP layer's trace spans, and the route table
+ * (path -> route, its method, whether it needs the API key, its metrics
+ * label). */
+#include "obs/trace.h"
 #include "server/openai.h"
 #include "server/srv.h"
 
@@ -60,6 +62,25 @@ long srv_utf8_invalid_at(const char *s, size_t n) {
         i += len;
     }
     return -1;
+}
+
+static _Thread_local bool tl_named;
+
+void srv_trace_thread(const char *name) {
+    if (tl_named) return;
+    trace_thread_name(name);
+    tl_named = true;
+}
+
+void srv_trace_http(const char *name, int64_t t0, int status, int64_t bytes) {
+    if (!t0) return;
+    int64_t t1 = trace_now();
+    srv_trace_thread("http");
+    trace_arg a[2];
+    int n = 0;
+    if (status > 0) a[n++] = TRACE_I("status", status);
+    if (bytes >= 0) a[n++] = TRACE_I("bytes", bytes);
+    trace_span(name, "http", t0, t1 - t0, a, n);
 }
 
 int srv_const_eq(const char *a, const char *b) {

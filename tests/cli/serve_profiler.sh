@@ -12,6 +12,10 @@
 # per-step delay so the run lasts): the benchmark's results plus a profile
 # whose trace validates and holds its steps; a profiler start, a benchmark
 # and a second benchmark-with-profiling during it are 409.
+# A detail=ops session on a server with a decoder and an
+# encoder holds per-layer spans inside each forward pass (engine and
+# embeddings batcher), embed_pass/embed_batch spans for an embeddings
+# request, and http_parse / http_write spans on the HTTP threads.
 # Usage: bash serve_profiler.sh /path/to/kiln
 set -u
 KILN=${1:?usage: serve_profiler.sh /path/to/kiln}
@@ -117,6 +121,7 @@ steps = [e for e in d["traceEvents"] if e.get("ph") == "X" and e.get("name") == 
 assert len(steps) == 3, len(steps)
 assert any(e.get("name") == "forward" for e in d["traceEvents"])
 assert d["otherData"]["profiler"]["active_steps"] == 3, d["otherData"]
+assert not any(e.get("cat") == "op" for e in d["traceEvents"]), "detail=steps has op spans"
 assert st["steps_seen"] == 5 and st["steps_remaining"] == 0 and st["events"] > 0, st
 assert st["dropped"] == 0, st
 PY
@@ -221,6 +226,64 @@ PY
 # the profiler is free again; the trace is listed
 [ "$(get status | field 'd["state"]')" = done ] || fail "status after: $(get status)"
 get traces | grep -q "\"id\":$PID" || fail "the benchmark's trace is not listed: $(get traces)"
+check_errors
+stop_server
+
+# detail=ops, a decoder and an encoder: layer spans, embedding batches, HTTP spans
+start_server ops -m "$T/llama.gguf" -m "$T/bert.gguf" --ctx 256 --parallel 1 -t 2 --diagnostics \
+    --api-key k
+post 'start?active_steps=100000&detail=ops' >"$T/s4.json"
+[ "$(field 'd["state"]' <"$T/s4.json")" = recording ] || fail "ops start: $(cat "$T/s4.json")"
+ID4=$(field 'd["id"]' <"$T/s4.json")
+req POST /v1/embeddings '{"model":"bert","input":["hello world","a b c"]}' -H "$A"
+[ "$CODE" = 200 ] || fail "embeddings during the session: $CODE $(head -c 300 "$T/resp")"
+stream 6
+post stop >/dev/null
+get "traces/$ID4" >"$T/t4.json"
+python3 "$VALIDATE" "$T/t4.json" || fail "trace_validate on the ops trace"
+python3 - "$T/t4.json" <<'PY' || fail "ops session: $(head -c 600 "$T/t4.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+od = d["otherData"]
+assert od["detail"] == "ops" and od["fixed_nesting"] == 0, od
+ev = d["traceEvents"]
+names = {}  # thread name -> its tids (several prep and HTTP threads)
+for e in ev:
+    if e["ph"] == "M" and e["name"] == "thread_name":
+        names.setdefault(e["args"]["name"], set()).add(e["tid"])
+xs = [e for e in ev if e["ph"] == "X"]
+def inside(e, p):
+    return (e["tid"] == p["tid"] and e is not p and e["ts"] >= p["ts"] - 1e-3
+            and e["ts"] + e["dur"] <= p["ts"] + p["dur"] + 1e-3)
+# every forward pass (the scheduler's and the batcher's) holds 2 layers
+fwd = [e for e in xs if e["name"] == "forward"]
+threads = {e["tid"] for e in fwd}
+assert names["engine"] & threads and names["embed-batcher"] & threads, (names, threads)
+for f in fwd:
+    for g in ("attention", "ffn"):
+        n = sum(e["name"] == g for e in xs if inside(e, f))
+        assert n == 2, (g, n, f)
+ops = [e for e in xs if e.get("cat") == "op"]
+assert ops and all(any(inside(e, f) for f in fwd) for e in ops), "op span outside a forward"
+# the embeddings request: one pass of 2 inputs, its batch, tokenized on a prep thread
+p = [e for e in xs if e["name"] == "embed_pass"]
+assert len(p) == 1 and p[0]["args"]["inputs"] == 2 and p[0]["args"]["requests"] == 1, p
+b = [e for e in xs if e["name"] == "embed_batch"]
+assert b and all(any(inside(e, q) for q in p) for e in b), b
+assert sum(e["args"]["inputs"] for e in b) == 2, b
+tok = [e for e in xs if e["name"] == "tokenize" and e.get("cat") == "embed"]
+assert tok and tok[0]["tid"] in names["http-prep"], (tok, names)
+# HTTP: both bodies parsed on prep threads; JSON answers and stream chunks written
+parse = [e for e in xs if e["name"] == "http_parse"]
+assert len(parse) == 2 and all(e["tid"] in names["http-prep"] for e in parse), parse
+assert all(e["args"]["bytes"] > 0 for e in parse), parse
+write = [e for e in xs if e["name"] == "http_write"]
+assert any(e["args"].get("status") == 200 and e["args"]["bytes"] > 100 for e in write), write
+assert sum("status" not in e["args"] for e in write) >= 2, "no stream chunks written"
+http = names.get("http", set()) | names["http-prep"]
+assert all(e["tid"] in http for e in write), (write, names)
+assert any(e["name"] == "submit" for e in xs)
+PY
 check_errors
 stop_server
 echo "serve_profiler: ok"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # trace_viewers.sh - third-party viewers read Kiln's traces offline (issue
 # 12): a `kiln run --trace` trace and a `kiln serve --diagnostics` profiler
-# trace (two models, so two engine threads, and the prep threads that
+# trace (two models, so two engine threads, and the http-prep threads that
 # submit requests), both first accepted by trace_validate.py, are
 #  - loaded into speedscope's bundled web app (npm speedscope) in headless
 #    Chromium, the way its own command line does (a file:// page and a
@@ -98,7 +98,7 @@ PY
 
 # Chrome DevTools' trace engine
 timeout 120 node "$HERE/../tools/trace_engine_check.mjs" "$NPM" "$T/run.json" main \
-    "$T/serve.json" engine,prep || fail "trace_engine"
+    "$T/serve.json" engine,http-prep || fail "trace_engine"
 timeout 120 node "$HERE/../tools/trace_engine_check.mjs" "$NPM" "$T/nonames.json" main \
     >"$T/nonames.te" 2>&1 && fail "trace_engine check passed a trace without thread names"
 grep -q '^FAIL: .*no thread named "main"' "$T/nonames.te" ||
