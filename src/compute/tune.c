@@ -216,17 +216,18 @@ static int prune(int live[KILN_ISA_COUNT], const double best[KILN_ISA_COUNT], do
     return n;
 }
 
-/* Times the ISAs in live[] (others keep best = 0) for about budget_s:
- * a probe of each rules out the far slower ones (their best is the probe's
- * estimate), then rounds alternate the rest, each timing whole passes for
- * its share of the budget; best[i] = the fastest clean pass (run_once), or
- * the fastest pass when none was clean. Returns 0, or -1 when an ISA
+/* Times the ISAs in live[] (others keep best = 0) for about budget_s (at
+ * most twice that, plus the probes): a probe of each rules out the far
+ * slower ones (their best is the probe's estimate), then rounds alternate
+ * the rest, each timing whole passes for its share of the budget; best[i] =
+ * the fastest clean pass (run_once), or the fastest pass when none was
+ * clean. Returns 0, or -1 when an ISA
  * still in the running had no clean pass (the timings are not to be
  * trusted). */
 static int time_isas(struct bench *b, int mm, const int live_in[KILN_ISA_COUNT], double budget_s,
                      double best[KILN_ISA_COUNT]) {
     int live[KILN_ISA_COUNT], n_live = 0, top = top_of(live_in), clean;
-    double any[KILN_ISA_COUNT];
+    double any[KILN_ISA_COUNT] = {0};
     for (int i = 0; i < KILN_ISA_COUNT; i++) {
         live[i] = live_in[i];
         best[i] = live[i] ? probe(b, (enum kiln_isa)i, mm, i) : 0;
@@ -236,7 +237,10 @@ static int time_isas(struct bench *b, int mm, const int live_in[KILN_ISA_COUNT],
         if (live[i]) best[i] = any[i] = 0;
     if (!n_live) return 0;
     double slice = budget_s / (TUNE_ROUNDS * n_live);
-    for (int r = 0; r < TUNE_ROUNDS; r++) {
+    /* every live ISA times at least one pass per round, which a slow ISA on
+     * a busy machine can stretch: past twice the budget, stop */
+    int64_t deadline = kiln_now_ns() + (int64_t)(2 * budget_s * 1e9);
+    for (int r = 0; r < TUNE_ROUNDS && kiln_now_ns() < deadline; r++) {
         for (int i = KILN_ISA_COUNT - 1; i >= 0; i--) {
             if (!live[i]) continue;
             int64_t end = kiln_now_ns() + (int64_t)(slice * 1e9);
@@ -246,14 +250,19 @@ static int time_isas(struct bench *b, int mm, const int live_in[KILN_ISA_COUNT],
                 if (clean && (best[i] == 0 || s < best[i])) best[i] = s;
             } while (kiln_now_ns() < end);
         }
-        /* prune on clean passes only: a stalled ISA is not ruled out */
+        /* the close call on clean passes only; without them, only an ISA
+         * far slower even so is ruled out (never the highest) */
         int all_clean = 1;
         for (int i = 0; i < KILN_ISA_COUNT; i++) all_clean &= !live[i] || best[i] > 0;
-        if (all_clean && prune(live, best, TUNE_PRUNE, top) <= 1 && r > 0) break;
+        n_live = all_clean ? prune(live, best, TUNE_PRUNE, top)
+                           : prune(live, any, TUNE_PROBE_PRUNE, top);
+        if (n_live <= 1 && r > 0) break;
     }
     int ok = 1;
-    for (int i = 0; i < KILN_ISA_COUNT; i++)
-        if (live[i] && best[i] == 0) ok = 0, best[i] = any[i];
+    for (int i = 0; i < KILN_ISA_COUNT; i++) {
+        if (live[i] && best[i] == 0) ok = 0;
+        if (best[i] == 0) best[i] = any[i]; /* also one ruled out without a clean pass */
+    }
     return ok ? 0 : -1;
 }
 
