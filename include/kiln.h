@@ -846,6 +846,32 @@ typedef struct kiln_machine_limits {
  * KILN_ERR_NOMEM when the read buffer cannot be allocated. */
 kiln_status kiln_machine_measure(int32_t n_threads, int quick, kiln_machine_limits *out);
 
+/* How the kernels of one weight type's matrix products were chosen: which
+ * variant (ISA) runs them, measured on this machine or not (`kiln tune`,
+ * the first load of a model with enough of the type; see docs/perf.md,
+ * "Kernel selection"). */
+typedef struct kiln_kernel_choice {
+    kiln_type type;
+    int32_t n_threads;
+    const char *matvec_isa; /* one activation column (decode): "avx2" */
+    const char *matmul_isa; /* wider products (prefill, batched decode, embeddings) */
+    /* "measured" (by this process), "cache" (the tune file), "forced"
+     * (KILN_ISA), "off" (KILN_TUNE=off: ISA rank), "small" (too little of the
+     * type to measure at load: ISA rank), "busy" (measured while other work
+     * held the CPUs: ISA rank, not cached) */
+    const char *source;
+    int32_t n_measured; /* ISAs measured: isa[i] ran matvec_gbs[i] GB/s and matmul_gops[i] GOPS */
+    const char *isa[4];
+    double matvec_gbs[4], matmul_gops[4];
+    char when[24];    /* UTC time of the measurement ("2026-12-07T10:11:12Z"), or "" */
+    char reason[320]; /* one line, e.g. "matvec avx2 32.6 GB/s vs avx512 20.1; ..." */
+} kiln_kernel_choice;
+
+/* The kernel choices made in this process so far: one per weight type and
+ * thread count of the contexts created. Writes at most cap into out;
+ * returns how many there are. Static strings. Thread-safe. */
+int32_t kiln_kernel_choices(kiln_kernel_choice *out, int32_t cap);
+
 /* log(sum(exp(x[i]))) over i < n, computed without overflow (the maximum
  * is factored out), in double. -INFINITY for n <= 0. Thread-safe. */
 double kiln_logsumexp(const float *x, int32_t n);

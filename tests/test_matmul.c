@@ -570,6 +570,110 @@ static void test_prepared_paths(void **state) {
     kiln_matmul_ctx_destroy(ctx);
 }
 
+/* y of op run on table k (2 threads), into y (nr * nc floats). */
+static void run_on(const struct kiln_kernels *k, const struct kiln_matmul_op *op, float *y) {
+    kiln_matmul_ctx *c =
+        kiln_matmul_ctx_create(pools[2], k, kiln_matmul_work_size(op->type, op->n, op->nc), NULL);
+    assert_non_null(c);
+    struct kiln_matmul_op o = *op;
+    o.y = y, o.reuse_x = 0;
+    assert_int_equal(kiln_matmul_run(c, &o), KILN_OK);
+    kiln_matmul_ctx_destroy(c);
+}
+
+/* Composite tables (kernels.h kiln_kernels_compose): for every ordered pair
+ * of ISAs (a, b) this CPU runs, a table based on a whose one-column products
+ * come from b gives, bit for bit, b's y for one column and a's for nine;
+ * and a product that reuses activations another table converted (Q4_K on
+ * a, then Q6_K on b with reuse_x; their Q8_K rows are the same bytes in
+ * every table) gives b's y. */
+static void test_composite(void **state) {
+    (void)state;
+    const struct kiln_kernels *scalar = kiln_kernels_get(KILN_ISA_SCALAR);
+    static const kiln_type types[] = {KILN_TYPE_Q8_0, KILN_TYPE_Q4_0, KILN_TYPE_Q4_K,
+                                      KILN_TYPE_Q6_K, KILN_TYPE_F16};
+    enum { NR = 37, N = 512, NC = 9 };
+    int pairs = 0;
+    for (int a = 0; a < KILN_ISA_COUNT; a++)
+        for (int b = 0; b < KILN_ISA_COUNT; b++) {
+            const struct kiln_kernels *ka = kiln_kernels_get((enum kiln_isa)a),
+                                      *kb = kiln_kernels_get((enum kiln_isa)b);
+            if (a == b || !ka || !kb) continue;
+            enum kiln_isa mv[KILN_TYPE_COUNT], mm[KILN_TYPE_COUNT];
+            for (int t = 0; t < KILN_TYPE_COUNT; t++)
+                mv[t] = (enum kiln_isa)b, mm[t] = KILN_ISA_COUNT;
+            mm[KILN_TYPE_Q6_K] = (enum kiln_isa)b;
+            struct kiln_kernels comp;
+            kiln_kernels_compose(ka, mv, mm, &comp);
+            assert_int_equal(comp.isa, a);
+            assert_ptr_equal(comp.to_float[KILN_TYPE_Q4_K], ka->to_float[KILN_TYPE_Q4_K]);
+            assert_ptr_equal(kiln_kernels_for(&comp, KILN_TYPE_Q8_0, 1), kb);
+            assert_ptr_equal(kiln_kernels_for(&comp, KILN_TYPE_Q8_0, 2), &comp);
+            for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+                kiln_type t = types[ti];
+                struct weights wt;
+                weights_init(&wt, t, NR, N, 0, scalar->from_float[t], scalar->to_float[t],
+                             101 + ti);
+                struct problem p;
+                problem_init(&p, &wt, NC, 0, 103 + ti);
+                float got[NR * NC], want[NR * NC];
+                for (int nc = 1; nc <= NC; nc += NC - 1) {
+                    struct kiln_matmul_op op = {.type = t,
+                                                .w = wt.w,
+                                                .w_stride = wt.w_stride,
+                                                .nr = NR,
+                                                .n = N,
+                                                .x = p.x,
+                                                .nc = nc};
+                    run_on(&comp, &op, got);
+                    run_on(nc == 1 || t == KILN_TYPE_Q6_K ? kb : ka, &op, want);
+                    if (memcmp(got, want, sizeof(float) * (size_t)(NR * nc)))
+                        fail_msg("composite %s+%s %s nc=%d: y differs from %s's",
+                                 kiln_isa_name(ka->isa), kiln_isa_name(kb->isa), kiln_type_name(t),
+                                 nc, nc == 1 ? kiln_isa_name(kb->isa) : kiln_isa_name(ka->isa));
+                }
+                problem_free(&p);
+                weights_free(&wt);
+            }
+            /* reuse across tables: Q4_K (table a) converts, Q6_K (table b) reuses */
+            struct weights w4, w6;
+            weights_init(&w4, KILN_TYPE_Q4_K, NR, N, 0, scalar->from_float[KILN_TYPE_Q4_K],
+                         scalar->to_float[KILN_TYPE_Q4_K], 201);
+            weights_init(&w6, KILN_TYPE_Q6_K, NR, N, 0, scalar->from_float[KILN_TYPE_Q6_K],
+                         scalar->to_float[KILN_TYPE_Q6_K], 202);
+            struct problem p;
+            problem_init(&p, &w4, NC, 0, 203);
+            float y4[NR * NC], y6[NR * NC], want[NR * NC];
+            struct kiln_matmul_op o4 = {.type = KILN_TYPE_Q4_K,
+                                        .w = w4.w,
+                                        .w_stride = w4.w_stride,
+                                        .nr = NR,
+                                        .n = N,
+                                        .x = p.x,
+                                        .nc = NC,
+                                        .y = y4};
+            struct kiln_matmul_op o6 = o4;
+            o6.type = KILN_TYPE_Q6_K, o6.w = w6.w, o6.w_stride = w6.w_stride, o6.y = y6;
+            o6.reuse_x = 1;
+            kiln_matmul_ctx *c = kiln_matmul_ctx_create(
+                pools[2], &comp, kiln_matmul_work_size(KILN_TYPE_Q4_K, N, NC), NULL);
+            assert_non_null(c);
+            assert_int_equal(kiln_matmul_run(c, &o4), KILN_OK);
+            assert_int_equal(kiln_matmul_run(c, &o6), KILN_OK);
+            kiln_matmul_ctx_destroy(c);
+            run_on(kb, &o6, want);
+            if (memcmp(y6, want, sizeof want))
+                fail_msg("composite %s+%s: Q6_K reusing Q4_K's activations differs from %s's",
+                         kiln_isa_name(ka->isa), kiln_isa_name(kb->isa), kiln_isa_name(kb->isa));
+            problem_free(&p);
+            weights_free(&w4);
+            weights_free(&w6);
+            pairs++;
+        }
+    print_message("%d ISA pairs composed\n", pairs);
+    if (!pairs) print_message("SKIP: composites need two ISAs; this CPU runs one\n");
+}
+
 static void test_check_errors(void **state) {
     (void)state;
     kiln_matmul_ctx *ctx = kiln_matmul_ctx_create(NULL, &test_tables[0], 0, NULL);
@@ -610,7 +714,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check_errors),  cmocka_unit_test(test_driver_own_kernels),
         cmocka_unit_test(test_in_task_chain), cmocka_unit_test(test_prepared_paths),
-        cmocka_unit_test(test_real_kernels),
+        cmocka_unit_test(test_real_kernels),  cmocka_unit_test(test_composite),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

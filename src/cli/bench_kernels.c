@@ -22,6 +22,7 @@
 #include "compute/kernels.h"
 #include "compute/matmul.h"
 #include "compute/peaks.h"
+#include "compute/randw.h"
 #include "compute/threadpool.h"
 #include "compute/types.h"
 #include "kiln.h"
@@ -92,96 +93,6 @@ static void mv_fn(void *arg, int ith, int nth) {
         kiln_matmul_task(t->ctx, &t->ops[i], ith, nth);
         kiln_pool_barrier(t->pool);
     }
-}
-
-/* Bytes of each block that hold f16/f32 scales (kept from a real quantized
- * row so every value is finite); the rest of the block is random bits. */
-struct scale_bytes {
-    int off, len;
-};
-static struct scale_bytes scale_bytes_of(kiln_type t) {
-    switch (t) {
-    case KILN_TYPE_Q4_0:
-    case KILN_TYPE_Q5_0:
-    case KILN_TYPE_Q8_0:
-    case KILN_TYPE_IQ4_NL:
-    case KILN_TYPE_IQ4_XS:
-        return (struct scale_bytes){0, 2};
-    case KILN_TYPE_Q4_1:
-    case KILN_TYPE_Q5_1:
-    case KILN_TYPE_Q4_K:
-    case KILN_TYPE_Q5_K:
-        return (struct scale_bytes){0, 4};
-    case KILN_TYPE_Q2_K:
-        return (struct scale_bytes){80, 4};
-    case KILN_TYPE_Q3_K:
-        return (struct scale_bytes){108, 2};
-    case KILN_TYPE_Q6_K:
-        return (struct scale_bytes){208, 2};
-    default:
-        return (struct scale_bytes){-1, 0};
-    }
-}
-
-static uint64_t xorshift(uint64_t *z) {
-    *z ^= *z << 13, *z ^= *z >> 7, *z ^= *z << 17;
-    return *z;
-}
-
-/* Fills count matrices of rows x cols of type t with content that differs in
- * every page: random quantized values (or random floats of moderate size)
- * under scales taken from real quantized rows. Copies of one matrix would
- * not do: the hypervisor of a VM may merge identical pages, and reads of a
- * merged page come from cache, inflating GB/s beyond the memory's. */
-static int fill_weights(kiln_type t, char *dst, int64_t rows, int64_t cols, int count) {
-    const struct kiln_kernels *scalar = kiln_kernels_get(KILN_ISA_SCALAR);
-    const struct kiln_type_info *ti = kiln_type_info(t);
-    size_t rs = kiln_row_size(t, cols), total = rs * (size_t)rows * (size_t)count;
-    uint64_t z = 0x9e3779b97f4a7c15ull;
-    if (t == KILN_TYPE_F32 || t == KILN_TYPE_F16 || t == KILN_TYPE_BF16) {
-        for (size_t i = 0; i + 8 <= total; i += 8) {
-            uint64_t v = xorshift(&z);
-            if (t == KILN_TYPE_F32) /* +-[2^-7, 2^-6) */
-                v = (v & 0x807FFFFF807FFFFFull) | 0x3C0000003C000000ull;
-            else if (t == KILN_TYPE_F16)
-                v = (v & 0x83FF83FF83FF83FFull) | 0x2000200020002000ull;
-            else
-                v = (v & 0x807F807F807F807Full) | 0x3C003C003C003C00ull;
-            memcpy(dst + i, &v, 8);
-        }
-        return 0;
-    }
-    struct scale_bytes sb = scale_bytes_of(t);
-    int64_t distinct = rows < 64 ? rows : 64;
-    char *tmpl = malloc(rs * (size_t)distinct);
-    float *f = malloc(sizeof(float) * (size_t)cols);
-    if (!f || !tmpl) {
-        free(f);
-        free(tmpl);
-        return -1;
-    }
-    for (int64_t r = 0; r < distinct; r++) {
-        for (int64_t i = 0; i < cols; i++)
-            f[i] = ((float)(xorshift(&z) >> 40) / (float)(1 << 24) - 0.5f) * 0.2f;
-        scalar->from_float[t](f, tmpl + (size_t)r * rs, cols);
-    }
-    free(f);
-    for (size_t i = 0; i + 8 <= total; i += 8) {
-        uint64_t v = xorshift(&z);
-        memcpy(dst + i, &v, 8);
-    }
-    size_t nb = rs / ti->size;
-    for (int64_t r = 0; r < rows * count; r++) {
-        char *row = dst + (size_t)r * rs;
-        const char *src = tmpl + (size_t)(r % distinct) * rs;
-        if (sb.off < 0) /* unknown layout: the quantized row as it is */
-            memcpy(row, src, rs);
-        else
-            for (size_t b = 0; b < nb; b++)
-                memcpy(row + b * ti->size + sb.off, src + b * ti->size + sb.off, (size_t)sb.len);
-    }
-    free(tmpl);
-    return 0;
 }
 
 /* Best seconds of fn over reps of at least ~20 ms. */
@@ -323,7 +234,7 @@ static void bench_one(kiln_pool *pool, const struct options *o, struct result *r
     size_t msize = rs * (size_t)o->rows;
     int count = (int)(((double)o->mb * MIB + (double)msize - 1) / (double)msize);
     if (count < 1) count = 1;
-    if (fill_weights(t, wbuf, o->rows, o->cols, count)) {
+    if (kiln_randw_fill(t, wbuf, o->rows, o->cols, count, 0)) {
         res->skip = "out of memory";
         return;
     }

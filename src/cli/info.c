@@ -1,9 +1,12 @@
 /* info.c - `kiln info FILE`: what a GGUF file holds (format, architecture and
- * hyperparameters, tokenizer, other metadata, tensors, totals by type) and the
+ * hyperparameters, tokenizer, other metadata, tensors, totals by type), the
+ * kernel variant each matrix type would run and why, and the
  * memory it needs at a context size and batch. Shows what it can for files it
  * cannot run (vocab-only files, unknown architectures, unsupported types) and
  * says what is unsupported; only an unreadable file is an error (exit 1). */
 #include "cli/commands.h"
+#include "compute/threadpool.h"
+#include "compute/tune.h"
 #include "compute/types.h"
 #include "kiln.h"
 #include "model/arch.h"
@@ -18,6 +21,7 @@
 struct info_opts {
     const char *path;
     uint32_t n_ctx, n_batch, n_seq; /* 0: defaults */
+    uint32_t n_threads;             /* 0: the physical cores */
     kiln_type kv_type;
 };
 
@@ -282,6 +286,29 @@ static void print_model_check(const gguf_file *f) {
     arch_model_free(&m);
 }
 
+/* Which kernel variant would run each matrix type's products at the thread
+ * count, and why (compute/tune.h; never measures: a load does). */
+static void print_kernels(const gguf_file *f, const struct info_opts *o) {
+    struct arch_model m;
+    struct kiln_tune_shape sh[64];
+    struct kiln_tune_choice c[KILN_TYPE_COUNT];
+    struct kiln_kernels k;
+    if (!gguf_tensor_count(f) || arch_model_load(f, &m)) return;
+    int n = arch_model_shapes(&m, sh, 64);
+    arch_model_free(&m);
+    int th = o->n_threads ? (int)o->n_threads : kiln_cpu_physical_cores();
+    int nt = kiln_tune_select(NULL, th, sh, n < 64 ? n : 64, KILN_TUNE_NO_MEASURE, &k, c,
+                              KILN_TYPE_COUNT);
+    printf("\nkernels at %d thread%s (CPU features \"%s\"):\n", th, th == 1 ? "" : "s",
+           kiln_cpu_features());
+    for (int i = 0; i < nt && i < KILN_TYPE_COUNT; i++) {
+        char why[512];
+        kiln_tune_describe(&c[i], why, sizeof why);
+        printf("  %-8s matvec %-7s matmul %-7s %s\n", kiln_type_name(c[i].type),
+               kiln_isa_name(c[i].mv), kiln_isa_name(c[i].mm), why);
+    }
+}
+
 static void print_memory(const gguf_file *f, const struct arch_hparams *hp,
                          const struct info_opts *o) {
     struct mem_params p = {o->n_ctx ? o->n_ctx : hp->n_ctx_train, o->n_seq ? o->n_seq : 1, 0,
@@ -304,11 +331,13 @@ static void print_memory(const gguf_file *f, const struct arch_hparams *hp,
 
 static void info_usage(FILE *out) {
     fprintf(out, "usage: kiln info FILE.gguf [--ctx N] [--batch N] [--parallel N] "
-                 "[--kv-type f16|f32|q8_0]\n"
+                 "[--kv-type f16|f32|q8_0] [-t N]\n"
                  "  --ctx N       context length for the memory estimate (default: the model's)\n"
                  "  --batch N     tokens per forward pass (default: min(512, ctx))\n"
                  "  --parallel N  sequences served at once (default 1)\n"
-                 "  --kv-type T   KV cache element type (default f16)\n");
+                 "  --kv-type T   KV cache element type (default f16)\n"
+                 "  -t N          threads the kernel choices are shown for (default: the "
+                 "physical cores)\n");
 }
 
 static bool parse_u32(const char *s, uint32_t *out) {
@@ -330,6 +359,8 @@ static int parse_info_args(int argc, char **argv, struct info_opts *o) {
             ok = parse_u32(argv[++i], &o->n_batch);
         else if (!strcmp(a, "--parallel") && v)
             ok = parse_u32(argv[++i], &o->n_seq);
+        else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v)
+            ok = parse_u32(argv[++i], &o->n_threads);
         else if (!strcmp(a, "--kv-type") && v) {
             ok = kiln_type_from_name(argv[++i], &o->kv_type) == KILN_OK &&
                  (o->kv_type == KILN_TYPE_F16 || o->kv_type == KILN_TYPE_F32 ||
@@ -382,6 +413,7 @@ int cmd_info(int argc, char **argv) {
     print_metadata(f, ok ? &hp : NULL);
     print_tensors(f);
     print_totals(f);
+    if (ok) print_kernels(f, &o);
     if (ok) print_memory(f, &hp, &o);
     gguf_close(f);
     return 0;

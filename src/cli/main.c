@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"bench-model", cmd_bench_model, "prompt/generation tokens/s or embedding docs/s vs limits"},
     {"bench", cmd_bench, "load-test an OpenAI-compatible server: TTFT, ITL, throughput, reports"},
     {"bench-kernels", cmd_bench_kernels, "measure kernel GB/s and GFLOP/s against machine peaks"},
+    {"tune", cmd_tune, "measure and cache the fastest kernel variant per weight type"},
     {"trace", cmd_trace, "summarize a trace (kiln run --trace) or compare traces of two setups"},
 };
 
@@ -33,7 +34,8 @@ static void usage(FILE *out) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-14s %s\n", commands[i].name, commands[i].help);
     fprintf(out, "\nEnvironment: KILN_ISA=scalar|avx2|avx512 forces a kernel variant;"
-                 " KILN_LOG=error|warn|info|debug.\n");
+                 " KILN_TUNE=off keeps the ISA rank\n(no measuring); KILN_TUNE_FILE=PATH"
+                 " moves the tune cache; KILN_LOG=error|warn|info|debug.\n");
 }
 
 int main(int argc, char **argv) {

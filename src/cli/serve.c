@@ -390,7 +390,8 @@ static void log_start(const struct serve_opts *o) {
     KILN_LOGI("kiln serve %s: %d model(s):%s", kiln_version(), o->c.n_models, list);
     char ctx[48] = "the model's context (at most 4096)";
     if (sp->n_ctx > 0) snprintf(ctx, sizeof ctx, "%d", (int)sp->n_ctx);
-    KILN_LOGI("kiln serve: engine threads %d%s, kernels %s, %d slot(s) of %s positions, queue %d, "
+    KILN_LOGI("kiln serve: engine threads %d%s, kernels %s (by ISA rank; per weight type as "
+              "measured where tuned), %d slot(s) of %s positions, queue %d, "
               "HTTP threads %d%s%s",
               sp->n_threads > 0 ? (int)sp->n_threads : kiln_cpu_physical_cores(),
               sp->n_threads > 0 ? "" : " (the physical cores)",

@@ -1,15 +1,18 @@
-/* kernels.c - CPU feature detection and the per-ISA kernel tables (built once,
- * immutable afterwards; see kernels.h for the layering of overrides). */
+/* kernels.c - CPU feature detection, the per-ISA kernel tables (built once,
+ * immutable afterwards; see kernels.h for the layering of overrides) and
+ * composites of them (kiln_kernels_compose; the choice is tune.c's). */
 #include "compute/kernels.h"
 #include "base/log.h"
 
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static struct kiln_kernels tables[KILN_ISA_COUNT];
 static int available[KILN_ISA_COUNT];
+static char features[160]; /* kiln_cpu_features(), written by detect() */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 const char *kiln_isa_name(enum kiln_isa isa) {
@@ -48,6 +51,25 @@ static void detect(void) {
     unsigned a1 = 0, b1, c1, d1;
     __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1);
     int bf16 = (a1 >> 5) & 1;
+    int vbmi = (c >> 1) & 1;
+    const struct {
+        int on;
+        const char *name;
+    } fl[] = {{ymm && avx2, "avx2"},
+              {fma, "fma"},
+              {f16c, "f16c"},
+              {zmm && f, "avx512f"},
+              {zmm && bw, "avx512bw"},
+              {zmm && vl, "avx512vl"},
+              {zmm && dq, "avx512dq"},
+              {zmm && vnni, "avx512vnni"},
+              {zmm && bf16, "avx512bf16"},
+              {zmm && vbmi, "avx512vbmi"}};
+    size_t o = 0;
+    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
+        if (fl[i].on && o < sizeof features)
+            o += (size_t)snprintf(features + o, sizeof features - o, "%s%s", o ? " " : "",
+                                  fl[i].name);
     available[KILN_ISA_AVX2] = ymm && avx2 && fma && f16c;
     /* The AVX-512 variant also uses VNNI and BF16 instructions (Zen 4+,
      * Sapphire Rapids+); older AVX-512 CPUs run the AVX2 variant. */
@@ -117,6 +139,28 @@ const struct kiln_kernels *kiln_kernels_get(enum kiln_isa isa) {
 
 static const struct kiln_kernels *best;
 static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+
+const char *kiln_cpu_features(void) {
+    pthread_once(&once, build_tables);
+    return features;
+}
+
+enum kiln_isa kiln_isa_forced(void) {
+    const char *e = getenv("KILN_ISA");
+    if (!e || !*e) return KILN_ISA_COUNT;
+    enum kiln_isa want = kiln_isa_from_name(e);
+    return want != KILN_ISA_COUNT && kiln_kernels_get(want) ? want : KILN_ISA_COUNT;
+}
+
+void kiln_kernels_compose(const struct kiln_kernels *base, const enum kiln_isa mv[KILN_TYPE_COUNT],
+                          const enum kiln_isa mm[KILN_TYPE_COUNT], struct kiln_kernels *out) {
+    *out = *base;
+    for (int t = 0; t < KILN_TYPE_COUNT; t++) {
+        const struct kiln_kernels *a = kiln_kernels_get(mv[t]), *b = kiln_kernels_get(mm[t]);
+        out->mv_from[t] = a && a->isa != base->isa ? a : NULL;
+        out->mm_from[t] = b && b->isa != base->isa ? b : NULL;
+    }
+}
 
 static void choose_best(void) {
     enum kiln_isa isa = kiln_isa_detect();

@@ -10,8 +10,23 @@
  * tests/test_kernels.c checks each override against the scalar reference.
  *
  * Run-time choice: kiln_kernels_best() picks the best ISA the CPU has, unless
- * the environment variable KILN_ISA (scalar|avx2|avx512) forces one.
- * All functions here are thread-safe; tables are immutable after first use. */
+ * the environment variable KILN_ISA (scalar|avx2|avx512) forces one. A
+ * composite table (kiln_kernels_compose; tune.c fills one per context from
+ * measurements) keeps every entry of such a table but runs each weight
+ * type's matrix products from the per-ISA table measured fastest for it.
+ * All functions here are thread-safe; tables are immutable after first use.
+ *
+ * What may be mixed (checked against the kernels and their tests): a
+ * product runs all its entries - activation conversion, prepared rows,
+ * tiles - from the one table kiln_kernels_for() names, so the prepared
+ * weights (gemm_wprep/gemm_wp, a layout private to a kernel family) never
+ * meet another family's. Products of different types in one composite may
+ * come from different tables and share converted activations (matmul.h
+ * reuse_x): that is sound because the partner rows are the same format in
+ * every table - Q8_K, F16 and BF16 bit for bit, Q8_0/Q8_1 up to one unit of
+ * a quant at an exact .5 tie (round-half-even vs roundf;
+ * tests/test_kern_legacy.c) - and the prepared-activation layout below is
+ * fixed whatever the ISA. */
 #ifndef KILN_COMPUTE_KERNELS_H
 #define KILN_COMPUTE_KERNELS_H
 
@@ -181,7 +196,22 @@ struct kiln_kernels {
     kiln_exp_sum_fn exp_sum;
     kiln_attn_gemm_fn attn_gemm;
     kiln_swiglu_fn swiglu;
+    /* Matrix products only (matmul.c, through kiln_kernels_for): the table
+     * whose entries run a weight type's one-column products (mv_from:
+     * decode) and its wider ones (mm_from: prefill, batches); NULL: this
+     * table. Set in composite tables only; they point at per-ISA tables. */
+    const struct kiln_kernels *mv_from[KILN_TYPE_COUNT];
+    const struct kiln_kernels *mm_from[KILN_TYPE_COUNT];
 };
+
+/* The table whose entries run a product of weight type t with nc activation
+ * columns: k's mv_from[t] (nc == 1) or mm_from[t] when set, else k. */
+static inline const struct kiln_kernels *kiln_kernels_for(const struct kiln_kernels *k, kiln_type t,
+                                                          int64_t nc) {
+    const struct kiln_kernels *f = NULL;
+    if ((unsigned)t < KILN_TYPE_COUNT) f = nc == 1 ? k->mv_from[t] : k->mm_from[t];
+    return f ? f : k;
+}
 
 const char *kiln_isa_name(enum kiln_isa isa);
 /* Parses "scalar", "avx2", "avx512"; returns KILN_ISA_COUNT when unknown. */
@@ -194,6 +224,22 @@ const struct kiln_kernels *kiln_kernels_get(enum kiln_isa isa);
  * (an unavailable or unknown value is reported once and ignored), else the
  * detected best. */
 const struct kiln_kernels *kiln_kernels_best(void);
+/* The ISA that KILN_ISA forces, or KILN_ISA_COUNT when it is unset, unknown
+ * or one this CPU cannot run (kiln_kernels_best reports those). Reads the
+ * environment on every call. */
+enum kiln_isa kiln_isa_forced(void);
+/* The CPU features the tables depend on, as detected: a static string such
+ * as "avx2 fma f16c avx512f avx512bw avx512vl avx512dq avx512vnni avx512bf16
+ * avx512vbmi" ("" on a CPU with none of them). */
+const char *kiln_cpu_features(void);
+
+/* Fills *out with a composite of the per-ISA tables: a copy of base (every
+ * entry: conversions, attention, KV cache kernels) whose products of weight
+ * type t run from the table of ISA mv[t] for one column and mm[t] for more
+ * (kiln_kernels_for). An ISA the CPU cannot run, KILN_ISA_COUNT, or base's
+ * own ISA leaves base in charge. base is a per-ISA table. */
+void kiln_kernels_compose(const struct kiln_kernels *base, const enum kiln_isa mv[KILN_TYPE_COUNT],
+                          const enum kiln_isa mm[KILN_TYPE_COUNT], struct kiln_kernels *out);
 
 /* Registration: each kernel family fills or overrides its entries. Called
  * once per table by kernels.c, in ISA order (scalar first). */

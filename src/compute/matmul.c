@@ -11,7 +11,11 @@
  * finds the layout it expects; they are written only for an operation whose
  * tiles read them (ctx->conv.has_xp says whether they are there; an
  * operation with reuse_x that reads them and finds them missing prepares
- * them from the converted rows, behind one more barrier). In phase 2 the row ranges are
+ * them from the converted rows, behind one more barrier). An operation runs
+ * from the table kiln_kernels_for(ctx->kern, type, nc) names; with a
+ * composite table consecutive operations may use different per-ISA tables,
+ * which read each other's converted and prepared rows (kernels.h: the same
+ * layouts). In phase 2 the row ranges are
  * disjoint and, except at y's ends, start on cache-line boundaries of
  * column 0 of y. No allocation happens in kiln_matmul_task.
  */
@@ -175,7 +179,7 @@ kiln_status kiln_matmul_check(const kiln_matmul_ctx *ctx, const struct kiln_matm
                          (long long)op->y_stride);
     if (op->nr && op->nc && (!op->w || !op->x || !op->y))
         return kiln_fail(KILN_ERR_INVALID_ARG, "matmul: NULL w, x or y");
-    const struct kiln_kernels *k = ctx->kern;
+    const struct kiln_kernels *k = kiln_kernels_for(ctx->kern, op->type, op->nc);
     if (!k->vec_dot[op->type])
         return kiln_fail(KILN_ERR_UNSUPPORTED, "matmul: no %s vec_dot in the %s kernels", tn,
                          kiln_isa_name(k->isa));
@@ -345,7 +349,8 @@ static int64_t row_bound(const struct kiln_matmul_op *op, int i, int nth) {
 
 void kiln_matmul_task(kiln_matmul_ctx *ctx, const struct kiln_matmul_op *op, int ith, int nth) {
     if (op->nr == 0 || op->nc == 0) return;
-    const struct kiln_kernels *k = ctx->kern;
+    /* every entry of this product from one table (kernels.h: what may be mixed) */
+    const struct kiln_kernels *k = kiln_kernels_for(ctx->kern, op->type, op->nc);
     kiln_type vdt = kiln_vec_dot_type(op->type);
     const char *xq;
     char *xp = NULL;

@@ -2,13 +2,15 @@
  * "benchmarks and evaluation"): a model's size and work per token from its
  * tensor table, the machine's limits (compute/peaks.c on a pool of the
  * requested size), and the arithmetic of perplexity and model comparison
- * (log-sum-exp, top-k, KL divergence against a top-k summary). Stateless;
+ * (log-sum-exp, top-k, KL divergence against a top-k summary), and the
+ * kernel choices made so far (compute/tune.c holds them). Stateless;
  * every function is thread-safe. */
 #include "engine/eval.h"
 
 #include "base/status.h"
 #include "compute/peaks.h"
 #include "compute/threadpool.h"
+#include "compute/tune.h"
 #include "compute/types.h"
 #include "engine/embed.h"
 #include "model/quantize.h"
@@ -73,6 +75,29 @@ kiln_status kiln_machine_measure(int32_t n_threads, int quick, kiln_machine_limi
                                      .fma_isa = pk.fma_isa};
     kiln_pool_destroy(pool);
     return st;
+}
+
+int32_t kiln_kernel_choices(kiln_kernel_choice *out, int32_t cap) {
+    struct kiln_tune_choice c[64];
+    int n = kiln_tune_choices(c, 64);
+    for (int i = 0; i < n && i < 64 && i < cap; i++) {
+        kiln_kernel_choice *o = &out[i];
+        memset(o, 0, sizeof *o);
+        o->type = c[i].type;
+        o->n_threads = c[i].n_threads;
+        o->matvec_isa = kiln_isa_name(c[i].mv);
+        o->matmul_isa = kiln_isa_name(c[i].mm);
+        o->source = kiln_tune_source_name(c[i].source);
+        for (int k = KILN_ISA_COUNT - 1; k >= 0 && o->n_measured < 4; k--)
+            if (c[i].mv_gbs[k] > 0 || c[i].mm_gops[k] > 0) {
+                o->isa[o->n_measured] = kiln_isa_name((enum kiln_isa)k);
+                o->matvec_gbs[o->n_measured] = c[i].mv_gbs[k];
+                o->matmul_gops[o->n_measured++] = c[i].mm_gops[k];
+            }
+        snprintf(o->when, sizeof o->when, "%s", c[i].when);
+        kiln_tune_describe(&c[i], o->reason, sizeof o->reason);
+    }
+    return n;
 }
 
 double kiln_logsumexp(const float *x, int32_t n) {

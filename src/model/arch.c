@@ -365,3 +365,33 @@ void arch_model_free(struct arch_model *m) {
     free(m->layers);
     m->layers = NULL;
 }
+
+static void add_shape(const gguf_tensor *t, struct kiln_tune_shape *out, int cap, int *n) {
+    if (!t || t->n_dims != 2) return;
+    for (int i = 0; i < *n && i < cap; i++)
+        if (out[i].type == t->type && out[i].n == t->ne[0] && out[i].nr == t->ne[1]) {
+            out[i].count++;
+            return;
+        }
+    if (*n < cap) out[*n] = (struct kiln_tune_shape){t->type, t->ne[0], t->ne[1], 1};
+    (*n)++;
+}
+
+int arch_model_shapes(const struct arch_model *m, struct kiln_tune_shape *out, int cap) {
+    int n = 0;
+    for (int t = 0; t < ARCH_T_LAYER_FIRST; t++)
+        if (t != ARCH_T_TOKEN_EMBD && arch_tensor_info((enum arch_tensor)t)->matrix)
+            add_shape(m->global[t], out, cap, &n);
+    for (uint32_t il = 0; il < m->hp.n_layer; il++)
+        for (int t = ARCH_T_LAYER_FIRST; t < ARCH_T_COUNT; t++)
+            if (arch_tensor_info((enum arch_tensor)t)->matrix)
+                add_shape(m->layers[il * ARCH_T_LAYER_COUNT + (t - ARCH_T_LAYER_FIRST)], out, cap,
+                          &n);
+    return n;
+}
+
+void arch_model_kernels(const struct arch_model *m, kiln_pool *pool, struct kiln_kernels *out) {
+    struct kiln_tune_shape shapes[64];
+    int n = arch_model_shapes(m, shapes, 64);
+    kiln_tune_select(pool, 1, shapes, n < 64 ? n : 64, 0, out, NULL, 0);
+}

@@ -15,6 +15,7 @@
 #ifndef KILN_MODEL_ARCH_H
 #define KILN_MODEL_ARCH_H
 
+#include "compute/tune.h"
 #include "kiln.h"
 #include "model/gguf.h"
 
@@ -183,6 +184,15 @@ kiln_status arch_hparams_load(const gguf_file *f, struct arch_hparams *hp);
  * frees with arch_model_free. */
 kiln_status arch_model_load(const gguf_file *f, struct arch_model *m);
 void arch_model_free(struct arch_model *m);
+/* The weight products of m for the kernel tuner: one entry per distinct
+ * (type, n = ne[0], rows = ne[1]) among the matrices that are multiplied
+ * (every role marked matrix, token_embd only as a tied output), with how
+ * many there are. Writes at most cap; returns how many entries there are. */
+int arch_model_shapes(const struct arch_model *m, struct kiln_tune_shape *out, int cap);
+/* The kernel table for m's products on pool (borrowed; NULL: the calling
+ * thread): kiln_tune_select over arch_model_shapes, which may measure (see
+ * compute/tune.h) and cannot fail. */
+void arch_model_kernels(const struct arch_model *m, kiln_pool *pool, struct kiln_kernels *out);
 
 /* The tensor of a per-layer role, or NULL when absent. */
 static inline const gguf_tensor *arch_layer_tensor(const struct arch_model *m, int il,

@@ -177,7 +177,8 @@ void bert_model_free(bert_model *m) {
 
 struct bert_ctx {
     const bert_model *m;
-    const struct kiln_kernels *kern;
+    const struct kiln_kernels *kern; /* &kern_tuned */
+    struct kiln_kernels kern_tuned;  /* chosen for m's products at creation (arch.h) */
     kiln_pool *pool;
     kiln_matmul_ctx *mm;
     int n_threads;
@@ -251,7 +252,8 @@ bert_ctx *bert_ctx_create(const bert_model *m, kiln_pool *pool, kiln_status *st)
     c->m = m;
     c->pool = pool;
     c->n_threads = pool ? kiln_pool_size(pool) : 1;
-    c->kern = kiln_kernels_best();
+    arch_model_kernels(&m->am, pool, &c->kern_tuned);
+    c->kern = &c->kern_tuned;
     c->avx512 = c->kern->isa == KILN_ISA_AVX512 && hp->head_dim % 16 == 0;
     c->n_qkv = (int32_t)(arch_n_embd_q(hp) + 2 * arch_n_embd_kv(hp));
     c->lpad = (int32_t)((hp->n_ctx_train + 15) / 16 * 16);

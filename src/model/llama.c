@@ -166,7 +166,8 @@ void llama_model_free(llama_model *m) {
 
 struct llama_ctx {
     const llama_model *m;
-    const struct kiln_kernels *kern;
+    const struct kiln_kernels *kern; /* &kern_tuned */
+    struct kiln_kernels kern_tuned;  /* chosen for m's products at creation (arch.h) */
     kiln_pool *pool;
     kiln_matmul_ctx *mm;
     int32_t n_ctx, n_batch, n_seq, n_threads;
@@ -360,7 +361,8 @@ llama_ctx *llama_ctx_create(const llama_model *m, const struct llama_ctx_params 
     int64_t most = (int64_t)p->n_ctx * p->n_seq;
     c->n_batch = p->n_batch < most ? p->n_batch : (int32_t)most;
     if (c->embed && (s = embed_geometry(c, p))) goto fail;
-    c->kern = kiln_kernels_best();
+    arch_model_kernels(&m->am, pool, &c->kern_tuned);
+    c->kern = &c->kern_tuned;
     /* embed: one layer's keys and values of the packed step, reused by every layer */
     if ((s = kv_init(&c->kv, p->type_k, p->type_v, c->embed ? 1 : (int32_t)hp->n_layer,
                      (int32_t)hp->n_head_kv, (int32_t)hp->head_dim,

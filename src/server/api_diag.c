@@ -16,7 +16,9 @@
  * after the models load (kiln_machine_measure, quick mode). GPU telemetry
  * (obs/gpu.h, NVML loaded at run time) is opened at start for /metrics; the
  * snapshot's "gpu" section and GPU findings are refreshed by the tick (an
- * NVML read can take tens of ms per device) and served from that copy. */
+ * NVML read can take tens of ms per device) and served from that copy.
+ * The "kernels" section lists the kernel variant chosen per weight type
+ * (measured, cached or by rank) as the models' contexts chose them. */
 #include "base/log.h"
 #include "base/time.h"
 #include "bench/bench.h"
@@ -286,6 +288,30 @@ static void take(srv *s, double window, struct snap *p) {
     }
 }
 
+/* The kernel variant each weight type's products run and why (kiln.h
+ * kiln_kernel_choices): one entry per type and thread count loaded. */
+static json_t *kernels_json(void) {
+    kiln_kernel_choice c[64];
+    int32_t n = kiln_kernel_choices(c, 64);
+    json_t *a = json_array();
+    for (int32_t i = 0; i < n && i < 64; i++) {
+        json_t *gbs = json_object(), *gops = json_object();
+        for (int32_t k = 0; k < c[i].n_measured; k++) {
+            if (c[i].matvec_gbs[k] > 0)
+                json_object_set_new(gbs, c[i].isa[k], json_real(c[i].matvec_gbs[k]));
+            if (c[i].matmul_gops[k] > 0)
+                json_object_set_new(gops, c[i].isa[k], json_real(c[i].matmul_gops[k]));
+        }
+        json_array_append_new(
+            a, json_pack("{s:s,s:i,s:s,s:s,s:s,s:o,s:o,s:o,s:s}", "type", kiln_type_name(c[i].type),
+                         "threads", c[i].n_threads, "matvec", c[i].matvec_isa, "matmul",
+                         c[i].matmul_isa, "source", c[i].source, "matvec_gbs", gbs, "matmul_gops",
+                         gops, "tuned", c[i].when[0] ? json_string(c[i].when) : json_null(),
+                         "reason", c[i].reason));
+    }
+    return a;
+}
+
 static json_t *perf_json(srv *s, const struct snap *p) {
     json_t *models = json_array();
     for (int32_t i = 0; i < p->n_models; i++) {
@@ -355,6 +381,7 @@ static json_t *perf_json(srv *s, const struct snap *p) {
                   "client_4xx", (json_int_t)rq[R_ERR4].n, "server_5xx", (json_int_t)rq[R_ERR5].n,
                   "achieved_read_gbs", p->gbs, "bandwidth_fraction", p->bw_frac, "achieved_gflops",
                   p->gflops + p->gops, "fma_fraction", p->fma_frac, "int8_fraction", p->int8_frac));
+    json_object_set_new(j, "kernels", kernels_json());
     json_t *gpu = gpu_cached(s->diag, &s->diag->gpu_text);
     json_object_set_new(j, "gpu",
                         gpu ? gpu : json_pack("{s:b,s:s}", "available", 0, "reason", s->gpu_why));

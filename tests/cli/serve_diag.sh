@@ -2,7 +2,7 @@
 # serve_diag.sh - `kiln serve --diagnostics` (issue 12 items 5 and 6):
 # /diagnostics/* are 404 without the flag and behind the API key with it;
 # the performance snapshot has its sections (host, measured machine limits,
-# process, models, engine, window percentiles, gpu); verdicts: idle with no
+# process, models, engine, window percentiles, gpu, kernels); verdicts: idle with no
 # traffic, queueing_bound with 8 clients on one slot, bandwidth evidence
 # after a long decode stream, host_overhead_bound with a per-step host delay
 # (the scheduler's KILN_TEST_STEP_DELAY_US hook), HOST_CONTENTION while CPU
@@ -48,6 +48,11 @@ assert d["machine_limits"]["measured"] and d["machine_limits"]["read_gbs"] > 0, 
 assert d["process"]["rss_bytes"] > 0 and d["process"]["threads"] > 1
 assert d["models"][0]["name"] == "slow" and d["models"][0]["engine"]["slots"] == 1
 assert d["gpu"]["available"] is False and d["gpu"]["reason"]
+ks = d["kernels"]  # the model's matrix types: tiny, so by ISA rank, not measured
+assert ks and any(k["threads"] == 1 for k in ks), ks
+for k in ks:
+    assert k["type"] and k["matvec"] and k["matmul"] and k["reason"], k
+    assert k["source"] in ("measured", "cache", "forced", "off", "small"), k
 PY
 
 # 8 clients on one slot: they wait for it
