@@ -200,8 +200,10 @@ for i in 1 2 3; do
     run "$T/wide.gguf" "$T/w$i.json"
 done
 python3 "$V" "$T"/a?.json "$T"/w?.json || fail "A/B traces not valid"
-# one setup: no difference beyond 10% (a shared CI machine drifts a few percent)
-"$KILN" trace compare --min-change 10 --a "$T"/a?.json --b "$T"/b?.json >"$T/same" 2>&1 || fail "compare exit $?"
+# one setup: no difference beyond 30% (a shared, loaded CI machine drifts:
+# a run that met a busy core for part of it moves the mean by 10-20%; the
+# wide model's forward passes below are several times slower)
+"$KILN" trace compare --min-change 30 --a "$T"/a?.json --b "$T"/b?.json >"$T/same" 2>&1 || fail "compare exit $?"
 for s in step forward; do
     grep -q "^$s .*within noise" "$T/same" || fail "same setup: $s flagged: $(cat "$T/same")"
 done
@@ -220,7 +222,7 @@ cmp -s "$T/diff" "$T/diffz" || fail "compare of .gz traces differs: $(diff "$T/d
 cp "$T/a1.json" "$T/<b>a1.json"
 "$KILN" trace compare --a "$T/<b>a1.json" "$T"/a[23].json --b "$T"/w?.json --html "$T/d.html" \
     >"$T/diffh" 2>&1 || fail "compare --html exit $?"
-"$KILN" trace compare --min-change 10 --a "$T"/a?.json --b "$T"/b?.json --html "$T/s.html" \
+"$KILN" trace compare --min-change 30 --a "$T"/a?.json --b "$T"/b?.json --html "$T/s.html" \
     >/dev/null 2>&1 || fail "compare --html (same setup) exit $?"
 [ -s "$T/d.html" ] || fail "no HTML report"
 grep -qE '<(link|img|iframe)[^>]* (src|href)=|<script[^>]* src=' "$T/d.html" &&
