@@ -284,18 +284,22 @@ static void test_doc_parse(void **state) {
 }
 
 /* A span chain: off at detail=steps (nothing recorded), back-to-back phases
- * inside their groups at detail=ops, nothing to repair. */
+ * inside their groups at detail=ops, nothing to repair; kept spans are
+ * recorded in batches within max_events, and those that began before the
+ * session recording them are left out. */
 static void test_lap(void **state) {
     (void)state;
     trace_lap k;
     trace_lap_start(&k, trace_on_ops()); /* no session: off */
     assert_int_equal(k.t, 0);
-    trace_lap_span(&k, "p", "op", NULL, 0);
-    trace_lap_close(&k, "g", "op", NULL, 0);
+    trace_lap_span(&k, "p", "op", NULL);
+    trace_lap_close(&k, "g", "op", NULL);
+    trace_lap_end(&k);
     trace_session *s = trace_start(&(trace_opts){.detail = TRACE_DETAIL_STEPS}, NULL);
     assert_non_null(s);
     trace_lap_start(&k, trace_on_ops());
-    trace_lap_span(&k, "p", "op", NULL, 0);
+    trace_lap_span(&k, "p", "op", NULL);
+    trace_lap_end(&k);
     trace_stats st;
     trace_get_stats(s, &st);
     assert_int_equal(st.events, 0);
@@ -308,13 +312,16 @@ static void test_lap(void **state) {
     for (int il = 0; il < 3; il++) {
         a = TRACE_I("layer", il);
         trace_lap_open(&k);
-        trace_lap_span(&k, "attn_qkv", "op", &a, 1);
-        trace_lap_span(&k, "attn_core", "op", &a, 1);
-        trace_lap_close(&k, "attention", "op", &a, 1);
+        trace_lap_span(&k, "attn_qkv", "op", &a);
+        trace_lap_span(&k, "attn_core", "op", &a);
+        trace_lap_close(&k, "attention", "op", &a);
         trace_lap_open(&k);
-        trace_lap_span(&k, "ffn_down", "op", &a, 1);
-        trace_lap_close(&k, "ffn", "op", &a, 1);
+        trace_lap_span(&k, "ffn_down", "op", &a);
+        trace_lap_close(&k, "ffn", "op", &a);
     }
+    trace_get_stats(s, &st);
+    assert_int_equal(st.events, 0); /* kept until the chain ends (or fills) */
+    trace_lap_end(&k);
     char path[512];
     assert_int_equal(trace_write(s, test_tmp_path("trace_lap.json", path, sizeof path), NULL), 0);
     trace_get_stats(s, &st);
@@ -346,12 +353,35 @@ static void test_lap(void **state) {
     assert_true(fabs(group - phases) < 1e-6);
     json_decref(j);
 
+    /* over the budget: kept, then dropped, in one batch */
+    s = trace_start(&(trace_opts){.detail = TRACE_DETAIL_OPS, .max_events = 10}, NULL);
+    trace_lap_start(&k, trace_on_ops());
+    for (int r = 0; r < 30; r++) trace_lap_span(&k, "phase", "op", NULL);
+    trace_lap_end(&k);
+    trace_get_stats(s, &st);
+    assert_int_equal(st.events, 10);
+    assert_int_equal(st.dropped, 20);
+    trace_free(s);
+
+    /* spans kept during one session are not recorded into the next */
+    s = trace_start(&(trace_opts){.detail = TRACE_DETAIL_OPS}, NULL);
+    trace_lap_start(&k, trace_on_ops());
+    trace_lap_span(&k, "old", "op", NULL);
+    trace_free(s);
+    s = trace_start(&(trace_opts){.detail = TRACE_DETAIL_OPS}, NULL);
+    trace_lap_span(&k, "straddles", "op", NULL); /* began before this session too */
+    trace_lap_end(&k);
+    trace_get_stats(s, &st);
+    assert_int_equal(st.events + st.dropped, 0);
+    trace_free(s);
+
     /* the cost of a recorded phase (clock reading and event): docs/perf.md */
     enum { N = 100000 };
     s = trace_start(&(trace_opts){.detail = TRACE_DETAIL_OPS, .max_events = N}, NULL);
     trace_lap_start(&k, trace_on_ops());
     int64_t t0 = trace_now();
-    for (int r = 0; r < N; r++) trace_lap_span(&k, "phase", "op", &a, 1);
+    for (int r = 0; r < N; r++) trace_lap_span(&k, "phase", "op", &a);
+    trace_lap_end(&k);
     int64_t dt = trace_now() - t0;
     trace_get_stats(s, &st);
     assert_int_equal(st.events, N);

@@ -754,29 +754,29 @@ static void layer(struct pass *p, const struct bert_layer *L, int32_t il) {
         matmul(c, &L->wk, c->x, n, c->qkv + dq, c->n_qkv, L->wk.type == L->wq.type);
         matmul(c, &L->wv, c->x, n, c->qkv + dq + dkv, c->n_qkv, L->wv.type == L->wk.type);
     }
-    trace_lap_span(k, "attn_qkv", "op", &a, 1);
+    trace_lap_span(k, "attn_qkv", "op", &a);
     run_rows(p, qkv_rows);
-    trace_lap_span(k, "attn_rope", "op", &a, 1); /* biases and rotation */
+    trace_lap_span(k, "attn_rope", "op", &a); /* biases and rotation */
     atomic_store(&p->next, 0);
     if (c->pool && p->n_seq * (int32_t)hp->n_head > 1)
         kiln_pool_run(c->pool, attn_worker, p);
     else
         attn_worker(p, 0, 1);
-    trace_lap_span(k, "attn_core", "op", &a, 1);
+    trace_lap_span(k, "attn_core", "op", &a);
     matmul(c, &L->wo, c->att, n, c->tmp, 0, false);
     run_rows(p, attn_out_rows);
-    trace_lap_span(k, "attn_out", "op", &a, 1); /* output product, residual and LayerNorm */
-    trace_lap_close(k, "attention", "op", &a, 1);
+    trace_lap_span(k, "attn_out", "op", &a); /* output product, residual and LayerNorm */
+    trace_lap_close(k, "attention", "op", &a);
     trace_lap_open(k);
     matmul(c, &L->up, c->x, n, c->ff, 0, false);
     if (L->gate.data) matmul(c, &L->gate, c->x, n, c->gate, 0, L->gate.type == L->up.type);
-    trace_lap_span(k, "ffn_gate_up", "op", &a, 1);
+    trace_lap_span(k, "ffn_gate_up", "op", &a);
     run_rows(p, ffn_act_rows);
-    trace_lap_span(k, "ffn_act", "op", &a, 1);
+    trace_lap_span(k, "ffn_act", "op", &a);
     matmul(c, &L->down, c->gate ? c->gate : c->ff, n, c->tmp, 0, false);
     run_rows(p, ffn_out_rows);
-    trace_lap_span(k, "ffn_down", "op", &a, 1); /* down product, residual and LayerNorm */
-    trace_lap_close(k, "ffn", "op", &a, 1);
+    trace_lap_span(k, "ffn_down", "op", &a); /* down product, residual and LayerNorm */
+    trace_lap_close(k, "ffn", "op", &a);
 }
 
 kiln_status bert_encode(bert_ctx *c, const int32_t *tokens, const int32_t *seq_start, int32_t n_seq,
@@ -813,9 +813,10 @@ kiln_status bert_encode(bert_ctx *c, const int32_t *tokens, const int32_t *seq_s
     trace_lap_start(&p.lap, trace_on_ops());
     trace_arg a = TRACE_I("tokens", n);
     run_rows(&p, embed_rows);
-    trace_lap_span(&p.lap, "token_embd", "op", &a, 1);
+    trace_lap_span(&p.lap, "token_embd", "op", &a);
     p.n = nc;
     for (uint32_t il = 0; il < hp->n_layer; il++) layer(&p, &c->m->layers[il], (int32_t)il);
+    trace_lap_end(&p.lap);
     *hidden = c->x;
     return KILN_OK;
 }

@@ -904,38 +904,38 @@ static void layer(llama_ctx *c, int32_t il, trace_lap *k, int ith, int nth) {
     trace_lap_open(k);
     add_norm_part(c, L->attn_norm, il > 0, ith, nth);
     barrier(c);
-    trace_lap_span(k, "attn_norm", "op", &a, 1);
+    trace_lap_span(k, "attn_norm", "op", &a);
     mm(c, &L->wq, c->xn, n, c->q, 0, NULL, ith, nth);
     mm(c, &L->wk, c->xn, n, c->k, 0, &L->wq, ith, nth);
     mm(c, &L->wv, c->xn, n, c->v, 0, &L->wk, ith, nth);
     barrier(c);
-    trace_lap_span(k, "attn_qkv", "op", &a, 1);
+    trace_lap_span(k, "attn_qkv", "op", &a);
     qkv_part(c, il, ith, nth);
     barrier(c);
-    trace_lap_span(k, "attn_rope", "op", &a, 1); /* rotation and the KV cache writes */
+    trace_lap_span(k, "attn_rope", "op", &a); /* rotation and the KV cache writes */
     attn_part(c, il, ith, nth);
     barrier(c);
-    trace_lap_span(k, "attn_core", "op", &a, 1);
+    trace_lap_span(k, "attn_core", "op", &a);
     mm(c, &L->wo, c->q, n, c->xn, 0, NULL, ith, nth);
     barrier(c);
-    trace_lap_span(k, "attn_out", "op", &a, 1);
-    trace_lap_close(k, "attention", "op", &a, 1);
+    trace_lap_span(k, "attn_out", "op", &a);
+    trace_lap_close(k, "attention", "op", &a);
     /* FFN */
     trace_lap_open(k);
     add_norm_part(c, L->ffn_norm, true, ith, nth);
     barrier(c);
-    trace_lap_span(k, "ffn_norm", "op", &a, 1);
+    trace_lap_span(k, "ffn_norm", "op", &a);
     mm(c, &L->gate, c->xn, n, c->gate, 0, NULL, ith, nth);
     mm(c, &L->up, c->xn, n, c->up, 0, &L->gate, ith, nth);
     barrier(c);
-    trace_lap_span(k, "ffn_gate_up", "op", &a, 1);
+    trace_lap_span(k, "ffn_gate_up", "op", &a);
     swiglu_part(c, ith, nth);
     barrier(c);
-    trace_lap_span(k, "ffn_act", "op", &a, 1);
+    trace_lap_span(k, "ffn_act", "op", &a);
     mm(c, &L->down, c->gate, n, c->xn, 0, NULL, ith, nth);
     barrier(c);
-    trace_lap_span(k, "ffn_down", "op", &a, 1);
-    trace_lap_close(k, "ffn", "op", &a, 1);
+    trace_lap_span(k, "ffn_down", "op", &a);
+    trace_lap_close(k, "ffn", "op", &a);
 }
 
 /* The final residual and output norm of the rows that want an output: row r
@@ -988,7 +988,7 @@ static void step_task(void *arg, int ith, int nth) {
     embed_part(c, c->tok_id, ith, nth);
     rope_part(c, ith, nth);
     barrier(c);
-    trace_lap_span(&k, "token_embd", "op", &a, 1);
+    trace_lap_span(&k, "token_embd", "op", &a);
     for (int32_t il = 0; il < (int32_t)c->m->hp->n_layer; il++) layer(c, il, &k, ith, nth);
     /* the pass ends without a barrier (kiln_pool_run waits for every
      * thread); traced, one more barrier times the last phase on thread 0 */
@@ -996,12 +996,13 @@ static void step_task(void *arg, int ith, int nth) {
     if (c->embed) {
         final_norm_part(c, ith, nth);
         if (c->trace_ops) barrier(c);
-        trace_lap_span(&k, "output_norm", "op", &a, 1);
+        trace_lap_span(&k, "output_norm", "op", &a);
     } else if (c->n_out) {
         output_part(c, ith, nth);
         if (c->trace_ops) barrier(c);
-        trace_lap_span(&k, "lm_head", "op", &a, 1);
+        trace_lap_span(&k, "lm_head", "op", &a);
     }
+    trace_lap_end(&k);
 }
 
 /* ---- steps ---- */

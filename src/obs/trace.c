@@ -13,7 +13,8 @@
  * recorder that reached it.
  *
  * Budget. Each event reserves its place with one relaxed atomic add on the
- * session's counter; past max_events it counts as dropped instead.
+ * session's counter (a span chain's batch, with one add for all of it);
+ * past max_events it counts as dropped instead.
  *
  * Writing (trace_write) happens on stopped sessions only and repairs what
  * viewers reject: spans are sorted per thread (start, then longer first) and
@@ -108,25 +109,26 @@ void trace_thread_name(const char *name) {
     pthread_mutex_unlock(&g_mu);
 }
 
-/* Claims a slot for one event and marks t busy; NULL (and not busy) when no
- * session records or the budget is spent. ev_commit ends it. */
-static trace_ev *ev_begin(trace_thread **tp) {
-    trace_thread *t = thr_get();
-    if (!t) return NULL;
+/* Marks t busy and returns the recording session; NULL (and t not busy)
+ * when none records. rec_end ends what it began. */
+static trace_session *rec_begin(trace_thread *t) {
     atomic_store(&t->busy, 1);
-    if (!atomic_load(&trace_level_)) goto none;
-    trace_session *s = atomic_load_explicit(&g_sess, memory_order_relaxed);
-    if (!s) goto none;
-    if (atomic_fetch_add_explicit(&s->reserved, 1, memory_order_relaxed) >= s->max_events) {
-        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
-        goto none;
-    }
+    trace_session *s =
+        atomic_load(&trace_level_) ? atomic_load_explicit(&g_sess, memory_order_relaxed) : NULL;
+    if (!s) atomic_store_explicit(&t->busy, 0, memory_order_release);
+    return s;
+}
+
+static void rec_end(trace_thread *t) {
+    atomic_store_explicit(&t->busy, 0, memory_order_release);
+}
+
+/* The next free event of t's buffer (a new chunk when the last is full;
+ * t->tail->n++ takes it), or NULL out of memory. t is busy. */
+static trace_ev *rec_slot(trace_thread *t) {
     if (!t->tail || t->tail->n == CHUNK_EVENTS) {
         chunk *c = malloc(sizeof *c);
-        if (!c) {
-            atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
-            goto none;
-        }
+        if (!c) return NULL;
         c->next = NULL;
         c->n = 0;
         if (t->tail)
@@ -135,23 +137,11 @@ static trace_ev *ev_begin(trace_thread **tp) {
             t->head = c;
         t->tail = c;
     }
-    *tp = t;
     return &t->tail->ev[t->tail->n];
-none:
-    atomic_store_explicit(&t->busy, 0, memory_order_release);
-    return NULL;
 }
 
-static void ev_commit(trace_thread *t) {
-    t->tail->n++;
-    atomic_store_explicit(&t->busy, 0, memory_order_release);
-}
-
-static void record(char ph, const char *name, const char *cat, int64_t ts, int64_t dur, uint64_t id,
-                   const trace_arg *args, int n_args) {
-    trace_thread *t;
-    trace_ev *e = ev_begin(&t);
-    if (!e) return;
+static void fill(trace_ev *e, char ph, const char *name, const char *cat, int64_t ts, int64_t dur,
+                 uint64_t id, const trace_arg *args, int n_args) {
     e->name = name;
     e->cat = cat;
     e->ts = ts;
@@ -162,20 +152,56 @@ static void record(char ph, const char *name, const char *cat, int64_t ts, int64
     if (n_args < 0 || !args) n_args = 0;
     e->n_args = (uint8_t)n_args;
     for (int i = 0; i < n_args; i++) e->args[i] = args[i];
-    ev_commit(t);
+}
+
+static void record(char ph, const char *name, const char *cat, int64_t ts, int64_t dur, uint64_t id,
+                   const trace_arg *args, int n_args) {
+    trace_thread *t = thr_get();
+    if (!t) return;
+    trace_session *s = rec_begin(t);
+    if (!s) return;
+    trace_ev *e = NULL;
+    if (atomic_fetch_add_explicit(&s->reserved, 1, memory_order_relaxed) < s->max_events)
+        e = rec_slot(t);
+    if (e) {
+        fill(e, ph, name, cat, ts, dur, id, args, n_args);
+        t->tail->n++;
+    } else {
+        atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
+    }
+    rec_end(t);
+}
+
+void trace_lap_flush(trace_lap *l) {
+    int n = l->n;
+    l->n = 0;
+    trace_thread *t = n ? thr_get() : NULL;
+    if (!t) return;
+    trace_session *s = rec_begin(t);
+    if (!s) return;
+    /* spans that began before this session (an earlier one's) stay out */
+    int64_t k = 0, dropped = 0;
+    for (int i = 0; i < n; i++) k += l->rec[i].ts >= s->t_start;
+    int64_t r = atomic_fetch_add_explicit(&s->reserved, k, memory_order_relaxed);
+    for (int i = 0; i < n; i++) {
+        const struct trace_lap_rec *q = &l->rec[i];
+        if (q->ts < s->t_start) continue;
+        trace_ev *e = r++ < s->max_events ? rec_slot(t) : NULL;
+        if (!e) {
+            dropped++;
+            continue;
+        }
+        fill(e, 'X', q->name, q->cat, q->ts, q->dur < 0 ? 0 : q->dur, 0, &q->arg, q->has_arg);
+        t->tail->n++;
+    }
+    if (dropped) atomic_fetch_add_explicit(&s->dropped, dropped, memory_order_relaxed);
+    rec_end(t);
 }
 
 void trace_span(const char *name, const char *cat, int64_t t0, int64_t dur, const trace_arg *args,
                 int n_args) {
     if (!trace_on()) return;
     record('X', name, cat, t0, dur < 0 ? 0 : dur, 0, args, n_args);
-}
-
-void trace_lap_record(trace_lap *l, const char *name, const char *cat, const trace_arg *args,
-                      int n_args) {
-    int64_t t = trace_now();
-    trace_span(name, cat, l->t, t - l->t, args, n_args);
-    l->t = t;
 }
 
 void trace_async_begin(const char *name, const char *cat, uint64_t id) {
