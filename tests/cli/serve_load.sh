@@ -27,7 +27,7 @@ LONG='{"model":"slow","prompt":"once","max_tokens":8000,"ignore_eos":true,"strea
 start_server one -m "$T/slow.gguf" --ctx 8192 --parallel 1 --queue 1 -t 1 --idle-timeout 1
 
 # a non-streaming answer that takes longer than the idle timeout still arrives
-req POST /v1/completions '{"model":"slow","prompt":"x","max_tokens":3000,"ignore_eos":true}' -m 120
+req POST /v1/completions '{"model":"slow","prompt":"x","max_tokens":3000,"ignore_eos":true}' -m 240
 [ "$CODE" = 200 ] || fail "a request longer than --idle-timeout: $CODE"
 
 # a streaming client that goes away after its first 2000 bytes
